@@ -8,7 +8,7 @@ PIP    := $(BIN)/python -m pip
 QUESTION ?= How many singers are older than 30?
 SERVE ?= 1
 
-.PHONY: demo test setup setup-test serve bench lint clean
+.PHONY: demo test setup setup-test serve bench gpu-bundle lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,18 @@ serve: setup
 
 bench: setup
 	$(BIN)/sqlarbiter bench all
+
+# Everything the GPU scoring benchmark needs on a GPU machine without network or Spider data, in .gpu/:
+# the rendered workload (200 Spider dev questions x 5 candidates) and the wheels of benchmarks/gpu-requirements.txt.
+# Run there (see BENCHMARKS.md): pip install --no-index --no-deps --target /tmp/site .gpu/wheels/*.whl, then
+# PYTHONPATH=/tmp/site python3 -m benchmarks scoring --arch qwen2-1.5b --device cuda --workload .gpu/workload.json
+GPU_PY ?= 3.12
+gpu-bundle: setup
+	$(BIN)/python -m benchmarks scoring --save-workload .gpu/workload.json
+	$(PIP) download -q --no-deps --only-binary=:all: --python-version $(GPU_PY) --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d .gpu/wheels -r benchmarks/gpu-requirements.txt
+	@du -sh .gpu
 
 lint: setup
 	$(BIN)/ruff check .

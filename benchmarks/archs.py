@@ -196,15 +196,27 @@ def embedded_checkpoint_dir() -> Path:
     return target
 
 
-def load_tokenizer(vocab_size: int) -> TokenizerAdapter:
-    """The embedded model's tokenizer mapped into `vocab_size`; a byte-level tokenizer if it cannot be loaded."""
-    try:
-        from transformers import AutoTokenizer
+def load_tokenizer(vocab_size: int, path: str | Path | None = None) -> TokenizerAdapter:
+    """A tokenizer mapped into `vocab_size`: the one saved in `path` when given (e.g. the copy a GPU bundle carries,
+    see `save_tokenizer`), else the embedded model's; a byte-level tokenizer if neither can be loaded."""
+    from transformers import AutoTokenizer
 
+    if path is not None:  # asked for explicitly: failing to load it is an error, not a silent fallback
+        tok = AutoTokenizer.from_pretrained(str(path))
+        return TokenizerAdapter(lambda t: tok.encode(t, add_special_tokens=False), vocab_size, "smollm2", tok)
+    try:
         tok = AutoTokenizer.from_pretrained(str(embedded_checkpoint_dir()))
     except Exception:  # noqa: BLE001 - any failure to get the tokenizer falls back to bytes, stated in `kind`
         return TokenizerAdapter(byte_encode, vocab_size, "bytes")
     return TokenizerAdapter(lambda t: tok.encode(t, add_special_tokens=False), vocab_size, "smollm2", tok)
+
+
+def save_tokenizer(target: Path) -> Path:
+    """Save the embedded model's tokenizer (a few MB, no weights) to `target`, for a machine without the model."""
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(str(embedded_checkpoint_dir())).save_pretrained(str(target))
+    return target
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -265,8 +277,10 @@ def build_config(arch: Arch):
     return Qwen2Config(**arch.config)
 
 
-def load_model(name: str, *, device: str = "auto", dtype: str = "auto", seed: int = 0) -> BenchModel:
-    """Instantiate `name` on `device` (random weights drawn with `seed`, or the embedded checkpoint)."""
+def load_model(name: str, *, device: str = "auto", dtype: str = "auto", seed: int = 0,
+               tokenizer: str | Path | None = None) -> BenchModel:
+    """Instantiate `name` on `device` (random weights drawn with `seed`, or the embedded checkpoint); `tokenizer`:
+    a saved tokenizer directory to use instead of the embedded model's."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -287,6 +301,6 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", seed: in
     if dev.startswith("cuda"):
         torch.cuda.synchronize()
     load_s = time.perf_counter() - t0
-    tok = load_tokenizer(model.config.vocab_size)
+    tok = load_tokenizer(model.config.vocab_size, tokenizer)
     n_params = sum(p.numel() for p in model.parameters())
     return BenchModel(arch, model, tok, dev, dt, load_s, n_params)

@@ -2,8 +2,9 @@
 cached loads) and CoT discriminator throughput for N candidates per question with a fixed reasoning budget
 (EOS ignored, so every path does the same work), measured side by side in one run:
 
-- prefix reuse:     `CotDiscriminator.score` per question (shared prefix KV computed once, N suffixes batched)
-- no prefix reuse:  the same N candidates batched with full prompts (`score_many([request])`)
+- prefix reuse:     `CotDiscriminator.score` per question (shared prefix KV computed once, N suffixes batched;
+                    in-place KV cache with grouped-query SDPA, the default `kv_cache="inplace"`)
+- dynamic cache:    the same with transformers' own DynamicCache and attention (`kv_cache="dynamic"`)
 - cross-question:   all questions' candidates in one batch (`score_many(requests)`)
 - reference:        one candidate at a time with `model.generate` (`score_reference`)
 
@@ -99,15 +100,18 @@ def run(args) -> int:
         return 1
     lm = load_checkpoint(embedded_checkpoint(), name="SmolLM2-135M-Instruct")
     d = CotDiscriminator(loaded=lm, budget=args.budget, ignore_eos=True, batch_size=max(len(reqs) * args.n, 1))
+    d_dyn = CotDiscriminator(loaded=lm, budget=args.budget, ignore_eos=True, batch_size=d.batch_size,
+                             kv_cache="dynamic")
     warm = CotDiscriminator(loaded=lm, budget=4, ignore_eos=True)
     warm.score(reqs[0]), warm.score_many(reqs[:1]), warm.score_reference(reqs[0])  # one-time overheads
+    CotDiscriminator(loaded=lm, budget=4, ignore_eos=True, kv_cache="dynamic").score(reqs[0])
 
     from tqdm import tqdm
 
-    # Interleaved per question (prefix, no-prefix, reference), so load drift on a shared machine hits every
+    # Interleaved per question (prefix, dynamic cache, reference), so load drift on a shared machine hits every
     # path alike; the cross-question batch runs once over all questions in the middle of the run.
     per_q = {"prefix reuse (score)": lambda r: d.traces(r, "prefix"),
-             "no prefix reuse (score_many per question)": lambda r: d.traces_many([r])[0]}
+             "prefix reuse, transformers DynamicCache (kv_cache=dynamic)": lambda r: d_dyn.traces(r, "prefix")}
     if args.reference:
         per_q["reference, one at a time (score_reference)"] = lambda r: d.traces(r, "reference")
     cross = "cross-question batch (score_many)"

@@ -50,6 +50,7 @@ class Peaks:
     flops: float  # FLOP/s
     bandwidth_source: str
     flops_source: str
+    measured_bandwidth: float = 0.0  # CUDA: a device-to-device copy measured in-process (bytes read + written / s)
 
 
 def stream_copy_bandwidth(mib: int = 256, repeats: int = 5) -> float:
@@ -66,6 +67,28 @@ def stream_copy_bandwidth(mib: int = 256, repeats: int = 5) -> float:
         dst.copy_(src)
         best = min(best, time.perf_counter() - t0)
     return 2 * src.numel() * 4 / best
+
+
+def cuda_copy_bandwidth(device: str, mib: int = 1024, repeats: int = 10) -> float:
+    """Device-to-device copy on a GPU: bytes read + written per `dst.copy_(src)`, best of `repeats` (bytes/s)."""
+    import torch
+
+    n = mib * 1024 * 1024 // 2
+    src = torch.ones(n, dtype=torch.bfloat16, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    torch.cuda.synchronize(device)
+    best = float("inf")
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        dst.copy_(src)
+        end.record()
+        end.synchronize()
+        best = min(best, start.elapsed_time(end) / 1e3)
+    del src, dst
+    torch.cuda.empty_cache()
+    return 2 * n * 2 / best
 
 
 def cpu_matmul_flops(n: int = 1024, repeats: int = 5) -> float:
@@ -96,6 +119,9 @@ def machine_peaks(device: str, *, bandwidth_gbs: float | None = None, flops_tflo
                 break
         bw_src = "datasheet" if bw else "unknown GPU: pass --bandwidth"
         fl_src = "datasheet dense bf16" if fl else "unknown GPU: pass --peak-tflops"
+        measured = cuda_copy_bandwidth(device)
+        if not bw and not bandwidth_gbs:
+            bw, bw_src = measured, "measured device copy (unknown GPU)"
     else:
         import platform
 
@@ -110,7 +136,10 @@ def machine_peaks(device: str, *, bandwidth_gbs: float | None = None, flops_tflo
         bw, bw_src = bandwidth_gbs * 1e9, "--bandwidth"
     if flops_tflops:
         fl, fl_src = flops_tflops * 1e12, "--peak-tflops"
-    return Peaks(name, float(bw or 0.0), float(fl or 0.0), bw_src, fl_src)
+    peaks = Peaks(name, float(bw or 0.0), float(fl or 0.0), bw_src, fl_src)
+    if device.startswith("cuda"):
+        peaks.measured_bandwidth = measured
+    return peaks
 
 
 def param_counts(config) -> dict[str, int]:
@@ -256,7 +285,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     ]
     if args.measure:
         notes.append(f"measured: {args.steps} greedy decode steps after a {args.context}-token prompt "
-                     "(discriminators.batching, HF eager, KV cache), decode time only")
+                     "(discriminators.batching: in-place KV cache, GQA SDPA, eager forward), decode time only")
     print(table)
     for n in notes:
         print("- " + n)

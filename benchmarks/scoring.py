@@ -5,6 +5,8 @@ Workload: Q Spider dev questions (evenly spaced over the 200 questions of
 the schema as the planner renders it (`planner.databases` + `planner.schema.schema_to_prompt`; `tables.json` if those
 are missing), the project's CoT prompt (`discriminators.prompts`, `cot-v1`). Every candidate decodes exactly `budget`
 new tokens greedily with EOS ignored, so every variant does the same work.
+`--save-workload FILE` writes that rendered workload (and the tokenizer, to `tokenizer/` beside it) so a machine without
+the Spider data or the embedded model runs the identical prompts with `--workload FILE` (`make gpu-bundle`).
 
 Variants:
 - (a) reference: one candidate at a time with `model.generate`.
@@ -14,17 +16,17 @@ Variants:
   together, so there is no tail to refill). Batch size: on CUDA computed from free GPU memory and KV bytes per token
   (`--batch-size auto`), on CPU a fixed moderate batch.
 
-Engines (`--engine`): `cot` (default) drives the project discriminator's public paths
-(`discriminators.cot.CotDiscriminator.score_reference` / `score` / `score_many`, through their `traces` so the
-per-token probabilities are visible); `batching` drives `discriminators.batching.BatchedGreedy` (reference via
-`generate`; (b) and (c) via its static batcher, which also prefills each question's prefix once inside a
-cross-question batch and keeps the decode loop free of host syncs).
+All variants run the project discriminator's public paths (`discriminators.cot.CotDiscriminator.score_reference` /
+`score` / `score_many`, through their `traces` so the per-token probabilities are visible), i.e. its one decoding engine
+`discriminators.batching.BatchedGreedy`: (a) via `generate`, (b) and (c) via its static batcher (each question's prefix
+prefilled once, in-place KV cache, grouped-query SDPA without repeated K/V, no host sync inside the decode loop).
+Optional variant (c0) runs (c) with transformers' own `DynamicCache` and attention (`kv_cache="dynamic"`), the engine
+as it was before the in-place cache: the side-by-side measure of what the in-place cache and GQA attention buy.
 
 Comparable score: with random weights the CoT verdict is noise and rarely parses, so the check compares what every
 path defines for any weights: the generated token ids and the probability of each generated token (the "score" is
-the probability of the FINAL generated token; all steps are compared too). For the `batching` engine the soft score
-P(" true")/(P(" true")+P(" false")) at the last step is also compared; for the `cot` engine the discriminator's own
-soft score (`Score.score`, the fallback when unparseable). Tolerances: fp32 1e-4 absolute on probabilities with
+the probability of the FINAL generated token; all steps are compared too), and the discriminator's own soft score
+(`Score.score`, the fallback when unparseable). Tolerances: fp32 1e-4 absolute on probabilities with
 identical tokens required; bf16/fp16 2e-2 on the first step's probability (before any trajectory can diverge) and on
 every step of the rows whose tokens are identical, and the fraction of rows with identical tokens is reported (with
 random weights greedy trajectories are chaotic: a bf16 rounding difference can flip a near-tie argmax).
@@ -118,6 +120,34 @@ def load_workload(questions: int, n: int = 5, *, samples: Path | None = None,
     return items, f"{q} Spider dev questions x {n} candidates ({samples.name}); schema via {how}"
 
 
+def save_workload(items: list[WorkItem], description: str, path: Path) -> None:
+    """Write the rendered workload (questions, schema text, candidates) to a JSON file, and the tokenizer that turns
+    it into prompts to `tokenizer/` beside it: a machine without the Spider data or the embedded model (e.g. a GPU
+    box) then runs the identical prompts with `--workload FILE`."""
+    from benchmarks.archs import save_tokenizer
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"description": description, "items": [w.__dict__ for w in items]}, indent=1))
+    save_tokenizer(path.parent / "tokenizer")
+
+
+def read_workload(path: Path, questions: int | None, n: int) -> tuple[list[WorkItem], str]:
+    """A workload file written by `save_workload` (the first `questions`, candidates cut or repeated to `n`)."""
+    try:
+        data = json.loads(path.read_text())
+        items = [WorkItem(**w) for w in data["items"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise WorkloadUnavailable(f"cannot read workload file {path}: {e}") from e
+    if questions is not None:
+        if questions < 1:
+            raise ValueError("--questions must be >= 1")
+        items = items[:questions]
+    for w in items:
+        pool = list(w.sqls)
+        w.sqls = [pool[i % len(pool)] for i in range(n)]
+    return items, f"{len(items)} of {data['description']} (from {path.name})"
+
+
 # --------------------------------------------------------------------------------------------- memory
 
 
@@ -195,7 +225,7 @@ class Row:
 
     tokens: list[int]
     probs: list[float]  # probability of each generated token
-    soft: float | None  # the engine's soft score (cot: Score.score; batching: two-way P(true) at the last step)
+    soft: float | None  # the discriminator's soft score (Score.score)
     prompt_tokens: int
 
 
@@ -235,17 +265,17 @@ def pct(xs: list[float], q: float) -> float:
 
 
 class CotEngine:
-    """Variants through the project's CoT discriminator (discriminators.cot)."""
-
-    name = "cot"
+    """The variants through the project's CoT discriminator (discriminators.cot)."""
 
     def __init__(self, bm, budget: int, prompt: str = "cot-v1"):
+        from discriminators.batching import RunStats
         from discriminators.cot import CotDiscriminator
 
         self.bm = bm
         self.disc = CotDiscriminator(loaded=bm.as_checkpoint(), name=bm.arch.name, budget=budget, ignore_eos=True,
                                      prompt=prompt, batch_size=64)
         self.budget = budget
+        self.stats = RunStats()
 
     def requests(self, items: list[WorkItem]):
         from discriminators.base import DiscriminationRequest
@@ -263,96 +293,33 @@ class CotEngine:
     def _row(t) -> Row:
         return Row(list(t.generated_ids), [float(p) for p in t.chosen_probs], float(t.score), len(t.prompt_ids))
 
-    def reference(self, item: WorkItem) -> list[Row]:
-        return [self._row(t) for t in self.disc.traces(self.requests([item])[0], method="reference")]
-
-    def per_question(self, item: WorkItem) -> list[Row]:
-        self.disc.batch_size = max(len(item.sqls), 1)
-        return [self._row(t) for t in self.disc.traces(self.requests([item])[0], method="prefix")]
-
-    def cross(self, items: list[WorkItem], batch_size: int) -> list[list[Row]]:
-        self.disc.batch_size = batch_size
-        return [[self._row(t) for t in ts] for ts in self.disc.traces_many(self.requests(items))]
-
-    def decode_info(self):
-        return None
-
-
-class BatchingEngine:
-    """Variants through discriminators.batching.BatchedGreedy (same prompts as the cot engine)."""
-
-    name = "batching"
-
-    def __init__(self, bm, budget: int, prompt: str = "cot-v1"):
-        from discriminators.batching import BatchedGreedy
-        from discriminators.prompts import load_prompt
-
-        self.bm = bm
-        self.template = load_prompt(prompt)
-        tok = bm.tokenizer
-        eos = getattr(tok.hf, "eos_token_id", None) if tok.hf is not None else None
-        pad = getattr(tok.hf, "pad_token_id", None) if tok.hf is not None else None
-        self.eng = BatchedGreedy(bm.model, budget=budget, answer_ids=tok.answer_ids(), ignore_eos=True,
-                                 eos_token_id=eos, pad_token_id=pad if pad is not None else (eos or 0))
-        self.budget = budget
-        self._last_stats = None
-
-    def job(self, item: WorkItem):
-        from discriminators.batching import ScoringJob
-        from discriminators.prompts import render_parts
-
-        tok = self.bm.tokenizer
-        holder = tok.hf if tok.hf is not None else type("NoTemplate", (), {"chat_template": None})()
-        prefix, suffix, templated = render_parts(holder, self.template, question=item.question, schema=item.schema)
-        if tok.hf is not None:
-            pre = [i % tok.vocab_size for i in tok.hf(prefix, add_special_tokens=not templated)["input_ids"]]
-        else:
-            pre = tok.encode(prefix)
-        sufs = [tok.encode((s or "").strip() + suffix) for s in item.sqls]
-        return ScoringJob(pre, sufs, item.idx)
-
-    def prompt_lengths(self, items):
-        return [[len(j.prefix) + len(s) for s in j.suffixes] for j in map(self.job, items)]
-
-    @staticmethod
-    def _row(r) -> Row:
-        import math
-
-        return Row(list(r.tokens), [math.exp(x) for x in r.token_logprobs], float(r.score), r.prompt_tokens)
+    def _traces(self, items: list[WorkItem], method: str, *, kv_cache: str = "inplace", batch_size: int = 64):
+        self.disc.kv_cache, self.disc.batch_size = kv_cache, batch_size
+        reqs = self.requests(items)
+        ts = self.disc.traces_many(reqs) if method == "batch" else [self.disc.traces(reqs[0], method=method)]
+        self.stats.add(self.disc.last_stats)
+        return [[self._row(t) for t in tr] for tr in ts]
 
     def reference(self, item: WorkItem) -> list[Row]:
-        job = self.job(item)
-        return [self._row(self.eng.reference(job.prefix + s)[0]) for s in job.suffixes]
+        return self._traces([item], "reference")[0]
 
     def per_question(self, item: WorkItem) -> list[Row]:
-        res, st = self.eng.run([self.job(item)])
-        self._acc(st)
-        return [self._row(r) for r in res[0]]
+        return self._traces([item], "prefix", batch_size=max(len(item.sqls), 1))[0]
 
-    def cross(self, items: list[WorkItem], batch_size: int) -> list[list[Row]]:
-        res, st = self.eng.run([self.job(w) for w in items])
-        self._acc(st)
-        return [[self._row(r) for r in rs] for rs in res]
-
-    def _acc(self, st):
-        if self._last_stats is None:
-            from discriminators.batching import RunStats
-
-            self._last_stats = RunStats()
-        self._last_stats.add(st)
+    def cross(self, items: list[WorkItem], batch_size: int, kv_cache: str = "inplace") -> list[list[Row]]:
+        return self._traces(items, "batch", kv_cache=kv_cache, batch_size=batch_size)
 
     def reset_stats(self):
-        self._last_stats = None
+        from discriminators.batching import RunStats
+
+        self.stats = RunStats()
 
     def decode_info(self):
-        st = self._last_stats
-        if st is None or st.decode_steps <= 1:
+        """(decode seconds, decode-step tokens, mean attended context) of the batched runs since reset_stats."""
+        st = self.stats
+        if st.decode_steps <= 1:
             return None
-        # decode-phase tokens: all rows' tokens after the first (the first comes from the prefill)
-        return st.decode_s, st.generated_tokens - st.rows, st.mean_context
-
-
-ENGINES = {"cot": CotEngine, "batching": BatchingEngine}
+        return st.decode_s, st.decode_tokens, st.mean_context
 
 
 # --------------------------------------------------------------------------------------------- variants
@@ -365,13 +332,14 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def group_questions(items: list[WorkItem], batch_size: int) -> list[list[int]]:
-    """Whole questions packed in order into batches of at most `batch_size` rows (a question larger than the
-    batch gets a batch of its own)."""
+def group_questions(items: list[WorkItem], batch_size: int, order: list[int] | None = None) -> list[list[int]]:
+    """Whole questions packed into batches of at most `batch_size` rows, in `order` (default: as given; a question
+    larger than the batch gets a batch of its own)."""
     groups: list[list[int]] = []
     cur: list[int] = []
     rows = 0
-    for i, w in enumerate(items):
+    for i in order if order is not None else range(len(items)):
+        w = items[i]
         if cur and rows + len(w.sqls) > batch_size:
             groups.append(cur)
             cur, rows = [], 0
@@ -393,11 +361,13 @@ def run_variant(name: str, engine, items: list[WorkItem], device: str, *, batch_
     batches = 0
     with PeakMemory(device) as mem:
         t0 = time.perf_counter()
-        if name == "c":
-            groups = group_questions(items, batch_size)
+        if name in ("c", "c0"):
+            # questions of similar prompt length together: less padding in each batch
+            lens = engine.prompt_lengths(items)
+            groups = group_questions(items, batch_size, sorted(range(len(items)), key=lambda i: max(lens[i])))
             for g in tqdm(groups, desc=f"({name}) batches", disable=not progress, leave=False):
                 s = time.perf_counter()
-                res = engine.cross([items[i] for i in g], batch_size)
+                res = engine.cross([items[i] for i in g], batch_size, "dynamic" if name == "c0" else "inplace")
                 _sync(device)
                 el = time.perf_counter() - s
                 for i, rs in zip(g, res, strict=True):
@@ -473,9 +443,13 @@ def compare(ref: VariantResult, other: VariantResult, tol: float, strict: bool, 
 # --------------------------------------------------------------------------------------------- batch size
 
 
-def auto_batch_size(bm, prompt_lens: list[int], budget: int, engine: str, *, max_batch: int, cpu_default: int,
-                    fraction: float = 0.8) -> tuple[int, str]:
-    """Rows per batch for variant (c): CUDA free memory / bytes per row; CPU: a fixed moderate batch."""
+def auto_batch_size(bm, prompt_lens: list[int], budget: int, *, max_batch: int, cpu_default: int,
+                    suffix_tokens: int = 128, fraction: float = 0.8) -> tuple[int, str]:
+    """Rows per batch for variant (c): CUDA free memory / bytes per row; CPU: a fixed moderate batch.
+
+    Per row (the in-place engine): its KV buffer (prompt + budget slots; x1.1 for prefix/suffix padding), the suffix
+    prefill's activations (at most `suffix_tokens` tokens: the prefix runs alone, batch 1) and the decode step's
+    logits (model dtype + two fp32 temporaries)."""
     if not bm.device.startswith("cuda"):
         return cpu_default, f"fixed CPU batch {cpu_default}"
     import torch
@@ -485,16 +459,15 @@ def auto_batch_size(bm, prompt_lens: list[int], budget: int, engine: str, *, max
     cfg = bm.model.config
     db = bm.dtype.itemsize
     free, _total = torch.cuda.mem_get_info()
-    ctx = max(prompt_lens) + budget
-    kv = kv_bytes_per_token(cfg, db) * ctx * 1.3  # padding + cache growth slack
-    prefill_tokens = max(prompt_lens)  # the cot engine prefills whole prompts; an upper bound for batching too
-    act = prefill_tokens * (2 * cfg.intermediate_size + 4 * cfg.hidden_size) * db
-    logits = cfg.vocab_size * 4 * 4  # fp32 logits + softmax + temporaries per row
+    ctx = int((max(prompt_lens) + budget) * 1.1)
+    kv = kv_bytes_per_token(cfg, db) * ctx
+    act = suffix_tokens * (3 * cfg.intermediate_size + 4 * cfg.hidden_size) * db
+    logits = cfg.vocab_size * (db + 8)
     per_row = kv + act + logits
     b = int(free * fraction // per_row)
     b = max(1, min(b, max_batch))
     return b, (f"auto: {fraction:.0%} of {free / 2**30:.1f} GiB free / {per_row / 2**20:.1f} MiB per row "
-               f"(KV {kv_bytes_per_token(cfg, db)} B/token x {ctx} tokens x 1.3 + prefill activations + logits), "
+               f"(KV {kv_bytes_per_token(cfg, db)} B/token x {ctx} slots + suffix prefill activations + logits), "
                f"capped at {max_batch}")
 
 
@@ -506,8 +479,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="smollm2-135m (embedded, real weights) | qwen2-small | qwen2-1.5b | qwen2-7b")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on cuda, fp32 on cpu) | float32 | bfloat16")
-    p.add_argument("--engine", default="cot", choices=sorted(ENGINES), help="which decoding code runs the variants")
-    p.add_argument("--questions", type=int, default=None, help="questions (default: 4 on CPU, 64 on CUDA)")
+    p.add_argument("--questions", type=int, default=None,
+                   help="questions (default: 4 on CPU, 200 = the whole sample pool on CUDA)")
+    p.add_argument("--workload", type=Path, default=None,
+                   help="read the rendered workload from this JSON file (written by --save-workload) instead of the "
+                        "Spider data")
+    p.add_argument("--save-workload", type=Path, default=None,
+                   help="write the rendered workload (questions, schemas, candidates) to this JSON file, the embedded "
+                        "tokenizer to tokenizer/ beside it, and exit")
+    p.add_argument("--tokenizer", type=Path, default=None,
+                   help="saved tokenizer directory (default: tokenizer/ beside --workload if present, else the "
+                        "embedded model's)")
     p.add_argument("--n", type=int, default=5, help="candidates per question")
     p.add_argument("--budget", type=int, default=None, help="new tokens per candidate, EOS ignored (default: 64 CPU, 512 CUDA)")
     p.add_argument("--ref-questions", type=int, default=None,
@@ -516,9 +498,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--b-questions", type=int, default=None,
                    help="questions scored by the per-question variant (b) (default: all on CPU, 8 on CUDA)")
     p.add_argument("--batch-size", default="auto", help="rows per batch in (c): auto or an integer")
-    p.add_argument("--max-batch", type=int, default=256, help="cap on the auto batch size")
+    p.add_argument("--max-batch", type=int, default=1024, help="cap on the auto batch size")
     p.add_argument("--cpu-batch", type=int, default=10, help="(c) batch size on CPU with --batch-size auto")
-    p.add_argument("--variants", default="a,b,c", help="subset of a,b,c to run")
+    p.add_argument("--variants", default="a,b,c",
+                   help="subset of a,b,c,c0 to run (c0: (c) on transformers' DynamicCache + attention, the baseline)")
     p.add_argument("--schema-max-tokens", type=int, default=1024, help="schema prompt budget (approx. tokens)")
     p.add_argument("--tol", type=float, default=None, help="score tolerance (default: 1e-4 fp32, 2e-2 bf16/fp16)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
@@ -556,19 +539,24 @@ def run_benchmark(args: argparse.Namespace, items: list[WorkItem] | None = None,
     device = resolve_device(args.device)
     on_gpu = device.startswith("cuda")
     budget = args.budget or (512 if on_gpu else 64)
-    questions = args.questions or (64 if on_gpu else 4)
+    questions = args.questions or (200 if on_gpu else 4)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    if not set(variants) <= {"a", "b", "c"} or not variants:
-        raise ValueError(f"--variants: choose from a,b,c (got {args.variants!r})")
-    if items is None:
+    if not set(variants) <= {"a", "b", "c", "c0"} or not variants:
+        raise ValueError(f"--variants: choose from a,b,c,c0 (got {args.variants!r})")
+    if items is None and getattr(args, "workload", None):
+        items, workload = read_workload(args.workload, args.questions or (None if on_gpu else questions), args.n)
+    elif items is None:
         items, workload = load_workload(questions, args.n, schema_max_tokens=args.schema_max_tokens)
     if bm is None:
-        bm = load_model(args.arch, device=device, dtype=args.dtype, seed=args.seed)
-    engine = ENGINES[args.engine](bm, budget)
+        tok_dir = getattr(args, "tokenizer", None)
+        if tok_dir is None and getattr(args, "workload", None) and (args.workload.parent / "tokenizer").is_dir():
+            tok_dir = args.workload.parent / "tokenizer"
+        bm = load_model(args.arch, device=device, dtype=args.dtype, seed=args.seed, tokenizer=tok_dir)
+    engine = CotEngine(bm, budget)
     lens = engine.prompt_lengths(items)
     flat_lens = [x for ls in lens for x in ls]
     if args.batch_size == "auto":
-        bs, bs_how = auto_batch_size(bm, flat_lens, budget, args.engine, max_batch=args.max_batch,
+        bs, bs_how = auto_batch_size(bm, flat_lens, budget, max_batch=args.max_batch,
                                      cpu_default=args.cpu_batch)
     else:
         bs, bs_how = int(args.batch_size), "--batch-size"
@@ -576,30 +564,38 @@ def run_benchmark(args: argparse.Namespace, items: list[WorkItem] | None = None,
         bs = args.n
     fp32 = bm.dtype == torch.float32
     tol = args.tol if args.tol is not None else (1e-4 if fp32 else 2e-2)
-    nref = args.ref_questions if args.ref_questions is not None else (4 if on_gpu else len(items))
+    nref = args.ref_questions if args.ref_questions is not None else (2 if on_gpu else len(items))
     nref = max(1, min(nref, len(items)))
     nb = args.b_questions if args.b_questions is not None else (8 if on_gpu else len(items))
     nb = max(1, min(nb, len(items)))
 
     # warm-up (lazy init, kernels, allocator): a tiny budget on the first question, not timed
-    warm = ENGINES[args.engine](bm, 2)
+    warm = CotEngine(bm, 2)
     warm.per_question(items[0])
-    if "c" in variants and len(items) > 1:
-        warm.cross(items[:2], 2 * args.n)
+    for v in ("c", "c0"):
+        if v in variants and len(items) > 1:
+            warm.cross(items[:2], 2 * args.n, "dynamic" if v == "c0" else "inplace")
     del warm
 
     progress = not args.no_progress
     res: dict[str, VariantResult] = {}
+    skipped: list[str] = []
     for v in variants:
         sub = items[:nref] if v == "a" else items[:nb] if v == "b" else items
-        res[v] = run_variant(v, engine, sub, device, batch_size=bs, progress=progress)
+        try:
+            res[v] = run_variant(v, engine, sub, device, batch_size=bs, progress=progress)
+        except torch.OutOfMemoryError as e:  # e.g. (c0): transformers' cache needs more memory than the in-place one
+            skipped.append(f"({v}) ran out of device memory at batch {bs} and was skipped: {str(e).splitlines()[0]}")
+            print(skipped[-1], flush=True)
+            torch.cuda.empty_cache()
+            continue
         r = res[v]
         print(f"({v}) {r.candidates} candidates in {r.wall_s:.2f} s: {r.candidates / r.wall_s:.3f} cand/s", flush=True)
 
     # equivalence
     agreements: list[Agreement] = []
     base = "a" if "a" in res else None
-    for v in ("b", "c"):
+    for v in ("b", "c", "c0"):
         if base and v in res:
             agreements.append(compare(res[base], res[v], tol, fp32, budget))
     if "b" in res and "c" in res:
@@ -614,7 +610,8 @@ def run_benchmark(args: argparse.Namespace, items: list[WorkItem] | None = None,
                "p50 q s", "p95 q s", "peak MB", "peak total MB", "decode tok/s", "roofline tok/s", "of roofline"]
     rows = []
     label = {"a": "(a) reference: 1 cand/call, generate", "b": "(b) per question, prefix once",
-             "c": f"(c) cross-question, batch {bs}"}
+             "c": f"(c) cross-question, batch {bs}",
+             "c0": f"(c0) = (c) on transformers' DynamicCache + attention, batch {bs}"}
     for v, r in res.items():
         cps = r.candidates / r.wall_s
         tps = r.generated / r.wall_s
@@ -646,10 +643,12 @@ def run_benchmark(args: argparse.Namespace, items: list[WorkItem] | None = None,
         f"budget {budget} new tokens per candidate, EOS ignored (every candidate generates exactly {budget})",
         f"model: `{bm.arch.name}` ({bm.arch.description}), {bm.n_params / 1e6:.1f} M params, {dtype_name} on "
         f"{device}; tokenizer: {bm.tokenizer.kind} (ids mod vocab {bm.tokenizer.vocab_size})",
-        f"engine `{args.engine}`: " + ("discriminators.cot.CotDiscriminator traces of score_reference / score / "
-                                      "score_many" if args.engine == "cot" else
-                                      "discriminators.batching.BatchedGreedy reference / run (static batches)"),
-        f"(a) ran on the first {nref} question(s), (b) on the first {nb}, (c) on all {len(items)}; rates compare; (c) batch size {bs} ({bs_how}); whole questions per batch",
+        "engine: discriminators.cot.CotDiscriminator traces of score_reference / score / score_many, i.e. "
+        "discriminators.batching.BatchedGreedy (reference via generate; (b)/(c) in-place KV cache + GQA SDPA; "
+        "(c0) = (c) on transformers' DynamicCache and attention)",
+        f"(a) ran on the first {nref} question(s), (b) on the first {nb}, (c)/(c0) on all {len(items)}; rates "
+        f"compare; (c) batch size {bs} ({bs_how}); whole questions per batch",
+        *skipped,
         "time to score a question: (a)/(b) its own calls; (c) from the start to the end of the batch holding it",
         "peak MB: " + ("torch.cuda.max_memory_allocated above the allocation at the variant's start (weights); "
                        "peak total MB: max_memory_allocated" if on_gpu else
@@ -658,6 +657,9 @@ def run_benchmark(args: argparse.Namespace, items: list[WorkItem] | None = None,
         f"roofline: batch x {peaks.bandwidth / 1e9:.1f} GB/s ({peaks.bandwidth_source}) / (weight bytes + batch x "
         f"context x KV bytes/token), capped by compute {peaks.flops / 1e12:.2f} TFLOP/s ({peaks.flops_source}); "
         "achieved = decode-only tokens/s where the engine reports it, else whole-run gen tok/s",
+        *([f"measured device-to-device copy on this GPU: {peaks.measured_bandwidth / 1e9:.0f} GB/s (bytes read + "
+           f"written); the fractions above are against the datasheet {peaks.bandwidth / 1e9:.0f} GB/s"]
+          if peaks.measured_bandwidth else []),
         "score check: identical generated tokens and per-token probabilities (the comparable score = probability of "
         "the final generated token); max |d soft score| compares the engine's soft score; "
         + ("fp32: all tokens identical and every |dp| <= tol" if fp32 else
@@ -680,6 +682,11 @@ def run(args: argparse.Namespace, command: str) -> int:
     from benchmarks.report import append_section
 
     try:
+        if args.save_workload:
+            items, desc = load_workload(args.questions or 200, args.n, schema_max_tokens=args.schema_max_tokens)
+            save_workload(items, desc, args.save_workload)
+            print(f"wrote {desc} to {args.save_workload}")
+            return 0
         rep = run_benchmark(args)
     except WorkloadUnavailable as e:
         print(f"error: {e}")
@@ -690,6 +697,6 @@ def run(args: argparse.Namespace, command: str) -> int:
     for n in rep.notes:
         print("- " + n)
     if not args.no_append:
-        append_section(f"Discriminator scoring throughput: {args.arch}, engine {args.engine}", command,
+        append_section(f"Discriminator scoring throughput: {args.arch}", command,
                        rep.table + "\n\nScore equivalence across variants:\n\n" + rep.check_table, notes=rep.notes)
     return 0 if rep.ok else 1

@@ -1,34 +1,53 @@
-"""Batched greedy decoding with a shared-prefix KV cache: the engine behind fast discriminator scoring.
+"""Batched greedy decoding with a shared-prefix KV cache: the one decoding engine of the CoT discriminator.
 
-Owns the three ways of decoding a discriminator's chain of thought for many (prompt prefix, candidate suffix) rows:
+`BatchedGreedy` decodes a discriminator's chain of thought for many (prompt prefix, candidate suffix) rows:
 
 - `reference(prompt_ids)`: one row with plain `model.generate` (greedy) - the definition the others must match.
 - `run(jobs)`: one static batch. A job is one question: a shared prefix (instructions + schema + question) and N
-  candidate suffixes. Each distinct prefix is prefilled ONCE (batch 1, no padding), its KV cache is left-padded to the
-  longest prefix and gathered to one row per candidate; the suffixes are prefilled together (padding sits between the
-  prefix and the suffix, masked, with position ids that skip it), then all rows decode greedily together.
-  One job in `run` = "one question's N candidates batched, prefix computed once"; many jobs = cross-question batching.
+  candidate suffixes. Each distinct prefix is prefilled ONCE (batch 1, no padding) and its KV written into every row
+  of its job; the suffixes are prefilled together (padding sits between the prefix and the suffix, masked, with
+  position ids that skip it), then all rows decode greedily together. One job = "one question's N candidates, prefix
+  computed once"; many jobs = cross-question batching.
 - `run_many(jobs, batch_size)`: static batching of many jobs in chunks of at most `batch_size` rows.
 
 Layout of one row in the cache: [left pad][prefix][middle pad][suffix][generated...]. Pads are masked out of attention
 and never advance position ids, so a row's logits equal those of the unpadded prompt up to float rounding.
 With `ignore_eos` every row generates exactly `budget` tokens (EOS is neither masked nor a stop), so every decoding
-path does the same work. Without it, a row stops after its EOS and the batch stops when all rows have.
+path does the same work. Without it a row stops after its first EOS (kept); finished rows feed a masked pad token
+and the batch stops once all rows have finished (checked every `EOS_CHECK_EVERY` steps: a check is a host sync).
 
-Each row yields a `DecodeResult`: the generated ids, the log-probability of each generated token, and two comparable
-soft scores: `score` = P(yes)/(P(yes)+P(no)) over two answer token ids at the last generated step (where a verdict would
-be read), and `first_score` = the same at the first step (right after the prompt). They are defined for any weights,
-random ones included. Memory note: the prefix is computed once but its KV is copied per row (no paged sharing).
+KV cache (`kv_cache`):
+- "inplace" (default): one buffer per layer of shape (rows, kv heads, prefix + suffix + budget, head dim), allocated
+  once per batch; each step writes one slot and attention reads a view of the filled part. Decode steps pass a
+  ready 4-D boolean mask (a view of one buffer), so no per-step mask building, and nothing in the decode loop waits
+  for the device. On models using SDPA attention, attention runs through `gqa_sdpa`: grouped-query attention without
+  materializing the repeated K/V (transformers' SDPA path copies K/V `heads / kv heads` times per layer and step
+  whenever a padding mask is present).
+- "dynamic": transformers' `DynamicCache` and attention as shipped (the cache grows by `torch.cat`, i.e. a full copy
+  of the cache per layer and step). Kept as the side-by-side baseline of the scoring benchmark.
+
+Each row yields a `DecodeResult`: the generated ids, the log-probability of each generated token (under the raw
+logits), and, when `answer_ids` are given, two comparable soft scores: `score` = P(yes)/(P(yes)+P(no)) over the two
+answer token ids at the last generated step, `first_score` the same at the first step. They are defined for any
+weights, random ones included. The prefix is computed once; its KV is copied into each of its rows (no paged
+sharing).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+
+EOS_CHECK_EVERY = 16
+PREFILL_TOKENS = 8192  # suffix-prefill tokens per forward (rows are chunked to stay under it)
+KV_CACHES = ("inplace", "dynamic")
+GQA_ATTENTION = "sqlarbiter_gqa_sdpa"
 
 
 @dataclass
@@ -44,14 +63,19 @@ class ScoringJob:
 class DecodeResult:
     tokens: list[int]
     token_logprobs: list[float]  # log P(token) of each generated token under the unprocessed logits
-    score: float  # two-way P(yes) at the last generated step
-    first_score: float  # two-way P(yes) at the first generated step
+    score: float | None = None  # two-way P(yes) at the last generated step (None without answer_ids)
+    first_score: float | None = None  # two-way P(yes) at the first generated step
     prompt_tokens: int = 0
+
+    @property
+    def probs(self) -> list[float]:
+        """Probability of each generated token."""
+        return [math.exp(x) for x in self.token_logprobs]
 
 
 @dataclass
 class RunStats:
-    """Counters of one `run`/`reference` call (times in seconds, synchronized)."""
+    """Counters of `run`/`reference` calls (times in seconds, device-synchronized)."""
 
     rows: int = 0
     generated_tokens: int = 0
@@ -73,6 +97,11 @@ class RunStats:
         self.decode_steps += o.decode_steps
         self.batches += o.batches
 
+    @property
+    def decode_tokens(self) -> int:
+        """Tokens produced by decode steps (each row's first token comes from the prefill)."""
+        return max(self.generated_tokens - self.rows, 0)
+
 
 def two_way(logits: torch.Tensor, yes_id: int, no_id: int) -> torch.Tensor:
     """P(yes)/(P(yes)+P(no)) from unnormalized logits (…, V) - computed on the two logits, exact in fp32."""
@@ -85,23 +114,122 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class BatchedGreedy:
-    """Greedy decoding of discriminator prompts on a loaded causal LM (transformers), three ways."""
+# ------------------------------------------------------------------------------------------- attention
 
-    def __init__(self, model, *, budget: int, answer_ids: tuple[int, int], ignore_eos: bool = True,
-                 eos_token_id: int | None = None, pad_token_id: int = 0):
+
+def gqa_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
+    """transformers attention function: SDPA with grouped-query attention done by reshaping the queries instead of
+    repeating K/V. Query heads h*G..h*G+G-1 share KV head h, so the (B, H, Lq, D) queries are viewed as
+    (B, H_kv, G*Lq, D) against the (B, H_kv, L, D) keys; the boolean mask is broadcast (Lq = 1) or repeated per group
+    (Lq > 1: the mask is small). Same arithmetic per head as plain SDPA. Falls back to transformers' SDPA function
+    without a mask, without groups, or for masks it does not expect."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    groups = getattr(module, "num_key_value_groups", 1)
+    m = attention_mask
+    if (m is None or groups == 1 or m.dtype != torch.bool or m.ndim != 4 or m.shape[1] != 1
+            or kwargs.get("output_attentions") or dropout):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    B, H, Lq, D = query.shape
+    Hkv, L = key.shape[1], key.shape[-2]
+    q = query.reshape(B, Hkv, groups * Lq, D)
+    m = m[:, :, :, :L]
+    if Lq > 1:
+        m = m[:, :, None].expand(B, 1, groups, Lq, L).reshape(B, 1, groups * Lq, L)
+    out = F.scaled_dot_product_attention(q, key, value, attn_mask=m, scale=scaling)
+    return out.reshape(B, H, Lq, D).transpose(1, 2).contiguous(), None
+
+
+_registered = False
+
+
+def _register_attention() -> None:
+    global _registered
+    if _registered:
+        return
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(GQA_ATTENTION, gqa_sdpa)
+    AttentionMaskInterface.register(GQA_ATTENTION, sdpa_mask)
+    _registered = True
+
+
+@contextmanager
+def _attention(model, name: str | None):
+    """Use attention implementation `name` inside the block (callers hold the model's lock), then restore."""
+    cfg = model.config
+    before = cfg._attn_implementation
+    if name is None or name == before:
+        yield
+        return
+    cfg._attn_implementation = name
+    try:
+        yield
+    finally:
+        cfg._attn_implementation = before
+
+
+def _inplace_cache(buffers: list[tuple[torch.Tensor, torch.Tensor]], length: int):
+    """A transformers Cache over preallocated (B, H_kv, capacity, D) buffers holding `length` tokens."""
+    from transformers.cache_utils import Cache, DynamicLayer
+
+    class InplaceLayer(DynamicLayer):
+        def __init__(self, kbuf: torch.Tensor, vbuf: torch.Tensor, n: int):
+            super().__init__()
+            self.kbuf, self.vbuf, self.n = kbuf, vbuf, n
+            self.dtype, self.device = kbuf.dtype, kbuf.device
+            self.is_initialized = True
+            self.keys, self.values = kbuf[:, :, :n], vbuf[:, :, :n]
+
+        def update(self, key_states, value_states, cache_kwargs=None):
+            q = key_states.shape[-2]
+            if self.n + q > self.kbuf.shape[-2]:
+                raise RuntimeError(f"KV buffer full ({self.kbuf.shape[-2]} slots)")
+            self.kbuf[:, :, self.n:self.n + q] = key_states
+            self.vbuf[:, :, self.n:self.n + q] = value_states
+            self.n += q
+            self.keys, self.values = self.kbuf[:, :, :self.n], self.vbuf[:, :, :self.n]
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:
+            return self.n
+
+        def get_max_cache_shape(self) -> int:
+            return self.kbuf.shape[-2]
+
+    return Cache(layers=[InplaceLayer(k, v, length) for k, v in buffers])
+
+
+# ------------------------------------------------------------------------------------------- engine
+
+
+class BatchedGreedy:
+    """Greedy decoding of discriminator prompts on a loaded causal LM (transformers)."""
+
+    def __init__(self, model, *, budget: int, answer_ids: tuple[int, int] | None = None, ignore_eos: bool = True,
+                 eos_token_ids: Sequence[int] | int | None = None, pad_token_id: int = 0, kv_cache: str = "inplace"):
         if budget < 1:
             raise ValueError("budget must be >= 1 new token")
+        if kv_cache not in KV_CACHES:
+            raise ValueError(f"kv_cache must be one of {', '.join(KV_CACHES)} (got {kv_cache!r})")
         self.model = model
         self.budget = budget
-        self.yes_id, self.no_id = answer_ids
+        self.answer_ids = tuple(answer_ids) if answer_ids is not None else None
         self.ignore_eos = ignore_eos
-        self.eos_token_id = eos_token_id
-        self.pad_token_id = pad_token_id
+        if isinstance(eos_token_ids, int):
+            eos_token_ids = [eos_token_ids]
+        self.eos_token_ids = [int(e) for e in (eos_token_ids or [])]
+        self.pad_token_id = int(pad_token_id)
+        self.kv_cache = kv_cache
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def _use_eos(self) -> bool:
+        return not self.ignore_eos and bool(self.eos_token_ids)
 
     # ----------------------------------------------------------------------------------- reference
 
@@ -113,20 +241,11 @@ class BatchedGreedy:
         dev = self.device
         ids = torch.tensor([list(prompt_ids)], device=dev)
         gc = GenerationConfig(
-            max_new_tokens=self.budget,
-            min_new_tokens=0,
-            do_sample=False,
-            num_beams=1,
+            max_new_tokens=self.budget, min_new_tokens=0, do_sample=False, num_beams=1,
             # [] (not None): generate() would fill a None eos_token_id from the model config and stop there
-            eos_token_id=[] if self.ignore_eos else self.eos_token_id,
-            pad_token_id=self.pad_token_id,
-            bos_token_id=None,
-            output_logits=True,
-            return_dict_in_generate=True,
-            use_cache=True,
-            temperature=None,
-            top_p=None,
-            top_k=None,
+            eos_token_id=self.eos_token_ids if self._use_eos() else [],
+            pad_token_id=self.pad_token_id, bos_token_id=None, output_logits=True, return_dict_in_generate=True,
+            use_cache=True, temperature=None, top_p=None, top_k=None,
         )
         _sync(dev)
         t0 = time.perf_counter()
@@ -139,127 +258,188 @@ class BatchedGreedy:
         toks = out.sequences[0, ids.shape[1]:]
         T = min(len(toks), logits.shape[0])
         toks, logits = toks[:T], logits[:T]
-        if not self.ignore_eos and self.eos_token_id is not None:
-            hit = (toks == self.eos_token_id).nonzero()
+        if self._use_eos():
+            hit = torch.isin(toks, torch.tensor(self.eos_token_ids, device=dev)).nonzero()
             if len(hit):
                 T = int(hit[0]) + 1
                 toks, logits = toks[:T], logits[:T]
         lp = torch.log_softmax(logits, dim=-1).gather(-1, toks[:, None])[:, 0]
-        res = DecodeResult(
-            tokens=toks.tolist(),
-            token_logprobs=lp.tolist(),
-            score=float(two_way(logits[-1], self.yes_id, self.no_id)),
-            first_score=float(two_way(logits[0], self.yes_id, self.no_id)),
-            prompt_tokens=ids.shape[1],
-        )
+        res = DecodeResult(tokens=toks.tolist(), token_logprobs=lp.tolist(), prompt_tokens=ids.shape[1])
+        if self.answer_ids:
+            res.score = float(two_way(logits[-1], *self.answer_ids))
+            res.first_score = float(two_way(logits[0], *self.answer_ids))
         stats = RunStats(rows=1, generated_tokens=T, decode_s=el, decode_steps=T, batches=1,
                          mean_context=ids.shape[1] + (T - 1) / 2)
         return res, stats
 
     # ----------------------------------------------------------------------------------- batched
 
-    def _prefill_prefixes(self, prefixes: list[list[int]]):
-        """Each distinct prefix alone (batch 1, no padding); returns per-layer (K, V) left-padded to the longest."""
-        dev = self.device
-        per_prefix = []
-        for p in prefixes:
-            out = self.model(input_ids=torch.tensor([p], device=dev), use_cache=True, logits_to_keep=1)
-            cache = out.past_key_values
-            per_prefix.append([(layer.keys, layer.values) for layer in cache.layers])
+    def _prefix_kv(self, prefix: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """One prefix alone (batch 1, no padding): per-layer (K, V) of shape (1, H_kv, len, D)."""
+        ids = torch.tensor([prefix], device=self.device)
+        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+
+    def _dynamic_prefix_cache(self, prefixes: list[list[int]], row_prefix: list[int]):
+        """transformers' DynamicCache holding each row's left-padded prefix (the baseline engine)."""
+        from transformers import DynamicCache
+
         pmax = max(len(p) for p in prefixes)
-        n_layers = len(per_prefix[0])
-        layers = []
-        for li in range(n_layers):
-            ks = [F.pad(kv[li][0], (0, 0, pmax - kv[li][0].shape[2], 0)) for kv in per_prefix]
-            vs = [F.pad(kv[li][1], (0, 0, pmax - kv[li][1].shape[2], 0)) for kv in per_prefix]
-            layers.append((torch.cat(ks, 0), torch.cat(vs, 0)))
-        mask = torch.zeros(len(prefixes), pmax, dtype=torch.long, device=dev)
-        for i, p in enumerate(prefixes):
-            mask[i, pmax - len(p):] = 1
-        return layers, mask
+        per = [self._prefix_kv(p) for p in prefixes]
+        idx = torch.tensor(row_prefix, device=self.device)
+        data = []
+        for li in range(len(per[0])):
+            ks = torch.cat([F.pad(kv[li][0], (0, 0, pmax - kv[li][0].shape[2], 0)) for kv in per], 0)
+            vs = torch.cat([F.pad(kv[li][1], (0, 0, pmax - kv[li][1].shape[2], 0)) for kv in per], 0)
+            data.append((ks.index_select(0, idx), vs.index_select(0, idx)))
+        return DynamicCache(ddp_cache_data=data)
+
+    def _prefix_buffers(self, prefixes: list[list[int]], row_prefix: list[int], capacity: int):
+        """Per-layer (K, V) buffers of shape (rows, H_kv, capacity, D) holding each row's prefix, left-padded to the
+        longest; each distinct prefix is run once."""
+        R = len(row_prefix)
+        pmax = max(len(p) for p in prefixes)
+        buffers: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for pi, p in enumerate(prefixes):
+            rows = torch.tensor([r for r in range(R) if row_prefix[r] == pi], device=self.device)
+            kv = self._prefix_kv(p)
+            if not buffers:  # zeros: masked slots must hold finite values (0 * NaN would leak through)
+                buffers = [(k.new_zeros(R, k.shape[1], capacity, k.shape[3]),
+                            v.new_zeros(R, v.shape[1], capacity, v.shape[3])) for k, v in kv]
+            lo = pmax - len(p)
+            for (kb, vb), (k, v) in zip(buffers, kv, strict=True):
+                kb[rows, :, lo:pmax] = k
+                vb[rows, :, lo:pmax] = v
+            del kv
+        return buffers
 
     @torch.inference_mode()
     def run(self, jobs: Sequence[ScoringJob]) -> tuple[list[list[DecodeResult]], RunStats]:
         """All rows of `jobs` as ONE batch; results per job, per suffix."""
-        from transformers import DynamicCache
-
         dev = self.device
         rows = [(j, s) for j, job in enumerate(jobs) for s in range(len(job.suffixes))]
         if not rows:
             return [[] for _ in jobs], RunStats()
-        R = len(rows)
-        _sync(dev)
-        t0 = time.perf_counter()
-        # 1. prefixes, once each
-        kv, pmask = self._prefill_prefixes([job.prefix for job in jobs])
-        row_job = torch.tensor([j for j, _ in rows], device=dev)
-        cache = DynamicCache(ddp_cache_data=[(k.index_select(0, row_job), v.index_select(0, row_job)) for k, v in kv])
-        del kv
-        # 2. suffixes, left-padded within their block (pads between prefix and suffix)
         sufs = [jobs[j].suffixes[s] for j, s in rows]
         if any(len(s) == 0 for s in sufs):
             raise ValueError("every candidate suffix must have at least one token")
+        if any(len(job.prefix) == 0 for job in jobs if job.suffixes):
+            raise ValueError("every job needs a non-empty prefix")
+        R, B = len(rows), self.budget
+        inplace = self.kv_cache == "inplace"
+        attn_name = None
+        if inplace and self.model.config._attn_implementation == "sdpa":
+            _register_attention()
+            attn_name = GQA_ATTENTION
+        # distinct prefixes (a question split over chunks, or two questions with one prompt, share one)
+        index: dict[tuple[int, ...], int] = {}
+        prefixes: list[list[int]] = []
+        row_prefix: list[int] = []
+        for j, _ in rows:
+            key = tuple(jobs[j].prefix)
+            if key not in index:
+                index[key] = len(prefixes)
+                prefixes.append(jobs[j].prefix)
+            row_prefix.append(index[key])
+        pmax = max(len(p) for p in prefixes)
         lmax = max(len(s) for s in sufs)
-        ids = torch.full((R, lmax), self.pad_token_id, dtype=torch.long, device=dev)
-        smask = torch.zeros(R, lmax, dtype=torch.long, device=dev)
+        cap = pmax + lmax + B
+        _sync(dev)
+        t0 = time.perf_counter()
+        # masks, ids and positions are built on the host and moved once
+        keep = torch.zeros(R, cap, dtype=torch.bool)  # attention mask over cache slots
+        ids = torch.full((R, lmax), self.pad_token_id, dtype=torch.long)
+        plen_l = [len(prefixes[p]) for p in row_prefix]
         for r, s in enumerate(sufs):
-            ids[r, lmax - len(s):] = torch.tensor(s, device=dev)
-            smask[r, lmax - len(s):] = 1
-        plen = torch.tensor([len(jobs[j].prefix) for j, _ in rows], device=dev)
+            keep[r, pmax - plen_l[r]:pmax] = True
+            keep[r, pmax + lmax - len(s):pmax + lmax] = True
+            ids[r, lmax - len(s):] = torch.tensor(s, dtype=torch.long)
+        smask = keep[:, pmax:pmax + lmax].long()
+        plen = torch.tensor(plen_l, dtype=torch.long)
         pos = (plen[:, None] + smask.cumsum(1) - 1).clamp(min=0)
-        attn = torch.cat([pmask.index_select(0, row_job), smask], dim=1)
-        out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache,
-                         use_cache=True, logits_to_keep=1)
-        logits = out.logits[:, -1].float()
-        cache = out.past_key_values
         next_pos = plen + smask.sum(1)  # position of the first generated token
         prompt_lens = next_pos.tolist()
-        _sync(dev)
-        t1 = time.perf_counter()
-        # 3. greedy decode
-        B = self.budget
-        toks = torch.empty(R, B, dtype=torch.long, device=dev)
-        lps = torch.empty(R, B, dtype=torch.float32, device=dev)
-        last_score = torch.empty(R, dtype=torch.float32, device=dev)
-        first_score = two_way(logits, self.yes_id, self.no_id)
-        alive = torch.ones(R, dtype=torch.bool, device=dev)
-        n_gen = torch.zeros(R, dtype=torch.long, device=dev)
-        use_eos = (not self.ignore_eos) and self.eos_token_id is not None
-        ctx_sum = 0.0
-        steps = 0
-        for t in range(B):
-            logp = torch.log_softmax(logits, dim=-1)
-            nxt = logits.argmax(dim=-1)
-            toks[:, t] = nxt
-            lps[:, t] = logp.gather(-1, nxt[:, None])[:, 0]
-            sc = two_way(logits, self.yes_id, self.no_id)
-            last_score = torch.where(alive, sc, last_score)
-            n_gen += alive.long()
-            if use_eos:
-                alive = alive & (nxt != self.eos_token_id)
-                if t + 1 < B and not bool(alive.any()):
+        keep, ids, pos, next_pos = keep.to(dev), ids.to(dev), pos.to(dev), next_pos.to(dev)
+        cur = pmax + lmax
+        with _attention(self.model, attn_name):
+            # 1. prefixes, once each; 2. suffixes, left-padded within their block (pads between prefix and suffix)
+            if inplace:
+                buffers = self._prefix_buffers(prefixes, row_prefix, cap)
+                step = max(1, PREFILL_TOKENS // lmax)  # rows per suffix-prefill chunk: bounded activations
+                parts = []
+                for r0 in range(0, R, step):
+                    sub = _inplace_cache([(k[r0:r0 + step], v[r0:r0 + step]) for k, v in buffers], pmax)
+                    out = self.model(input_ids=ids[r0:r0 + step], attention_mask=keep[r0:r0 + step, :cur],
+                                     position_ids=pos[r0:r0 + step], past_key_values=sub, use_cache=True,
+                                     logits_to_keep=1)
+                    parts.append(out.logits[:, -1])
+                logits = torch.cat(parts) if len(parts) > 1 else parts[0]
+                cache = _inplace_cache(buffers, cur)
+                del buffers, parts
+            else:
+                cache = self._dynamic_prefix_cache(prefixes, row_prefix)
+                out = self.model(input_ids=ids, attention_mask=keep[:, :cur], position_ids=pos,
+                                 past_key_values=cache, use_cache=True, logits_to_keep=1)
+                logits = out.logits[:, -1]
+                cache = out.past_key_values
+            del out, ids, pos
+            _sync(dev)
+            t1 = time.perf_counter()
+            # 3. greedy decode: no host sync inside the loop (EOS checks aside)
+            toks = torch.empty(R, B, dtype=torch.long, device=dev)
+            lps = torch.empty(R, B, dtype=torch.float32, device=dev)
+            yes_no = self.answer_ids
+            first_score = last_score = None
+            alive = torch.ones(R, dtype=torch.bool, device=dev)
+            n_gen = torch.zeros(R, dtype=torch.long, device=dev)
+            use_eos = self._use_eos()
+            eos = torch.tensor(self.eos_token_ids or [-1], device=dev)
+            ctx_sum = 0.0
+            steps = 0
+            for t in range(B):
+                lf = logits.float()
+                nxt = lf.argmax(dim=-1)
+                toks[:, t] = nxt
+                lps[:, t] = lf.gather(-1, nxt[:, None])[:, 0] - torch.logsumexp(lf, dim=-1)
+                if yes_no:
+                    sc = two_way(lf, *yes_no)
+                    if first_score is None:
+                        first_score = last_score = sc
+                    else:
+                        last_score = torch.where(alive, sc, last_score)
+                n_gen += alive.long()
+                if use_eos:
+                    alive = alive & ~torch.isin(nxt, eos)
+                    if (t + 1) % EOS_CHECK_EVERY == 0 and t + 1 < B and not bool(alive.any()):
+                        break
+                if t + 1 == B:
                     break
-            if t + 1 == B:
-                break
-            attn = torch.cat([attn, alive.long()[:, None] if use_eos else torch.ones(R, 1, dtype=torch.long, device=dev)], 1)
-            feed = torch.where(alive, nxt, torch.full_like(nxt, self.pad_token_id)) if use_eos else nxt
-            out = self.model(input_ids=feed[:, None], attention_mask=attn, position_ids=(next_pos + t)[:, None],
-                             past_key_values=cache, use_cache=True)
-            ctx_sum += attn.shape[1]
-            steps += 1
-            logits = out.logits[:, -1].float()
-            cache = out.past_key_values
-        _sync(dev)
-        t2 = time.perf_counter()
+                if use_eos:
+                    keep[:, cur] = alive
+                    nxt = torch.where(alive, nxt, torch.full_like(nxt, self.pad_token_id))
+                else:
+                    keep[:, cur] = True
+                cur += 1
+                mask = keep[:, None, None, :cur] if attn_name else keep[:, :cur]
+                out = self.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=(next_pos + t)[:, None],
+                                 past_key_values=cache, use_cache=True)
+                ctx_sum += cur
+                steps += 1
+                logits = out.logits[:, -1]
+                cache = out.past_key_values
+            _sync(dev)
+            t2 = time.perf_counter()
+        del cache, keep
         toks_l, lps_l, ng = toks.tolist(), lps.tolist(), n_gen.tolist()
-        ls, fs = last_score.tolist(), first_score.tolist()
+        ls = last_score.tolist() if last_score is not None else [None] * R
+        fs = first_score.tolist() if first_score is not None else [None] * R
         results: list[list[DecodeResult]] = [[None] * len(job.suffixes) for job in jobs]  # type: ignore[list-item]
         for r, (j, s) in enumerate(rows):
             n = ng[r]
             results[j][s] = DecodeResult(toks_l[r][:n], lps_l[r][:n], ls[r], fs[r], prompt_lens[r])
         stats = RunStats(rows=R, generated_tokens=sum(ng), prefill_s=t1 - t0, decode_s=t2 - t1,
-                         decode_steps=steps + 1, batches=1,
-                         mean_context=(ctx_sum / steps) if steps else float(attn.shape[1]))
+                         decode_steps=steps + 1, batches=1, mean_context=(ctx_sum / steps) if steps else float(cur))
+        stats.extra["distinct_prefixes"] = len(prefixes)
         return results, stats
 
     def run_many(self, jobs: Sequence[ScoringJob], batch_size: int, *, on_batch=None):

@@ -14,11 +14,43 @@ import copy
 from typing import Any
 
 from discriminators.base import DiscriminationRequest
-from discriminators.cot import _LocalDiscriminator, _prefill, encode_rows, prefix_cache
+from discriminators.cot import _LocalDiscriminator
 from planner.model import Score
 
 YES_WORDS = ("Yes", " Yes", "yes", " yes", "YES")
 NO_WORDS = ("No", " No", "no", " no", "NO")
+
+
+def _prefill(model, input_ids, attention_mask, position_ids, past):
+    import torch
+
+    with torch.inference_mode():
+        return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                     past_key_values=past, use_cache=True, logits_to_keep=1)
+
+
+def encode_rows(pad_id: int, rows: list[list[int]], offset: int, device: str):
+    """Left-pad `rows` into (input_ids, row attention mask, position ids starting at `offset`)."""
+    import torch
+
+    B, L = len(rows), max(len(r) for r in rows)
+    ids = torch.full((B, L), pad_id, dtype=torch.long)
+    mask = torch.zeros((B, L), dtype=torch.long)
+    pos = torch.full((B, L), offset, dtype=torch.long)
+    for b, r in enumerate(rows):
+        n = len(r)
+        ids[b, L - n:] = torch.tensor(r, dtype=torch.long)
+        mask[b, L - n:] = 1
+        pos[b, L - n:] = torch.arange(offset, offset + n)
+    return ids.to(device), mask.to(device), pos.to(device)
+
+
+def prefix_cache(model, prefix_ids: list[int], device: str):
+    """Run the shared prefix once; returns its KV cache (batch 1)."""
+    import torch
+
+    ids = torch.tensor([prefix_ids], device=device)
+    return _prefill(model, ids, torch.ones_like(ids), None, None).past_key_values
 
 
 def answer_token_ids(tokenizer: Any, words: tuple[str, ...]) -> list[int]:

@@ -61,13 +61,13 @@ def bench_args(*extra: str) -> argparse.Namespace:
                          "--no-progress", "--bandwidth", "10", "--peak-tflops", "0.1", *extra])
 
 
-def check_report(rep: scoring.ScoringReport, budget: int = 16) -> None:
-    assert set(rep.variants) == {"a", "b", "c"}
+def check_report(rep: scoring.ScoringReport, budget: int = 16, variants=("a", "b", "c")) -> None:
+    assert set(rep.variants) == set(variants)
     for v in rep.variants.values():
         assert v.candidates == 6
         assert all(len(r.tokens) == budget and len(r.probs) == budget for r in v.rows.values())  # EOS ignored
         assert all(0.0 <= p <= 1.0 for r in v.rows.values() for p in r.probs)
-    assert [a.variant for a in rep.agreements] == ["b", "c", "c vs b"]
+    assert [a.variant for a in rep.agreements] == [v for v in variants if v != "a"] + ["c vs b"]
     for a in rep.agreements:
         assert a.rows == 6
         assert a.identical == 6, f"{a.variant}: generated tokens differ"
@@ -77,54 +77,32 @@ def check_report(rep: scoring.ScoringReport, budget: int = 16) -> None:
     # (c) really batched across questions: both questions in one batch of 6 rows
     assert rep.variants["c"].batch_rows == 6
     assert rep.variants["b"].batch_rows == 3
+    # the decode-only timing the roofline needs is reported for the batched variants
+    assert rep.variants["c"].decode_s and rep.variants["c"].decode_tokens == 6 * (budget - 1)
 
 
-def test_variants_identical_on_tiny_model_cot_engine(tiny, demo_items):
-    """(a) score_reference, (b) score, (c) score_many of the project discriminator: same tokens, same probabilities."""
-    rep = scoring.run_benchmark(bench_args("--engine", "cot"), items=demo_items, workload="demo", bm=tiny)
-    check_report(rep)
+def test_variants_identical_on_tiny_model(tiny, demo_items):
+    """(a) score_reference, (b) score, (c) score_many of the project discriminator: same tokens, same probabilities;
+    (c0), the same batch on transformers' own DynamicCache and attention, too."""
+    rep = scoring.run_benchmark(bench_args("--variants", "a,b,c,c0"), items=demo_items, workload="demo", bm=tiny)
+    check_report(rep, variants=("a", "b", "c", "c0"))
     # the same generated tokens also give the same soft score (parsed verdict or the fallback)
     for k, row in rep.variants["a"].rows.items():
         assert rep.variants["c"].rows[k].soft == pytest.approx(row.soft, abs=1e-4)
 
 
-@pytest.mark.slow
-def test_variants_identical_on_tiny_model_batching_engine(tiny, demo_items):
-    rep = scoring.run_benchmark(bench_args("--engine", "batching"), items=demo_items, workload="demo", bm=tiny)
-    check_report(rep)
-    # the decode-only timing the roofline needs is reported by this engine
-    assert rep.variants["c"].decode_s and rep.variants["c"].decode_tokens == 6 * 15
-
-
-@pytest.mark.parametrize("engine", ["cot", "batching"])
-def test_random_weight_arch_path_runs_on_cpu(small_random, demo_items, engine):
+def test_random_weight_arch_path_runs_on_cpu(small_random, demo_items):
     """The GPU path (random-weight Qwen2 built from a config in code) on the small config, fp32 on CPU."""
-    rep = scoring.run_benchmark(bench_args("--engine", engine, "--arch", "qwen2-small"), items=demo_items,
-                                workload="demo", bm=small_random)
+    rep = scoring.run_benchmark(bench_args("--arch", "qwen2-small"), items=demo_items, workload="demo",
+                                bm=small_random)
     check_report(rep)
-
-
-def test_padding_does_not_change_results(tiny):
-    """A row decoded next to a much longer one (prefix and suffix padding) equals the row decoded alone."""
-    from discriminators.batching import BatchedGreedy, ScoringJob
-
-    enc = tiny.tokenizer.encode
-    eng = BatchedGreedy(tiny.model, budget=6, answer_ids=tiny.tokenizer.answer_ids())
-    short = ScoringJob(enc("Q: count rows\nSQL: "), [enc("SELECT 1")])
-    long = ScoringJob(enc("Schema: CREATE TABLE t(a int, b text, c real);\n" * 6 + "Q: list all of a\nSQL: "),
-                      [enc("SELECT a FROM t WHERE b = 'x' ORDER BY c DESC LIMIT 10")])
-    alone, _ = eng.run([short])
-    mixed, _ = eng.run([long, short])
-    a, m = alone[0][0], mixed[1][0]
-    assert a.tokens == m.tokens
-    assert max(abs(x - y) for x, y in zip(a.token_logprobs, m.token_logprobs, strict=True)) < 1e-4
-    assert abs(a.score - m.score) < 1e-4
 
 
 def test_group_questions_packs_whole_questions():
     items = [scoring.WorkItem(i, "d", "q", "s", ["x"] * n) for i, n in enumerate([5, 5, 5, 3, 7])]
     assert scoring.group_questions(items, 10) == [[0, 1], [2, 3], [4]]
     assert scoring.group_questions(items, 4) == [[0], [1], [2], [3], [4]]
+    assert scoring.group_questions(items, 10, [4, 3, 0, 1, 2]) == [[4, 3], [0, 1], [2]]
 
 
 def test_spider_workload():
@@ -196,3 +174,22 @@ def test_gpu_archs_have_the_published_sizes(name, expected):
         m = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
     assert sum(p.numel() for p in m.parameters()) == expected == roofline.param_counts(cfg)["total"]
     assert next(m.parameters()).dtype == torch.bfloat16
+
+
+def test_workload_file_carries_prompts_and_tokenizer(tmp_path, demo_items, tiny):
+    """--save-workload / --workload: a machine without the Spider data or the embedded model gets the same prompts."""
+    from benchmarks.archs import load_tokenizer
+
+    path = tmp_path / "bundle" / "workload.json"
+    scoring.save_workload(demo_items, "2 demo questions", path)
+    items, desc = scoring.read_workload(path, None, 3)
+    assert [w.__dict__ for w in items] == [w.__dict__ for w in demo_items]
+    assert desc.startswith("2 of 2 demo questions")
+    one, _ = scoring.read_workload(path, 1, 5)
+    assert len(one) == 1 and one[0].sqls == (demo_items[0].sqls * 2)[:5]
+    saved = load_tokenizer(tiny.model.config.vocab_size, path.parent / "tokenizer")
+    text = demo_items[1].schema + demo_items[1].question
+    assert saved.encode(text) == tiny.tokenizer.encode(text) and saved.kind == "smollm2"
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(scoring.WorkloadUnavailable, match="cannot read workload file"):
+        scoring.read_workload(tmp_path / "bad.json", None, 5)

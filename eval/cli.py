@@ -78,6 +78,8 @@ def _dataset_args(d: argparse.ArgumentParser, ds: str) -> None:
     mode.add_argument("--discriminator", default=None, help="configured discriminator name (replay: scores candidates)")
     mode.add_argument("--budget", type=int, default=None, help="discriminator reasoning budget (tokens)")
     mode.add_argument("--scores-cache", default=None, help="replay: scores cache file (default under the cache dir)")
+    mode.add_argument("--score-batch", type=int, default=8,
+                      help="replay: questions whose candidates the discriminator scores in one batch (default 8)")
     mode.add_argument("--n", type=int, default=None, help="end-to-end: candidates per question")
     mode.add_argument("--config", default=None, help="end-to-end/replay: config file for the pipeline")
     mode.add_argument("--deadline", type=float, default=None, help="end-to-end: per-question deadline in seconds "
@@ -192,6 +194,9 @@ def _replay(args, examples, out, meta, progress):
     from eval.runner import run_replay
     from planner.settings import cache_dir
 
+    if args.score_batch < 1:
+        print("error: --score-batch must be >= 1", file=sys.stderr)
+        return 2, None
     if args.systems:
         if args.dataset != "spider":
             print("error: --systems pools exist for Spider dev only", file=sys.stderr)
@@ -225,7 +230,8 @@ def _replay(args, examples, out, meta, progress):
         limit = args.limit
     meta["n"] = min(len(entries), limit) if limit is not None else len(entries)
     _, summary = run_replay(examples, entries, out, dataset=args.dataset, policy=args.policy, discriminator=disc,
-                            scores_cache=cache, limit=limit, workers=args.workers, progress=progress)
+                            scores_cache=cache, limit=limit, score_batch=args.score_batch, workers=args.workers,
+                            progress=progress)
     meta["policy"] = args.policy or ("check-rerank" if disc is not None else "vote")
     return 0, summary
 

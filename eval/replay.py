@@ -152,11 +152,14 @@ def replay(
     engine: str = "sqlite",
     exec_timeout: float = 30.0,
     score_limit: int | None = None,
+    score_batch: int = 8,
     progress: bool = True,
 ) -> dict:
     """Replay a pool. `examples` must cover the pool's indices (dataset file positions). `limit` keeps the
     first N pool questions; `score_limit` scores only the first N of those (the rest get no scores, and
-    score-based policies are reported over the scored questions only). Returns {"questions", "summary"}."""
+    score-based policies are reported over the scored questions only). Candidates of up to `score_batch`
+    questions are scored in one `score_many` call when the discriminator has one (cross-question batching);
+    scores are cached after each such group. Returns {"questions", "summary"}."""
     from planner.executor import Executor
 
     by_index = {e.index: e for e in examples}
@@ -194,16 +197,29 @@ def replay(
         cache = scores_cache if scores_cache is not None else ScoresCache(None)
         schemas: dict[str, str] = {}
         n_score = len(entries) if score_limit is None else min(score_limit, len(entries))
+        from discriminators.base import DiscriminationRequest
+
+        batched = hasattr(discriminator, "score_many") and score_batch > 1
+        pending: list[tuple[list[str], dict[str, str], DiscriminationRequest]] = []
+
+        def flush() -> None:
+            reqs = [req for _, _, req in pending]
+            results = discriminator.score_many(reqs) if batched else [discriminator.score(r) for r in reqs]
+            for (todo, keys, _), scored in zip(pending, results, strict=True):
+                for s, sc in zip(todo, scored, strict=True):
+                    cache.put(keys[s], sc)
+            pending.clear()
+
+        all_keys: list[dict[str, str]] = []
         bar = tqdm(range(n_score), desc=f"score ({disc_key})", disable=not progress, unit="q", dynamic_ncols=True)
         for qi in bar:
             p, e = entries[qi], by_index[entries[qi].index]
             uniq = list(dict.fromkeys(c.sql for c in p.candidates))
             keys = {s: ScoresCache.key(disc_key, p.db_id, e.question, s) for s in uniq}
+            all_keys.append(keys)
             todo = [s for s in uniq if cache.get(keys[s]) is None]
             if todo:
                 ex_of = {c.sql: r for c, r in zip(p.candidates, execs[qi], strict=True)}
-                from discriminators.base import DiscriminationRequest
-
                 req = DiscriminationRequest(
                     question=e.question,
                     schema=_schema_text(registry, p.db_id, schemas),
@@ -211,10 +227,14 @@ def replay(
                     evidence=e.evidence,
                     executions=[ex_of[s] for s in todo],
                 )
-                for s, sc in zip(todo, discriminator.score(req), strict=True):
-                    cache.put(keys[s], sc)
-            for k, c in enumerate(p.candidates):
-                scores[qi][k] = cache.get(keys[c.sql])
+                pending.append((todo, keys, req))
+            if len(pending) >= max(score_batch, 1):
+                flush()
+        if pending:
+            flush()
+        for qi in range(n_score):
+            for k, c in enumerate(entries[qi].candidates):
+                scores[qi][k] = cache.get(all_keys[qi][c.sql])
 
     # 4. Selection per policy.
     questions = []

@@ -155,6 +155,7 @@ def run_replay(
     scores_cache=None,
     limit: int | None = None,
     score_limit: int | None = None,
+    score_batch: int = 8,
     workers: int = 2,
     progress: bool = True,
 ) -> tuple[list[dict], dict]:
@@ -162,7 +163,7 @@ def run_replay(
     from eval.replay import replay
 
     r = replay(pool_entries, examples, dataset=dataset, discriminator=discriminator, scores_cache=scores_cache,
-               limit=limit, score_limit=score_limit, workers=workers, progress=progress)
+               limit=limit, score_limit=score_limit, score_batch=score_batch, workers=workers, progress=progress)
     main = policy or ("check-rerank" if discriminator is not None else "vote")
     with ResultsWriter(out_dir, resume=False) as w:
         for q in r["questions"]:

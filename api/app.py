@@ -52,12 +52,12 @@ from api.schemas import (
     PlanRequest,
     SwitchRequest,
 )
+from core.model import Plan, Question
+from core.registry import UnknownName
 from planner.config import Config, load_config
 from planner.metrics import CONTENT_TYPE, ServiceMetrics
-from planner.model import Plan, Question
 from planner.pipeline import DeadlineExceeded, Planner, PlanRequestError
 from planner.plans import PlanStore, UnknownPlan
-from planner.registry import UnknownName
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -135,7 +135,7 @@ class Admission:
 
 
 def _switch_error(e: Exception) -> HTTPException:
-    from generators.errors import BackendError
+    from core.errors import BackendError
 
     if isinstance(e, BackendError):
         return HTTPException(503, f"checkpoint switch failed, the previous one stays active: {e}")
@@ -195,7 +195,7 @@ def create_app(config: Config | str | None = None, *, planner: Planner | None = 
             return _err(status, str(e))
         return handler
 
-    from planner.databases import UnknownDatabase
+    from sqlbox.databases import UnknownDatabase
 
     # Caller errors with a fixed status; the message is the exception's own.
     for exc_type, status in ((UnknownDatabase, 404), (UnknownPlan, 404), (PlanRequestError, 422),
@@ -211,7 +211,7 @@ def create_app(config: Config | str | None = None, *, planner: Planner | None = 
     async def _store(_: Request, e: SQLAlchemyError):
         return _err(503, f"plan store unavailable: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
 
-    from generators.errors import BackendError
+    from core.errors import BackendError
 
     @app.exception_handler(BackendError)
     async def _backend(_: Request, e: BackendError):
@@ -449,7 +449,7 @@ def _jsonable_value(v: Any) -> Any:
 def _log_outcomes(planner: Planner, store: PlanStore) -> None:
     """Log every plan's outcome (and label it on feedback) in the routers' outcomes table, when installed."""
     try:
-        from planner.outcomes import OutcomeLogger, OutcomeStore
+        from routing.outcomes import OutcomeLogger, OutcomeStore
     except ImportError:
         return
     if any(isinstance(h, OutcomeLogger) for h in planner.on_plan):

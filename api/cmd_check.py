@@ -16,8 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from planner.databases import DatabaseRegistry, UnknownDatabase, default_registry
-from planner.model import ErrorKind, ExecutionResult
+from core.model import ErrorKind, ExecutionResult
+from sqlbox.databases import DatabaseRegistry, UnknownDatabase, default_registry
 
 
 def _registry(args) -> DatabaseRegistry | None:
@@ -49,7 +49,7 @@ def _verdict(res: ExecutionResult) -> str:
 
 
 def cmd_check(args) -> int:
-    from planner.executor import Executor
+    from sqlbox.executor import Executor
 
     if args.timeout <= 0:
         print("error: --timeout must be positive", file=sys.stderr)

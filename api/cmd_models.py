@@ -43,9 +43,9 @@ def add_to(subparsers) -> None:
 
 
 def _embedded_status() -> dict:
-    from generators.embedded import _DONE_MARKER, EMBEDDED_NAME, find_embedded_gguf
-    from generators.errors import CheckpointError
-    from planner.settings import cache_dir
+    from core.errors import CheckpointError
+    from core.runtime.embedded import _DONE_MARKER, EMBEDDED_NAME, find_embedded_gguf
+    from core.settings import cache_dir
 
     target = cache_dir() / "checkpoints" / EMBEDDED_NAME
     try:
@@ -96,8 +96,8 @@ def _list(args) -> int:
 
 
 def _prepare(args) -> int:
-    from generators.embedded import embedded_checkpoint
-    from generators.errors import CheckpointError
+    from core.errors import CheckpointError
+    from core.runtime.embedded import embedded_checkpoint
 
     t0 = time.perf_counter()
     try:
@@ -113,12 +113,12 @@ def _serve(args) -> int:
     import uvicorn
 
     from api.openai_server import create_openai_app
-    from generators.checkpoint import load_checkpoint
-    from generators.errors import CheckpointError
+    from core.errors import CheckpointError
+    from core.runtime.checkpoint import load_checkpoint
 
     try:
         if args.model == "embedded":
-            from generators.embedded import EMBEDDED_NAME, embedded_checkpoint
+            from core.runtime.embedded import EMBEDDED_NAME, embedded_checkpoint
 
             path, default_name = embedded_checkpoint(), EMBEDDED_NAME
         else:

@@ -58,7 +58,7 @@ def add_to(subparsers) -> None:
     w.add_argument("--reset", action="store_true", help="clear the existing state first")
     w.set_defaults(func=_warm)
 
-    c = sub.add_parser("costs", help="cost per question of the published systems (planner/system_costs.toml)")
+    c = sub.add_parser("costs", help="cost per question of the published systems (routing/system_costs.toml)")
     c.add_argument("--config", default=None, help="another cost TOML")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=_costs)
@@ -67,15 +67,15 @@ def add_to(subparsers) -> None:
 
 
 def _load(src: str, workers: int = 2):
-    from planner.outcomes import load_outcomes
+    from eval.outcomes import load_outcomes
 
     return load_outcomes(src, workers=workers)
 
 
 def _fit(a: argparse.Namespace) -> int:
-    from planner.carrot import fit_carrot
-    from planner.features import FeatureConfig, Featurizer, schema_features_for
-    from planner.outcomes import OutcomeError, OutcomeMatrix
+    from routing.carrot import fit_carrot
+    from routing.features import FeatureConfig, Featurizer, schema_features_for
+    from routing.outcomes import OutcomeError, OutcomeMatrix
 
     if a.mu is not None and not 0.0 <= a.mu <= 1.0:
         print("error: --mu must be in [0, 1]", file=sys.stderr)
@@ -110,7 +110,7 @@ def _fit(a: argparse.Namespace) -> int:
 
 
 def _show(a: argparse.Namespace) -> int:
-    from planner.carrot import ArtifactError, CarrotModel, meta_path
+    from routing.carrot import ArtifactError, CarrotModel, meta_path
 
     try:
         CarrotModel.load(a.artifact)
@@ -124,7 +124,7 @@ def _show(a: argparse.Namespace) -> int:
 
 
 def _import(a: argparse.Namespace) -> int:
-    from planner.outcomes import OutcomeError, OutcomeStore
+    from routing.outcomes import OutcomeError, OutcomeStore
 
     try:
         outcomes = _load(a.outcomes)
@@ -137,10 +137,10 @@ def _import(a: argparse.Namespace) -> int:
 
 
 def _warm(a: argparse.Namespace) -> int:
-    from planner.bandit import BanditRouter
-    from planner.features import schema_features_for
-    from planner.outcomes import OutcomeError
-    from planner.store import make_engine
+    from core.store import make_engine
+    from routing.bandit import BanditRouter
+    from routing.features import schema_features_for
+    from routing.outcomes import OutcomeError
 
     try:
         outcomes = _load(a.outcomes)
@@ -156,7 +156,7 @@ def _warm(a: argparse.Namespace) -> int:
 
 
 def _costs(a: argparse.Namespace) -> int:
-    from planner.costs import CostConfigError, cost_table_markdown, system_costs
+    from routing.costs import CostConfigError, cost_table_markdown, system_costs
 
     try:
         costs = system_costs(path=a.config)

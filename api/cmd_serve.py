@@ -82,10 +82,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from generators.errors import BackendError
-    from planner.databases import UnknownDatabase
-    from planner.model import Question
+    from core.errors import BackendError
+    from core.model import Question
     from planner.pipeline import DeadlineExceeded, Planner, PlanRequestError
+    from sqlbox.databases import UnknownDatabase
 
     cfg = _load(args.config)
     if cfg is None:

@@ -22,8 +22,8 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
-from generators.checkpoint import LoadedModel
-from generators.hf import Sample, encode, sample, token_spans
+from core.runtime.checkpoint import LoadedModel
+from core.runtime.hf import Sample, encode, sample, token_spans
 
 MAX_N = 16
 MAX_TOKENS = 8192
@@ -141,7 +141,7 @@ def create_openai_app(model_name: str, loaded_model: LoadedModel) -> FastAPI:
         if lm.has_chat_template():
             text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         else:
-            from generators.prompts import render_plain
+            from core.runtime.chat import render_plain
 
             text = render_plain(msgs)
         ids = encode(lm, text, templated=lm.has_chat_template())

@@ -1,6 +1,6 @@
 """Request and response models of the HTTP API (pydantic): what clients send and get back.
 
-The Plan itself (`planner.model.Plan`) is the response of POST /plan and GET /plans/{id}; this module holds
+The Plan itself (`core.model.Plan`) is the response of POST /plan and GET /plans/{id}; this module holds
 the request bodies and the small responses around it. Bounds that depend on the configuration (largest n,
 question length) are checked in the endpoint with the configured limits and answered with 422 as well.
 """

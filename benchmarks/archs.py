@@ -140,7 +140,7 @@ def byte_encode(text: str) -> list[int]:
 
 def embedded_checkpoint_dir() -> Path:
     """The converted embedded checkpoint directory (the project's cache; converted from the GGUF on first use)."""
-    from generators.embedded import embedded_checkpoint
+    from core.runtime.embedded import embedded_checkpoint
 
     return Path(embedded_checkpoint())
 
@@ -188,9 +188,9 @@ class BenchModel:
         return self.model.config
 
     def as_checkpoint(self):
-        """The same model as a `generators.checkpoint.LoadedModel`, so the project's discriminators
+        """The same model as a `core.runtime.checkpoint.LoadedModel`, so the project's discriminators
         (`discriminators.cot.CotDiscriminator(loaded=...)`) can score with it."""
-        from generators.checkpoint import LoadedModel
+        from core.runtime.checkpoint import LoadedModel
 
         if self.tokenizer.hf is None:
             raise RuntimeError("the project's discriminators need the embedded tokenizer; only the byte fallback loaded")

@@ -24,9 +24,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from planner.databases import DatabaseRegistry
-from planner.executor import Executor
-from planner.settings import spider_dir
+from core.settings import spider_dir
+from sqlbox.databases import DatabaseRegistry
+from sqlbox.executor import Executor
 
 
 def _error_class(kind: str, msg: str) -> str:
@@ -117,7 +117,7 @@ def markdown(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.dialect_agreement", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--spider", type=Path, default=None, help="Spider folder (default: planner.settings.spider_dir())")
+    ap.add_argument("--spider", type=Path, default=None, help="Spider folder (default: core.settings.spider_dir())")
     ap.add_argument("--limit", type=int, default=None, help="only the first N dev queries")
     ap.add_argument("--timeout", type=float, default=10.0)
     ap.add_argument("--json", type=Path, default=None, help="write the full result (with examples) here")

@@ -29,14 +29,14 @@ SAMPLES = "spider_dev_samples/qwen2.5-coder-7b-instruct_T0.8_x5_200q.jsonl"
 
 def workload(questions: int, n: int) -> tuple[str, list]:
     """(description, DiscriminationRequests)."""
+    from core.settings import candidates_dir, spider_dir
     from discriminators.base import DiscriminationRequest
-    from planner.schema import schema_to_prompt
-    from planner.settings import candidates_dir, spider_dir
+    from sqlbox.schema import schema_to_prompt
 
     pool = candidates_dir() / SAMPLES
     dev = spider_dir() / "dev.json"
     if pool.is_file() and dev.is_file() and (spider_dir() / "database").is_dir():
-        from planner.databases import DatabaseRegistry
+        from sqlbox.databases import DatabaseRegistry
 
         reg = DatabaseRegistry()
         reg.register_dir(spider_dir() / "database")
@@ -54,7 +54,7 @@ def workload(questions: int, n: int) -> tuple[str, list]:
                 break
         idx = ", ".join(str(r.extra["idx"]) for r in reqs)
         return f"Spider dev questions {idx} (5 Qwen2.5-Coder-7B samples each, `{SAMPLES}`)", reqs
-    from planner.databases import default_registry
+    from sqlbox.databases import default_registry
 
     reg = default_registry()
     schema = schema_to_prompt(reg.schema("demo"))
@@ -72,8 +72,8 @@ def _timed(fn):
 
 
 def measure_load() -> dict:
-    from generators.checkpoint import load_checkpoint
-    from generators.embedded import embedded_checkpoint
+    from core.runtime.checkpoint import load_checkpoint
+    from core.runtime.embedded import embedded_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="sqlarbiter-bench-cache-") as tmp:
         path, convert_s = _timed(lambda: embedded_checkpoint(tmp))
@@ -86,9 +86,9 @@ def run(args) -> int:
     import torch
 
     from benchmarks.report import append_section, machine_info, markdown_table
+    from core.runtime.checkpoint import load_checkpoint
+    from core.runtime.embedded import embedded_checkpoint
     from discriminators.cot import CotDiscriminator
-    from generators.checkpoint import load_checkpoint
-    from generators.embedded import embedded_checkpoint
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from planner.databases import DatabaseRegistry
-from planner.executor import Executor, _DuckConn, _SqliteConn
-from planner.settings import spider_dir
+from core.settings import spider_dir
+from sqlbox.databases import DatabaseRegistry
+from sqlbox.executor import Executor, _DuckConn, _SqliteConn
 
 
 def _pct(xs: list[float], q: float) -> float:

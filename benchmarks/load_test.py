@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
-from planner.settings import REPO_ROOT
+from core.settings import REPO_ROOT
 
 QUESTIONS = [
     "How many singers are older than 30?",

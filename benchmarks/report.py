@@ -15,7 +15,7 @@ import platform
 from collections.abc import Sequence
 from pathlib import Path
 
-from planner.settings import REPO_ROOT
+from core.settings import REPO_ROOT
 
 
 def benchmarks_md() -> Path:

@@ -2,7 +2,7 @@
 
 Workload: Q Spider dev questions (evenly spaced over the 200 questions of
 `candidates/spider_dev_samples/qwen2.5-coder-7b-instruct_T0.8_x5_200q.jsonl`) with their N=5 sampled candidates,
-the schema as the planner renders it (`planner.databases` + `planner.schema.schema_to_prompt`; `tables.json` if those
+the schema as the planner renders it (`sqlbox.databases` + `sqlbox.schema.schema_to_prompt`; `tables.json` if those
 are missing), the project's CoT prompt (`discriminators.prompts`, `cot-v1`). Every candidate decodes exactly `budget`
 new tokens greedily with EOS ignored, so every variant does the same work.
 `--save-workload FILE` writes that rendered workload (and the tokenizer, to `tokenizer/` beside it) so a machine without
@@ -69,7 +69,7 @@ class WorkloadUnavailable(RuntimeError):
 
 
 def _tables_json_schema(entry: dict) -> str:
-    """CREATE TABLE text from a Spider tables.json entry (fallback when planner.schema is unavailable)."""
+    """CREATE TABLE text from a Spider tables.json entry (fallback when sqlbox.schema is unavailable)."""
     cols: dict[int, list[str]] = {}
     for (t, name), typ in zip(entry["column_names_original"], entry["column_types"], strict=True):
         if t >= 0:
@@ -81,7 +81,7 @@ def _tables_json_schema(entry: dict) -> str:
 def load_workload(questions: int, n: int = 5, *, samples: Path | None = None,
                   schema_max_tokens: int | None = 1024) -> tuple[list[WorkItem], str]:
     """Q questions with N candidates each, from the Spider dev sample pool. Raises WorkloadUnavailable."""
-    from planner.settings import candidates_dir, spider_dir
+    from core.settings import candidates_dir, spider_dir
 
     samples = samples or candidates_dir() / "spider_dev_samples" / SAMPLES_FILE
     sp = spider_dir()
@@ -96,13 +96,13 @@ def load_workload(questions: int, n: int = 5, *, samples: Path | None = None,
     dev = json.loads((sp / "dev.json").read_text())
     schema_of: Callable[[str], str]
     try:
-        from planner.databases import DatabaseRegistry
-        from planner.schema import schema_to_prompt
+        from sqlbox.databases import DatabaseRegistry
+        from sqlbox.schema import schema_to_prompt
 
         reg = DatabaseRegistry()
         reg.register_dir(sp / "database")
         schema_of = lambda db: schema_to_prompt(reg.schema(db), max_tokens=schema_max_tokens)  # noqa: E731
-        how = "planner.schema.schema_to_prompt"
+        how = "sqlbox.schema.schema_to_prompt"
     except ImportError:
         tables = {e["db_id"]: e for e in json.loads((sp / "tables.json").read_text())}
         schema_of = lambda db: _tables_json_schema(tables[db])  # noqa: E731

@@ -28,7 +28,7 @@ STAGES = ("route", "generate", "normalize", "execute", "discriminate", "select",
 
 def spider_questions(k: int) -> list[tuple[str, str]]:
     """(question, db_id) for k Spider dev questions on distinct databases, [] when the data is absent."""
-    from planner.settings import spider_dir
+    from core.settings import spider_dir
 
     dev = spider_dir() / "dev.json"
     if k <= 0 or not dev.is_file():
@@ -59,8 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args, store: Path):
+    from core.settings import spider_dir
     from planner.config import config_from_dict
-    from planner.settings import spider_dir
 
     data: dict = {
         "defaults": {"n": args.n, "max_tokens": args.max_tokens, "reasoning_budget": args.budget,
@@ -101,7 +101,7 @@ def profile(args) -> tuple[list[dict], list[tuple[str, str]], float]:
 
         close = lambda: client.__exit__(None, None, None)  # noqa: E731
     else:
-        from planner.model import Question
+        from core.model import Question
         from planner.pipeline import Planner
 
         planner = Planner(cfg)

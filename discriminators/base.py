@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from planner.model import ExecutionResult, Score
-from planner.registry import Registry
+from core.model import ExecutionResult, Score
+from core.registry import Registry
 
 
 @dataclass
@@ -32,3 +32,23 @@ class Discriminator(Protocol):
 
 
 DISCRIMINATORS: Registry[Discriminator] = Registry("discriminator")
+
+
+MODES = ("cot", "logit")
+
+
+def spec_mode(spec: Any, default: str = "cot") -> str:
+    """The scoring mode a spec asks for (`options.mode`: cot | logit)."""
+    mode = ((getattr(spec, "options", None) or {}).get("mode") or default).lower()
+    if mode not in MODES:
+        raise ValueError(f"discriminator {getattr(spec, 'name', '?')!r}: options.mode must be one of {MODES}, not {mode!r}")
+    return mode
+
+
+def wrap_check(spec: Any, disc: Any) -> Any:
+    """`disc` wrapped in the check mode when the spec says `options.check: true`."""
+    if (getattr(spec, "options", None) or {}).get("check"):
+        from discriminators.check import CheckDiscriminator
+
+        return CheckDiscriminator(disc)
+    return disc

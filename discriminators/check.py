@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.model import Score
 from discriminators.base import DiscriminationRequest
-from planner.model import Score
 
 
 class CheckDiscriminator:

@@ -28,12 +28,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from discriminators.base import DiscriminationRequest
+from core.errors import CheckpointError
+from core.model import Score
+from core.runtime.checkpoint import LoadedModel, load_checkpoint
+from core.runtime.hf import token_at, token_spans
+from discriminators.base import DISCRIMINATORS, DiscriminationRequest, wrap_check
 from discriminators.prompts import DEFAULT_PROMPTS, load_prompt, render_parts
-from generators.checkpoint import LoadedModel, load_checkpoint
-from generators.errors import CheckpointError
-from generators.hf import token_at, token_spans
-from planner.model import Score
 
 ANSWER_RE = re.compile(r"""["']?correct["']?\s*:\s*["']?(true|false)\b""", re.IGNORECASE)
 
@@ -233,3 +233,9 @@ class CotDiscriminator(_LocalDiscriminator):
         return Score(score=t.score, verdict=t.verdict, parse_failure=t.parse_failure, reasoning=t.reasoning,
                      discriminator=self.name, checkpoint=self.checkpoint, mode=self.mode,
                      prompt_tokens=len(t.prompt_ids), completion_tokens=len(t.generated_ids))
+
+
+@DISCRIMINATORS.register("cot")
+def cot(spec: Any = None, **kw: Any) -> Any:
+    """CoT soft score on a local checkpoint (`spec.path`)."""
+    return wrap_check(spec, CotDiscriminator(spec, **kw))

@@ -13,9 +13,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from discriminators.base import DiscriminationRequest
+from core.model import Score
+from discriminators.base import DISCRIMINATORS, DiscriminationRequest, wrap_check
 from discriminators.cot import _LocalDiscriminator
-from planner.model import Score
 
 YES_WORDS = ("Yes", " Yes", "yes", " yes", "YES")
 NO_WORDS = ("No", " No", "no", " no", "NO")
@@ -134,3 +134,9 @@ class LogitDiscriminator(_LocalDiscriminator):
         s = p_yes / total if total > 0 else 0.5
         return Score(score=s, verdict=s >= 0.5, parse_failure=total <= 0, reasoning=None, discriminator=self.name,
                      checkpoint=self.checkpoint, mode=self.mode, prompt_tokens=prompt_tokens, completion_tokens=0)
+
+
+@DISCRIMINATORS.register("logit")
+def logit(spec: Any = None, **kw: Any) -> Any:
+    """Yes/No logit score on a local checkpoint (`spec.path`)."""
+    return wrap_check(spec, LogitDiscriminator(spec, **kw))

@@ -19,12 +19,12 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from discriminators.base import DiscriminationRequest
+from core.errors import BackendError
+from core.model import Score
+from core.runtime.openai_http import OpenAIClient, choice_text, client_from_spec
+from discriminators.base import DISCRIMINATORS, DiscriminationRequest, spec_mode, wrap_check
 from discriminators.cot import ANSWER_RE, opt
 from discriminators.prompts import DEFAULT_PROMPTS, load_prompt, render_plain
-from generators.errors import BackendError
-from generators.openai_client import OpenAIClient, choice_text, client_from_spec
-from planner.model import Score
 
 YES = {"yes"}
 NO = {"no"}
@@ -164,3 +164,21 @@ class OpenAILogitDiscriminator(_HTTPDiscriminator):
             return self._mk(resp, score=self.fallback, verdict=None, parse_failure=True)
         s = py / (py + pn)
         return self._mk(resp, score=s, verdict=s >= 0.5)
+
+
+@DISCRIMINATORS.register("openai-cot")
+def openai_cot(spec: Any, **kw: Any) -> Any:
+    """CoT soft score over an OpenAI-compatible server (`spec.url`, `model`)."""
+    return wrap_check(spec, OpenAICotDiscriminator(spec, **kw))
+
+
+@DISCRIMINATORS.register("openai-logit")
+def openai_logit(spec: Any, **kw: Any) -> Any:
+    """Yes/No score over an OpenAI-compatible server."""
+    return wrap_check(spec, OpenAILogitDiscriminator(spec, **kw))
+
+
+@DISCRIMINATORS.register("openai")
+def openai_backend(spec: Any, **kw: Any) -> Any:
+    """`openai-cot` or `openai-logit` by `options.mode` (default cot)."""
+    return (openai_cot if spec_mode(spec) == "cot" else openai_logit)(spec, **kw)

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from planner.settings import bird_dir, spider_dir
+from core.settings import bird_dir, spider_dir
 
 
 def add_to(subparsers) -> None:
@@ -189,10 +189,10 @@ def _dataset_size(ds: str, args) -> int:
 
 
 def _replay(args, examples, out, meta, progress):
+    from core.settings import cache_dir
     from eval.pool import build_pool, read_pool
     from eval.replay import ScoresCache, make_discriminator
     from eval.runner import run_replay
-    from planner.settings import cache_dir
 
     if args.score_batch < 1:
         print("error: --score-batch must be >= 1", file=sys.stderr)
@@ -238,8 +238,8 @@ def _replay(args, examples, out, meta, progress):
 
 def _end_to_end(args, examples, out, meta, progress):
     from eval.runner import run_end_to_end
-    from planner.databases import DatabaseRegistry
     from planner.pipeline import Planner
+    from sqlbox.databases import DatabaseRegistry
 
     reg = DatabaseRegistry()
     for e in examples:

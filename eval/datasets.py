@@ -21,7 +21,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from planner.settings import bird_dir, spider_dir
+from core.settings import bird_dir, spider_dir
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 

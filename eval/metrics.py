@@ -146,3 +146,11 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float] | No
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return 100 * (centre - half), 100 * (centre + half)
+
+
+LEVEL_ORDER = ("easy", "medium", "hard", "extra", "simple", "moderate", "challenging", "unknown", "all")
+
+
+def order_levels(keys) -> list[str]:
+    """Difficulty levels in their natural order (Spider's, then BIRD's), unknown names last, alphabetically."""
+    return sorted(keys, key=lambda k: (LEVEL_ORDER.index(k) if k in LEVEL_ORDER else len(LEVEL_ORDER), k))

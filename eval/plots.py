@@ -11,12 +11,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from eval.report import _order  # noqa: E402
+from eval.metrics import order_levels  # noqa: E402
 
 
 def plot_ex_by_difficulty(table: dict[str, dict], path: str | os.PathLike, title: str = "EX by difficulty") -> Path:
     """`table`: series name (policy) -> {difficulty: {"n", "ex"}}. Grouped bars, one group per difficulty."""
-    levels = _order({lv for v in table.values() for lv in v})
+    levels = order_levels({lv for v in table.values() for lv in v})
     series = list(table)
     width = 0.8 / max(len(series), 1)
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(levels) * max(1, len(series)) ** 0.5), 4))

@@ -99,7 +99,7 @@ def build_pool(
     preds = load_systems(systems_dir(candidates), systems)
     import json as _json
 
-    from planner.settings import spider_dir
+    from core.settings import spider_dir
 
     sp = Path(data_dir) if data_dir else spider_dir()
     dev = _json.loads((sp / "dev.json").read_text())

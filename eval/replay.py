@@ -2,7 +2,7 @@
 
 For each pool question (`eval.pool.PoolEntry`), every candidate is
 1. labelled correct/incorrect by EX against the gold (`eval.exec_match`, the dataset's official rule);
-2. executed by the project executor (`planner.executor.Executor`, engine "sqlite" by default for
+2. executed by the project executor (`sqlbox.executor.Executor`, engine "sqlite" by default for
    fidelity with EX), giving `ExecutionResult.ok` and the result `fingerprint` that `vote`/`hybrid` cluster on;
 3. optionally scored by a discriminator (any `discriminators.base.Discriminator`); scores are cached in a
    JSONL file keyed by (discriminator + budget + mode, db id, question, sql), so reruns are free and a run
@@ -27,11 +27,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from core.model import Candidate, ExecutionResult, Score, ScoredCandidate
 from eval.datasets import Example
 from eval.exec_match import MatchTask, match_tasks
 from eval.metrics import discriminator_metrics, ex_by_group, ex_rate
 from eval.pool import PoolEntry
-from planner.model import Candidate, ExecutionResult, Score, ScoredCandidate
 from planner.select import select
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ class ScoresCache:
 
 
 def _registry_for(examples: Sequence[Example]):
-    from planner.databases import DatabaseRegistry
+    from sqlbox.databases import DatabaseRegistry
 
     reg = DatabaseRegistry()
     for e in examples:
@@ -126,7 +126,7 @@ def _registry_for(examples: Sequence[Example]):
 
 def _schema_text(registry, db_id: str, cache: dict) -> str:
     if db_id not in cache:
-        from planner.schema import schema_to_prompt
+        from sqlbox.schema import schema_to_prompt
 
         try:
             from planner.config import load_config
@@ -160,7 +160,7 @@ def replay(
     score-based policies are reported over the scored questions only). Candidates of up to `score_batch`
     questions are scored in one `score_many` call when the discriminator has one (cross-question batching);
     scores are cached after each such group. Returns {"questions", "summary"}."""
-    from planner.executor import Executor
+    from sqlbox.executor import Executor
 
     by_index = {e.index: e for e in examples}
     missing = [p.index for p in entries if p.index not in by_index]

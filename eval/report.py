@@ -17,14 +17,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from eval.metrics import ex_by_group, ex_rate, wilson_interval
+from eval.metrics import ex_by_group, ex_rate, order_levels, wilson_interval
 from eval.runner import read_results
-
-LEVEL_ORDER = ("easy", "medium", "hard", "extra", "simple", "moderate", "challenging", "unknown", "all")
-
-
-def _order(keys) -> list[str]:
-    return sorted(keys, key=lambda k: (LEVEL_ORDER.index(k) if k in LEVEL_ORDER else len(LEVEL_ORDER), k))
 
 
 def _stats(values: Sequence[float]) -> dict | None:
@@ -106,7 +100,7 @@ def to_markdown(rep: dict) -> str:
         x = rep["excluding"]
         lines.append(f"EX without the {len(x['indices'])} listed questions (wta_1 rankings gap): {_pct(x['ex'])}% over {x['n']}")
         lines.append("")
-    levels = _order(rep["by_difficulty"])
+    levels = order_levels(rep["by_difficulty"])
     lines += ["## EX by difficulty", "", "| difficulty | n | EX % |", "|---|---:|---:|"]
     lines += [f"| {lv} | {rep['by_difficulty'][lv]['n']} | {_pct(rep['by_difficulty'][lv]['ex'])} |" for lv in levels]
     if rep.get("policies"):
@@ -114,7 +108,7 @@ def to_markdown(rep: dict) -> str:
         lines += ["", "## EX by selection policy (same candidates)", "",
                   "| difficulty | " + " | ".join(pols) + (" | oracle |" if "oracle" in rep else " |"),
                   "|---|" + "---:|" * (len(pols) + ("oracle" in rep))]
-        for lv in _order({k for p in pols for k in rep["policies"][p]["by_difficulty"]}):
+        for lv in order_levels({k for p in pols for k in rep["policies"][p]["by_difficulty"]}):
             row = [_pct(rep["policies"][p]["by_difficulty"].get(lv, {}).get("ex")) for p in pols]
             if "oracle" in rep:
                 row.append(_pct(rep["oracle"]["by_difficulty"].get(lv, {}).get("ex")))
@@ -194,7 +188,7 @@ def compare(a_dir: str | os.PathLike, b_dir: str | os.PathLike) -> dict:
     rows_b = [b[i] for i in common]
     ga, gb = ex_by_group(rows_a), ex_by_group(rows_b)
     table = {}
-    for lv in _order(set(ga) | set(gb)):
+    for lv in order_levels(set(ga) | set(gb)):
         ea, eb = ga.get(lv, {}).get("ex"), gb.get(lv, {}).get("ex")
         table[lv] = {"n": ga.get(lv, {}).get("n", 0), "a": ea, "b": eb,
                      "delta": None if ea is None or eb is None else eb - ea}

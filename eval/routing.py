@@ -5,7 +5,7 @@ study behind it:
 
 - Data (`load_routing_data`): the published Spider-dev systems act as generators. Correctness per question
   and system is the project's EX (`eval.systems.system_correctness`), cost per question comes from
-  `planner.costs`, features from `planner.features`, and for the cascade each system's SQL is executed once
+  `routing.costs`, features from `routing.features`, and for the cascade each system's SQL is executed once
   (read-only, `eval.exec_match.run_query`) to get "executes?" and an order-insensitive result fingerprint
   (cached under cache_dir()/routing/).
 - Split: GroupKFold on db_id (default 5 folds over the 20 dev databases): a router never sees questions of
@@ -41,11 +41,12 @@ import numpy as np
 from sklearn.model_selection import GroupKFold
 from tqdm import tqdm
 
-from planner.bandit import LinUCB
-from planner.carrot import MU_GRID, CarrotModel, non_dominated
-from planner.features import FeatureConfig, Featurizer, schema_features_for
-from planner.outcomes import OutcomeMatrix, outcomes_from_systems
-from planner.settings import cache_dir
+from core.settings import cache_dir
+from eval.outcomes import outcomes_from_systems
+from routing.bandit import LinUCB
+from routing.carrot import MU_GRID, CarrotModel, non_dominated
+from routing.features import FeatureConfig, Featurizer, schema_features_for
+from routing.outcomes import OutcomeMatrix
 
 DEFAULT_LAMBDAS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 20.0)
 DEFAULT_MARGINS = (-1.0, 0.0, 0.2, 0.34, 0.5, 0.67, 0.8, 1.01)  # -1: never escalate; 1.01: always

@@ -208,7 +208,7 @@ def run_end_to_end(
 ) -> list[dict]:
     """Plan every question with the pipeline and score the chosen SQL; one durable line per question.
     `deadline_s` overrides the pipeline's per-request deadline (CPU runs of the embedded model need more)."""
-    from planner.model import Question
+    from core.model import Question
 
     kw = {} if timeout is None else {"timeout": timeout}
     with ResultsWriter(out_dir, resume=resume) as w:

@@ -3,7 +3,7 @@
 `candidates/spider_dev/<name>.sql` holds one predicted SQL per line aligned with `spider/dev.json`
 (optionally `\\t<db_id>`), `systems.json` describes each system. `system_correctness` computes Spider EX
 per question per system with `eval.exec_match` (each gold runs once per question for all systems) and
-caches the verdicts under `planner.settings.cache_dir()/eval/systems/`, keyed by a hash of the
+caches the verdicts under `core.settings.cache_dir()/eval/systems/`, keyed by a hash of the
 prediction file, the gold file and the evaluator version, so reruns are free and any change recomputes.
 The routing study reads these as logged outcomes (`load_systems`, `system_correctness`).
 """
@@ -15,9 +15,9 @@ import json
 import os
 from pathlib import Path
 
+from core.settings import cache_dir, candidates_dir, spider_dir
 from eval.datasets import Example, load_spider
 from eval.exec_match import EVALUATOR_VERSION, MatchTask, match_tasks
-from planner.settings import cache_dir, candidates_dir, spider_dir
 
 
 def systems_dir(path: str | os.PathLike | None = None) -> Path:

@@ -1,13 +1,11 @@
 """The text-to-SQL generation prompt (version `gen-v1`), shared by every generator backend.
 
 `build_messages(request)` returns chat messages (system + optional few-shot turns + the question);
-`render_prompt(tokenizer, messages)` applies the tokenizer's chat template when it has one and falls back
-to a plain "Instruction/Response" layout otherwise. The same text is shown in docs/prompts.md.
+`core.runtime.chat.render_prompt(tokenizer, messages)` applies the tokenizer's chat template when it has one and
+falls back to a plain "Instruction/Response" layout otherwise. The same text is shown in docs/prompts.md.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from generators.base import GenerationRequest
 
@@ -45,20 +43,3 @@ def build_messages(request: GenerationRequest) -> list[dict[str, str]]:
         msgs.append({"role": "assistant", "content": f"```sql\n{sql.strip()}\n```"})
     msgs.append({"role": "user", "content": _user(request.question, request.schema, request.evidence, request.dialect)})
     return msgs
-
-
-def render_plain(messages: list[dict[str, str]]) -> str:
-    """The fallback layout for tokenizers without a chat template (base models)."""
-    parts = []
-    for m in messages:
-        label = {"system": "", "user": "### Instruction:\n", "assistant": "### Response:\n"}[m["role"]]
-        parts.append(f"{label}{m['content']}\n\n")
-    return "".join(parts) + "### Response:\n"
-
-
-def render_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
-    """Prompt text for `messages`: the chat template (with the generation prompt) or the plain layout.
-    Tokenize the result with `add_special_tokens=False` when a chat template was applied (it has them)."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return render_plain(messages)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import generators.embedded  # noqa: F401  registers "embedded"
 import generators.hf  # noqa: F401  registers "transformers"
-import generators.openai_client  # noqa: F401  registers "openai"
+import generators.openai  # noqa: F401  registers "openai"
 from generators.base import GENERATORS
 
 __all__ = ["GENERATORS"]

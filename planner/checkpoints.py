@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from generators.errors import CheckpointError
-from planner.registry import UnknownName
-from planner.specs import ModelSpec
+from core.errors import CheckpointError
+from core.registry import UnknownName
+from core.specs import ModelSpec
 
 ROLES = ("generator", "discriminator")
 
@@ -42,7 +42,7 @@ def validate_spec(spec: ModelSpec) -> None:
     """Cheap checks that need no loading: a local checkpoint path exists and looks like one; an HTTP
     backend has a URL. Raises CheckpointError."""
     if spec.backend == "transformers" or (spec.backend in ("cot", "logit")):
-        from generators.checkpoint import validate_checkpoint_path
+        from core.runtime.checkpoint import validate_checkpoint_path
 
         if not spec.path:
             raise CheckpointError(f"model {spec.name!r}: backend {spec.backend!r} needs `path`")
@@ -193,6 +193,6 @@ class CheckpointPool:
         if callable(close):
             close()
         del backend
-        from generators.checkpoint import release_memory
+        from core.runtime.checkpoint import release_memory
 
         release_memory()

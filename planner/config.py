@@ -5,7 +5,7 @@ store URL, API key) and `load_config(path=None) -> Config`.
 
 Where the file comes from: the `path` argument, else the environment variable `SQLARBITER_CONFIG`, else no
 file at all, which gives the built-in default: the embedded SmolLM2-135M model for both roles, one pair
-`embedded`, the `demo` database, a SQLite store under `planner.settings.data_dir()`.
+`embedded`, the `demo` database, a SQLite store under `core.settings.data_dir()`.
 
 Environment overrides (applied after the file, before validation):
 
@@ -20,7 +20,6 @@ See `sqlarbiter.example.toml` for a documented example of every section.
 
 from __future__ import annotations
 
-import importlib
 import os
 import tomllib
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from planner.specs import ModelSpec, PairSpec
+from core.specs import ModelSpec, PairSpec
 
 ENV_PREFIX = "SQLARBITER__"
 
@@ -42,7 +41,7 @@ class _Strict(BaseModel):
 
 
 class RouterConfig(_Strict):
-    """The default router (`name`, one of planner.router.ROUTERS) and its keyword parameters."""
+    """The default router (`name`, one of routing.router.ROUTERS) and its keyword parameters."""
 
     name: str = "fixed"
     params: dict[str, Any] = Field(default_factory=dict)
@@ -178,35 +177,18 @@ def backend_name(spec: ModelSpec) -> str:
 
 
 def known_routers():
-    """The router registry with every router module that is installed imported."""
-    from planner.router import ROUTERS
+    """The router registry with every router registered."""
+    from routing.registry_all import ROUTERS
 
-    _try_import("planner.routers_all")
     return ROUTERS
 
 
 def known_backends():
-    """(GENERATORS, DISCRIMINATORS) with all backends registered, or None for a role whose backends are missing."""
-    gens = discs = None
-    if _try_import("generators.registry_all"):
-        from generators.base import GENERATORS
+    """(GENERATORS, DISCRIMINATORS) with every backend registered."""
+    from discriminators.registry_all import DISCRIMINATORS
+    from generators.registry_all import GENERATORS
 
-        gens = GENERATORS
-    if _try_import("discriminators.registry_all"):
-        from discriminators.base import DISCRIMINATORS
-
-        discs = DISCRIMINATORS
-    return gens, discs
-
-
-def _try_import(module: str) -> bool:
-    try:
-        importlib.import_module(module)
-        return True
-    except ModuleNotFoundError as e:
-        if e.name and module.startswith(e.name):  # the module itself (or its package) is absent
-            return False
-        raise
+    return GENERATORS, DISCRIMINATORS
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from planner.demo import DEMO_DB_ID, DEMO_EXAMPLES
+from sqlbox.demo import DEMO_DB_ID, DEMO_EXAMPLES
 
 
 @lru_cache(maxsize=8)

@@ -2,11 +2,11 @@
 
 What it owns: `CandidatePool`, the growing list of a plan's candidates (a cascade keeps adding to the same
 pool). Each added SQL is
-- refused with a reason (`Candidate.rejected`) when empty or when `planner.sqlguard.guard` rejects it
+- refused with a reason (`Candidate.rejected`) when empty or when `sqlbox.guard.guard` rejects it
   (not a single read-only query); rejected candidates are kept, so the plan shows them, but never executed;
 - SQL that sqlglot cannot parse (`ParseFailure`) is not rejected: it goes to the executor, which reports
   the parse error like any other candidate error;
-- otherwise canonicalized with `planner.sqlguard.normalize` (sqlglot) into `normalized` + `dedup_key`;
+- otherwise canonicalized with `sqlbox.guard.normalize` (sqlglot) into `normalized` + `dedup_key`;
   a SQL that sqlglot cannot parse keeps `normalized=None` and a whitespace/case-collapsed key, and the
   executor reports the parse error;
 - merged into an earlier candidate with the same dedup key (that candidate's `duplicates` grows: the
@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from planner.model import Candidate
+from core.model import Candidate
 
 EMPTY_REASON = "no SQL could be extracted from the model output"
 
@@ -40,7 +40,7 @@ class CandidatePool:
 
     def add(self, sql: str, *, source: str, sample_index: int | None = None) -> tuple[int, bool]:
         """Add one raw SQL. Returns (index of its candidate, whether the candidate is new)."""
-        from planner.sqlguard import ParseFailure, Rejected, guard, normalize
+        from sqlbox.guard import ParseFailure, Rejected, guard, normalize
 
         sql = sql or ""
         cand = Candidate(sql=sql, source=source, dialect=self.dialect, sample_index=sample_index)

@@ -11,7 +11,7 @@ the rules of one plan:
   registered database), through its `CheckpointPool`, so a checkpoint switch never interrupts a request.
 - normalize: `planner.normalize.CandidatePool` (guard, canonicalize, de-duplicate; rejected candidates are
   kept with their reason and never run).
-- execute: every new candidate through the sandboxed `planner.executor.Executor` (DuckDB by default).
+- execute: every new candidate through the sandboxed `sqlbox.executor.Executor` (DuckDB by default).
 - discriminate: the step's discriminator scores the candidates the policy can use: all non-rejected ones
   for `rerank`, the executable ones for `check-rerank`/`hybrid` (scores of the others cannot matter), none
   for `vote` (it ignores scores). In a cascade a later, different discriminator also scores the earlier
@@ -42,11 +42,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from discriminators.base import DiscriminationRequest
-from generators.base import GenerationRequest, SamplingParams
-from planner.config import Config, known_backends, known_routers, load_config
-from planner.examples import few_shot_examples
-from planner.model import (
+from core.model import (
     ErrorKind,
     ExecutionResult,
     Plan,
@@ -55,11 +51,15 @@ from planner.model import (
     ScoredCandidate,
     TokenUsage,
 )
+from core.specs import ModelSpec
+from discriminators.base import DiscriminationRequest
+from generators.base import GenerationRequest, SamplingParams
+from planner.config import Config, known_backends, known_routers, load_config
+from planner.examples import few_shot_examples
 from planner.normalize import CandidatePool
-from planner.router import FixedRouter, RouteContext, Router
 from planner.select import POLICIES, executable
 from planner.select import select as run_policy
-from planner.specs import ModelSpec
+from routing.router import FixedRouter, RouteContext, Router
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class Planner:
     """Plans questions end to end. Thread-safe: the service calls `plan` from several worker threads."""
 
     def __init__(self, config: Config, *, registry=None, executor=None, engine=None):
-        from planner.executor import Executor
+        from sqlbox.executor import Executor
 
         self.config = config
         if config.limits.torch_threads:
@@ -249,7 +249,7 @@ class Planner:
 
     def schema_prompt(self, db_id: str) -> str:
         if db_id not in self._prompts:
-            from planner.schema import schema_to_prompt
+            from sqlbox.schema import schema_to_prompt
 
             d = self.config.defaults
             self._prompts[db_id] = schema_to_prompt(self.registry.schema(db_id), sample_rows=d.schema_sample_rows,
@@ -257,7 +257,7 @@ class Planner:
         return self._prompts[db_id]
 
     def route_context(self, question: Question) -> RouteContext:
-        from planner.schema import schema_features
+        from sqlbox.schema import schema_features
 
         schema = self.registry.schema(question.db_id)  # raises UnknownDatabase
         return RouteContext(question=question, pairs=dict(self.config.pairs), models=self.config.models,
@@ -386,7 +386,7 @@ class Planner:
             with self.discriminators.acquire(disc_name) as (ckpt, backend):
                 scores = backend.score(dreq)
             if len(scores) != len(todo):
-                from generators.errors import BackendError
+                from core.errors import BackendError
 
                 raise BackendError(f"discriminator {disc_name!r} returned {len(scores)} scores for {len(todo)} SQLs")
             spec = self.discriminators.spec_of(ckpt)
@@ -460,8 +460,8 @@ class Planner:
 def build_registry(config: Config):
     """The demo database (always) plus every entry of `config.databases` (files or folders; the
     SQLARBITER_DATABASES environment variable is already folded into it by the config loader)."""
-    from planner.databases import DatabaseRegistry
-    from planner.demo import DEMO_DB_ID, build_demo
+    from sqlbox.databases import DatabaseRegistry
+    from sqlbox.demo import DEMO_DB_ID, build_demo
 
     reg = DatabaseRegistry()
     reg.register(DEMO_DB_ID, build_demo())

@@ -1,4 +1,4 @@
-"""Persistence of plans and feedback: two SQLAlchemy tables on `planner.store.Base` and a small repository.
+"""Persistence of plans and feedback: two SQLAlchemy tables on `core.store.Base` and a small repository.
 
 What it owns: the `plans` table (id, created_at, db_id, question, status, chosen_sql, policy, pair,
 total_cost, the full Plan as JSON) and the `feedback` table (id, plan_id -> plans.id, correct, corrected_sql,
@@ -16,8 +16,8 @@ from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, Te
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from planner.model import Plan
-from planner.store import Base, make_engine
+from core.model import Plan
+from core.store import Base, make_engine
 
 
 class UnknownPlan(LookupError):

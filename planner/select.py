@@ -15,20 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from planner.model import ScoredCandidate
-from planner.registry import Registry
+from core.model import ScoredCandidate, executable, soft_score
+from core.registry import Registry
 
 Policy = Callable[[Sequence[ScoredCandidate]], tuple[int | None, str]]
 POLICIES: Registry[tuple[int | None, str]] = Registry("selection policy")
-
-
-def soft_score(c: ScoredCandidate) -> float:
-    """The candidate's soft score: the last score attached (the active discriminator's), or 0.5 if unscored."""
-    return c.scores[-1].score if c.scores else 0.5
-
-
-def executable(c: ScoredCandidate) -> bool:
-    return c.execution is not None and c.execution.ok
 
 
 def assign_clusters(cands: Sequence[ScoredCandidate]) -> dict[str, list[int]]:

@@ -34,17 +34,17 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def tiny_checkpoint():
     """Path of the converted embedded checkpoint directory (converts on first use, ~30 s, then cached)."""
-    from generators.embedded import embedded_checkpoint
+    from core.runtime.embedded import embedded_checkpoint
 
     return embedded_checkpoint()
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_checkpoint):
-    """The tiny model loaded once (a generators.checkpoint.LoadedModel: .model, .tokenizer, .device)."""
+    """The tiny model loaded once (a core.runtime.checkpoint.LoadedModel: .model, .tokenizer, .device)."""
     import torch
 
-    from generators.checkpoint import load_checkpoint
+    from core.runtime.checkpoint import load_checkpoint
 
     threads = _test_threads()
     if threads:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from planner.model import Plan
+from core.model import Plan
 
 QUESTION = "How many singers are older than 30?"
 
@@ -30,7 +30,7 @@ def test_plan_then_get_then_feedback_roundtrip(shared_client):
     body = fb.json()
     assert body["plan_id"] == plan.id and body["correct"] is False and body["label_source"] == "client"
     assert body["forwarded_to_router"] == "fixed"
-    from planner.outcomes import OutcomeStore  # the service logs each plan's outcome, labelled by feedback
+    from routing.outcomes import OutcomeStore  # the service logs each plan's outcome, labelled by feedback
 
     logged = [o for o in OutcomeStore(c.app.state.store.engine).load(labelled_only=False) if o.plan_id == plan.id]
     assert len(logged) == 1 and logged[0].correct is False and logged[0].db_id == "demo"

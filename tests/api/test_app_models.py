@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from planner.model import Plan
+from core.model import Plan
 
 Q = "How many singers are older than 30?"
 
 
 @pytest.fixture
 def ckpt():
-    from generators.embedded import embedded_checkpoint
+    from core.runtime.embedded import embedded_checkpoint
 
     return str(embedded_checkpoint())
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from planner.model import Plan
+from core.model import Plan
 from planner.plans import PlanStore
 
 Q = "How many singers are older than 30?"

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from api.cli import main
-from planner.settings import spider_dir
+from cli.main import main
+from core.settings import spider_dir
 
 SPIDER = spider_dir()
 

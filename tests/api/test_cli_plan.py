@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from api.cli import main
-from planner.model import Plan
+from cli.main import main
+from core.model import Plan
 
 
 @pytest.fixture

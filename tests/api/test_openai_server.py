@@ -14,14 +14,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from api.openai_server import create_openai_app, serve_in_thread
+from core.errors import BackendError, BackendTimeout, BackendUnavailable
+from core.runtime.openai_http import OpenAIClient
+from core.specs import ModelSpec
 from discriminators.base import DiscriminationRequest
 from discriminators.cot import CotDiscriminator
 from discriminators.logit import LogitDiscriminator
 from discriminators.openai import OpenAICotDiscriminator, OpenAILogitDiscriminator
 from generators.base import GenerationRequest, SamplingParams
-from generators.errors import BackendError, BackendTimeout, BackendUnavailable
-from generators.openai_client import OpenAIClient, OpenAIGenerator
-from planner.specs import ModelSpec
+from generators.openai import OpenAIGenerator
 
 SCHEMA = "CREATE TABLE singer (singer_id INT PRIMARY KEY, name TEXT, age INT, country TEXT);"
 Q_JSON = 'How many singers are older than 30? Answer only with the JSON {"correct": true} or {"correct": false}.'
@@ -179,7 +180,7 @@ def test_concurrency_limit():
 def test_models_cli_list_and_prepare(tiny_checkpoint, capsys):
     import json
 
-    from api.cli import main
+    from cli.main import main
 
     assert main(["models", "list", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from planner.model import Candidate, ExecutionResult, Plan, Question, RouteDecision, ScoredCandidate
+from core.model import Candidate, ExecutionResult, Plan, Question, RouteDecision, ScoredCandidate
 
 pytestmark = pytest.mark.postgres
 PG = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"

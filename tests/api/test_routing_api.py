@@ -8,11 +8,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from planner.carrot import fit_carrot
+from core.model import Plan
 from planner.config import config_from_dict
-from planner.features import FeatureConfig, Featurizer
-from planner.model import Plan
-from planner.outcomes import Outcome, OutcomeMatrix
+from routing.carrot import fit_carrot
+from routing.features import FeatureConfig, Featurizer
+from routing.outcomes import Outcome, OutcomeMatrix
 
 QUESTIONS = ["How many singers are there?", "How many stadiums are there?", "How many concerts are there?",
              "List the names of singers older than the average age, ordered by age.",
@@ -87,13 +87,13 @@ def test_feedback_trains_the_bandit_and_persists(client):
     assert fb.status_code == 200 and fb.json()["forwarded_to_router"] == "bandit"
     assert router.ucb.n[b.route.pair] == seen + 1
     # the state is in the service's store: a router built on the same engine (a restart) resumes it
-    from planner.bandit import BanditRouter
+    from routing.bandit import BanditRouter
 
     again = BanditRouter(alpha=0.5, lam=0.5, embeddings=False, engine=client.app.state.store.engine)
     assert again.state()["arms"][b.route.pair]["n"] == seen + 1
     assert again.state() == router.state()
     # the service logged the plan's outcome and the feedback labelled it (routing_outcomes table)
-    from planner.outcomes import OutcomeStore
+    from routing.outcomes import OutcomeStore
 
     logged = [o for o in OutcomeStore(client.app.state.store.engine).load() if o.plan_id == b.id]
     assert len(logged) == 1 and logged[0].correct is True and logged[0].pair == b.route.pair

@@ -36,8 +36,8 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def demo_items() -> list[scoring.WorkItem]:
-    from planner.databases import default_registry
-    from planner.schema import schema_to_prompt
+    from sqlbox.databases import default_registry
+    from sqlbox.schema import schema_to_prompt
 
     reg = default_registry()
     schema = schema_to_prompt(reg.schema("demo"), max_tokens=120)
@@ -106,7 +106,7 @@ def test_group_questions_packs_whole_questions():
 
 
 def test_spider_workload():
-    from planner.settings import candidates_dir, spider_dir
+    from core.settings import candidates_dir, spider_dir
 
     if not (spider_dir() / "dev.json").is_file() or not (candidates_dir() / "spider_dev_samples").is_dir():
         pytest.skip("Spider dev data / candidate samples not present under the shared data dir")
@@ -134,8 +134,8 @@ def test_roofline_counts_match_real_models(tiny, small_random):
 
 
 def test_cli_list_and_bad_usage(capsys):
-    from api.cli import main as sqlarbiter
     from benchmarks.cli import main
+    from cli.main import main as sqlarbiter
 
     assert main(["list"]) == 0
     out = capsys.readouterr().out

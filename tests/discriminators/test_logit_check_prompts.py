@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from core.model import ErrorKind, ExecutionResult
+from core.specs import ModelSpec
 from discriminators.base import DISCRIMINATORS, DiscriminationRequest
 from discriminators.check import CheckDiscriminator
 from discriminators.logit import LogitDiscriminator
-from discriminators.prompts import PromptError, list_prompts, load_prompt, render_docs, render_parts
-from planner.model import ErrorKind, ExecutionResult
-from planner.specs import ModelSpec
+from discriminators.prompts import PromptError, list_prompts, load_prompt, render_parts
+from planner.prompt_docs import render_docs
 
 SCHEMA = "CREATE TABLE singer (singer_id INT PRIMARY KEY, name TEXT, age INT, country TEXT);"
 REQ = DiscriminationRequest(question="How many singers are older than 30?", schema=SCHEMA,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from planner.settings import bird_dir, candidates_dir, spider_dir
+from core.settings import bird_dir, candidates_dir, spider_dir
 
 
 @pytest.fixture(scope="session")

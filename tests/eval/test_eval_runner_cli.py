@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from api.cli import main
+from cli.main import main
+from core.model import Candidate, Plan, Question, Score, ScoredCandidate
 from eval.datasets import load_spider
 from eval.report import compare
 from eval.runner import RESULTS, read_prediction_file, read_results, run_end_to_end, run_predictions
-from planner.model import Candidate, Plan, Question, Score, ScoredCandidate
 
 
 def _lines(path):
@@ -110,7 +110,7 @@ class SystemPlanner:
     for the generator, so the runner's bookkeeping is tested without a model)."""
 
     def __init__(self, registry, systems):
-        from planner.executor import Executor
+        from sqlbox.executor import Executor
 
         self.executor = Executor(registry, engine="sqlite")
         self.systems = systems
@@ -131,7 +131,7 @@ class SystemPlanner:
 
 def test_end_to_end_runner_records_and_resumes(spider_root, systems_root, tmp_path):
     from eval.systems import load_systems
-    from planner.databases import DatabaseRegistry
+    from sqlbox.databases import DatabaseRegistry
 
     ex = load_spider(spider_root, limit=6)
     reg = DatabaseRegistry()

@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 
+from core.settings import spider_dir
 from eval.routing import (
     RoutingData,
     cascade_decisions,
@@ -23,9 +24,8 @@ from eval.routing import (
     simulate_bandit_regret,
 )
 from eval.routing_cli import add_routing_parser
-from planner.features import FeatureConfig, Featurizer
-from planner.outcomes import Outcome, OutcomeMatrix
-from planner.settings import spider_dir
+from routing.features import FeatureConfig, Featurizer
+from routing.outcomes import Outcome, OutcomeMatrix
 
 SYSTEMS = {"legacy": 1e-6, "mid": 1e-4, "strong": 1e-2}
 

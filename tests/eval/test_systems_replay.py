@@ -6,11 +6,11 @@ import json
 
 import pytest
 
+from core.model import Score
 from eval.datasets import load_spider
 from eval.pool import PoolCandidate, PoolEntry, build_pool, read_pool, write_pool
 from eval.replay import ScoresCache, replay
 from eval.systems import load_systems, system_correctness, system_info, system_names
-from planner.model import Score
 
 
 def test_load_systems(systems_root):

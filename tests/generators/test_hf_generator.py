@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import CheckpointError
+from core.runtime.chat import render_prompt
+from core.runtime.checkpoint import choose_device, choose_dtype, load_checkpoint
+from core.runtime.hf import sample, token_spans
+from core.specs import ModelSpec
 from generators.base import GENERATORS, GenerationRequest, SamplingParams
-from generators.checkpoint import choose_device, choose_dtype, load_checkpoint
-from generators.errors import CheckpointError
-from generators.hf import TransformersGenerator, sample, token_spans
-from generators.prompts import build_messages, render_prompt
-from planner.specs import ModelSpec
+from generators.hf import TransformersGenerator
+from generators.prompts import build_messages
 
 SCHEMA = "CREATE TABLE singer (singer_id INT PRIMARY KEY, name TEXT, age INT, country TEXT);"
 
@@ -118,7 +120,7 @@ def test_device_and_dtype_choice():
 
 
 def test_embedded_checkpoint_is_cached_and_complete(tiny_checkpoint):
-    from generators.embedded import embedded_checkpoint, find_embedded_gguf
+    from core.runtime.embedded import embedded_checkpoint, find_embedded_gguf
 
     assert find_embedded_gguf().read_bytes()[:4] == b"GGUF"
     assert embedded_checkpoint() == tiny_checkpoint
@@ -158,7 +160,7 @@ def test_embedded_conversion_is_atomic_and_runs_once_under_concurrency(tmp_path)
 
 @pytest.mark.slow
 def test_gguf_file_loads_directly():
-    from generators.embedded import find_embedded_gguf
+    from core.runtime.embedded import find_embedded_gguf
 
     lm = load_checkpoint(find_embedded_gguf(), share=False)
     assert lm.model.config.model_type == "llama"

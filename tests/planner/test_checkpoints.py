@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import CheckpointError
+from core.registry import UnknownName
+from core.specs import ModelSpec
 from discriminators.base import DiscriminationRequest
-from generators.errors import CheckpointError
 from planner.checkpoints import CheckpointPool
-from planner.registry import UnknownName
-from planner.specs import ModelSpec
 
 REQ = DiscriminationRequest(question="How many singers are there?", schema="CREATE TABLE singer (id INT, name TEXT);",
                             sqls=["SELECT count(*) FROM singer"])

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import REPO_ROOT
 from planner.config import ConfigError, apply_env, load_config
-from planner.settings import REPO_ROOT
 
 NO_ENV: dict[str, str] = {}
 

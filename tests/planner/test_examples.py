@@ -6,8 +6,8 @@ import pytest
 
 from generators.base import GenerationRequest
 from generators.prompts import build_messages
-from planner.demo import DEMO_EXAMPLES, DEMO_QUESTION
 from planner.examples import few_shot_examples
+from sqlbox.demo import DEMO_EXAMPLES, DEMO_QUESTION
 
 
 def test_demo_ships_examples_and_k_bounds_them():

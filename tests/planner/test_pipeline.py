@@ -13,10 +13,10 @@ import time
 
 import pytest
 
+from core.model import ErrorKind, Question, Score
 from discriminators.base import DISCRIMINATORS
 from generators.base import GENERATORS, GenerationResult
 from planner.config import config_from_dict
-from planner.model import ErrorKind, Question, Score
 from planner.pipeline import STAGES, DeadlineExceeded, Planner, PlanRequestError
 
 GOOD = "SELECT count(*) FROM singer WHERE age > 30"
@@ -147,7 +147,7 @@ def test_vote_skips_the_discriminator_and_counts_duplicates(tmp_path):
 
 
 def test_request_errors(tmp_path):
-    from planner.databases import UnknownDatabase
+    from sqlbox.databases import UnknownDatabase
 
     planner = make_planner(tmp_path, [GOOD])
     with pytest.raises(UnknownDatabase, match="demo"):
@@ -178,8 +178,8 @@ def test_deadline_bounds_the_plan(tmp_path):
 
 
 def test_cascade_pools_candidates_and_rescored_on_one_scale(tmp_path):
-    pytest.importorskip("planner.cascade")
-    import planner.routers_all  # noqa: F401
+    pytest.importorskip("routing.cascade")
+    import routing.registry_all  # noqa: F401
 
     gens = {"g2": {"backend": "test-scripted", "options": {"sqls": [GOOD]}}}
     pairs = {"cheap": {"generator": "g", "discriminator": "d"}, "strong": {"generator": "g2", "discriminator": "d"}}

@@ -7,8 +7,7 @@ import threading
 import pytest
 from sqlalchemy import inspect
 
-from planner.metrics import Counter, Histogram, ServiceMetrics
-from planner.model import (
+from core.model import (
     Candidate,
     ExecutionResult,
     Plan,
@@ -18,6 +17,7 @@ from planner.model import (
     ScoredCandidate,
     TokenUsage,
 )
+from planner.metrics import Counter, Histogram, ServiceMetrics
 from planner.plans import PlanStore, UnknownPlan
 
 

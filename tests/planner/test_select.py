@@ -2,7 +2,7 @@
 
 import pytest
 
-from planner.model import Candidate, ErrorKind, ExecutionResult, Score, ScoredCandidate
+from core.model import Candidate, ErrorKind, ExecutionResult, Score, ScoredCandidate
 from planner.select import POLICIES, select
 
 

@@ -1,0 +1,27 @@
+"""The local-checkpoint backends that pick their scoring mode from the spec: `transformers` (a checkpoint
+directory or .gguf at `spec.path`) and `embedded` (the embedded SmolLM2-135M default), each `cot` or `logit`
+by `options.mode` (default cot)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.runtime.embedded import EMBEDDED_NAME, embedded_checkpoint
+from discriminators.base import DISCRIMINATORS, spec_mode
+from discriminators.cot import cot
+from discriminators.logit import logit
+
+
+@DISCRIMINATORS.register("transformers")
+def transformers_backend(spec: Any = None, **kw: Any) -> Any:
+    """`cot` or `logit` on a local checkpoint, by `options.mode`."""
+    return (cot if spec_mode(spec) == "cot" else logit)(spec, **kw)
+
+
+@DISCRIMINATORS.register("embedded")
+def embedded(spec: Any = None, **kw: Any) -> Any:
+    """`cot` (or `logit` by `options.mode`) on the embedded SmolLM2-135M."""
+    kw.setdefault("path", str(embedded_checkpoint()))
+    if spec is None:
+        kw.setdefault("name", EMBEDDED_NAME)
+    return transformers_backend(spec, **kw)

@@ -1,0 +1,69 @@
+"""The `openai` generator backend: N SQL samples from an OpenAI-compatible server (vLLM `serve`,
+llama.cpp server, hosted APIs, `sqlarbiter models serve-openai`) through `core.runtime.openai_http`."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from core.errors import BackendError
+from core.runtime.chat import render_plain
+from core.runtime.openai_http import OpenAIClient, choice_text, client_from_spec
+from generators.base import GENERATORS, GenerationRequest, GenerationResult
+from generators.extract import extract_sql
+from generators.prompts import build_messages
+
+
+@GENERATORS.register("openai")
+class OpenAIGenerator:
+    """Generator over an OpenAI-compatible server. Spec: url, model (served model name), api_key_env;
+    options: endpoint ("chat" | "completions"; completions sends the plain Instruction/Response layout),
+    timeout, max_retries, backoff, concurrency."""
+
+    def __init__(self, spec: Any, *, client: OpenAIClient | None = None):
+        self.spec = spec
+        self.name = spec.name
+        self.model = spec.model or spec.name
+        self.endpoint = (spec.options or {}).get("endpoint", "chat")
+        if self.endpoint not in ("chat", "completions"):
+            raise ValueError(f"model {spec.name!r}: options.endpoint must be chat or completions, not {self.endpoint!r}")
+        self.client = client or client_from_spec(spec)
+
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        p = request.params
+        messages = build_messages(request)
+        texts: list[str] = []
+        prompt_tokens = completion_tokens = 0
+        model_name = self.model
+
+        def call(n: int, seed: int | None) -> dict:
+            kw = {"model": self.model, "n": n, "temperature": p.temperature, "top_p": p.top_p,
+                  "max_tokens": p.max_tokens, "seed": seed}
+            if self.endpoint == "chat":
+                return self.client.chat(messages, **kw)
+            return self.client.completions(render_plain(messages), **kw)
+
+        # Some servers cap or ignore n: ask again (different seeds) until we hold n samples.
+        calls = 0
+        while len(texts) < p.n and calls < p.n:
+            seed = None if p.seed is None else p.seed + calls
+            resp = call(p.n - len(texts), seed)
+            calls += 1
+            choices = sorted(resp.get("choices", []), key=lambda c: c.get("index", 0))
+            texts += [choice_text(c) for c in choices][: p.n - len(texts)]
+            usage = resp.get("usage") or {}
+            prompt_tokens = prompt_tokens or int(usage.get("prompt_tokens", 0))
+            completion_tokens += int(usage.get("completion_tokens", 0))
+            model_name = resp.get("model") or model_name
+            if not choices:
+                raise BackendError(f"{self.client.base}: the server returned no choices")
+        return GenerationResult(sqls=[extract_sql(t) for t in texts], raw=texts, model=self.name,
+                                prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+    def generate_many(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        """Several questions concurrently (bounded by the client's concurrency limit)."""
+        with ThreadPoolExecutor(max_workers=self.client.concurrency) as ex:
+            return list(ex.map(self.generate, requests))
+
+    def close(self) -> None:
+        self.client.close()

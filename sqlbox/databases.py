@@ -1,0 +1,157 @@
+"""The database registry: which databases candidates may run on, by id.
+
+A database is a SQLite file (`.sqlite`, `.db`, `.sqlite3`) or a DuckDB file (`.duckdb`), registered
+under an id. `register_dir` understands the Spider/BIRD layouts (`database/<db_id>/<db_id>.sqlite`,
+a folder of `<db_id>/<db_id>.sqlite`) and flat folders of database files. Schemas are introspected
+on first use and cached (thread-safe).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from sqlbox.schema import Schema, introspect
+
+SQLITE_SUFFIXES = (".sqlite", ".db", ".sqlite3")
+DUCKDB_SUFFIXES = (".duckdb",)
+
+
+class UnknownDatabase(LookupError):
+    """Asked for a database id that is not registered; the message lists the known ids."""
+
+    def __init__(self, db_id: str, known: list[str]):
+        self.db_id = db_id
+        self.known = known
+        shown = ", ".join(known[:30]) + (f", ... ({len(known)} in all)" if len(known) > 30 else "")
+        super().__init__(f"unknown database {db_id!r}; known: {shown or '(none registered)'}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class DatabaseInfo:
+    db_id: str
+    path: Path
+    kind: Literal["sqlite", "duckdb"]
+
+
+def _kind_of(path: Path) -> Literal["sqlite", "duckdb"]:
+    suf = path.suffix.lower()
+    if suf in SQLITE_SUFFIXES:
+        return "sqlite"
+    if suf in DUCKDB_SUFFIXES:
+        return "duckdb"
+    raise ValueError(f"{path}: not a database file (expected one of "
+                     f"{', '.join(SQLITE_SUFFIXES + DUCKDB_SUFFIXES)})")
+
+
+class DatabaseRegistry:
+    """db_id -> database file, with cached schemas. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._dbs: dict[str, DatabaseInfo] = {}
+        self._schemas: dict[tuple[str, int], Schema] = {}
+        self._lock = threading.RLock()
+        self._schema_locks: dict[str, threading.Lock] = {}
+
+    def register(self, db_id: str, path: str | os.PathLike) -> DatabaseInfo:
+        """Register one database file under `db_id` (re-registering an id replaces it)."""
+        if not db_id or not isinstance(db_id, str):
+            raise ValueError("a database id must be a non-empty string")
+        p = Path(path).expanduser().resolve()
+        kind = _kind_of(p)
+        if not p.is_file():
+            raise FileNotFoundError(f"database file not found: {p}")
+        info = DatabaseInfo(db_id, p, kind)
+        with self._lock:
+            old = self._dbs.get(db_id)
+            self._dbs[db_id] = info
+            if old is not None and old != info:
+                for k in [k for k in self._schemas if k[0] == db_id]:
+                    del self._schemas[k]
+        return info
+
+    def register_dir(self, path: str | os.PathLike) -> list[str]:
+        """Register every database under a folder. Accepts a Spider/BIRD root holding `database/` (or
+        `dev_databases/`), a folder of `<db_id>/<db_id>.sqlite`, or a flat folder of database files.
+        Returns the ids registered, sorted."""
+        root = Path(path).expanduser()
+        if not root.is_dir():
+            raise NotADirectoryError(f"not a folder: {root}")
+        for sub in ("database", "dev_databases"):
+            if (root / sub).is_dir():
+                root = root / sub
+                break
+        found: dict[str, Path] = {}
+        for child in sorted(root.iterdir()):
+            if child.is_dir():
+                for suf in SQLITE_SUFFIXES + DUCKDB_SUFFIXES:
+                    f = child / f"{child.name}{suf}"
+                    if f.is_file():
+                        found[child.name] = f
+                        break
+            elif child.is_file() and child.suffix.lower() in SQLITE_SUFFIXES + DUCKDB_SUFFIXES:
+                found.setdefault(child.stem, child)
+        if not found:
+            raise ValueError(f"no databases found under {root} (expected <db_id>/<db_id>.sqlite or *.sqlite files)")
+        for db_id, f in found.items():
+            self.register(db_id, f)
+        return sorted(found)
+
+    def get(self, db_id: str) -> DatabaseInfo:
+        with self._lock:
+            info = self._dbs.get(db_id)
+        if info is None:
+            raise UnknownDatabase(db_id, self.ids())
+        return info
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return sorted(self._dbs)
+
+    def __contains__(self, db_id: object) -> bool:
+        with self._lock:
+            return db_id in self._dbs
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._dbs)
+
+    def schema(self, db_id: str) -> Schema:
+        """The database's schema (introspected once, then cached; re-read if the file changed)."""
+        info = self.get(db_id)
+        key = (db_id, info.path.stat().st_mtime_ns)
+        with self._lock:
+            cached = self._schemas.get(key)
+            if cached is not None:
+                return cached
+            lock = self._schema_locks.setdefault(db_id, threading.Lock())
+        with lock:  # one introspection per database at a time; others wait for its result
+            with self._lock:
+                cached = self._schemas.get(key)
+            if cached is not None:
+                return cached
+            schema = introspect(info)
+            with self._lock:
+                for k in [k for k in self._schemas if k[0] == db_id]:
+                    del self._schemas[k]
+                self._schemas[key] = schema
+            return schema
+
+
+def default_registry(data: str | os.PathLike | None = None) -> DatabaseRegistry:
+    """The demo database as `demo` (built if needed), plus every database under `data` if given,
+    else under env `SQLARBITER_DATABASES` if set."""
+    from sqlbox.demo import DEMO_DB_ID, build_demo
+
+    reg = DatabaseRegistry()
+    reg.register(DEMO_DB_ID, build_demo())
+    extra = data if data is not None else os.environ.get("SQLARBITER_DATABASES") or None
+    if extra is not None:
+        reg.register_dir(extra)
+    return reg

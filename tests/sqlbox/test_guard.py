@@ -1,0 +1,137 @@
+"""The SQL guard: single read-only queries pass; everything else is rejected with a reason."""
+
+import pytest
+from sqlglot import exp
+
+from sqlbox.guard import MAX_SQL_CHARS, ParseFailure, Rejected, guard, normalize, transpile
+
+ACCEPTED = [
+    "SELECT count(*) FROM singer WHERE age > 30",
+    "select T1.name from singer as T1 join singer_in_concert as T2 on T1.singer_id = T2.singer_id",
+    "SELECT name FROM singer UNION SELECT name FROM stadium",
+    "SELECT name FROM singer INTERSECT SELECT name FROM singer EXCEPT SELECT 'x'",
+    "WITH old AS (SELECT * FROM singer WHERE age > 40) SELECT count(*) FROM old",
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5) SELECT * FROM c",
+    "(SELECT 1)",
+    "SELECT * FROM singer;",
+    "SELECT * FROM singer; -- trailing comment",
+    "SELECT 1 /* ; DROP TABLE singer */",
+    'SELECT name FROM singer WHERE country = "France"',
+    "SELECT * FROM range(10)",
+    "SELECT * FROM generate_series(1, 100, 2)",
+    "SELECT sqlite_version()",
+    "SELECT * FROM sqlite_master",
+]
+
+REJECTED = {
+    "DROP TABLE singer": "DROP",
+    "delete from singer": "DELETE",
+    "UPDATE singer SET age = 1": "UPDATE",
+    "INSERT INTO singer VALUES (1)": "INSERT",
+    "CREATE TABLE x (a int)": "CREATE",
+    "CREATE VIEW v AS SELECT 1": "CREATE",
+    "ALTER TABLE singer ADD COLUMN x int": "ALTER",
+    "ATTACH 'x.db' AS x": "ATTACH",
+    "DETACH x": "DETACH",
+    "COPY singer TO '/tmp/x.csv'": "COPY",
+    "PRAGMA table_info(singer)": "PRAGMA",
+    "INSTALL httpfs": "not a query",
+    "LOAD httpfs": "command",
+    "SET memory_limit = '10GB'": "SET",
+    "RESET memory_limit": "not a query",
+    "CALL pragma_version()": "command",
+    "VACUUM": "command",
+    "BEGIN": "transaction",
+    "SELECT 1; SELECT 2": "multiple statements",
+    "SELECT 1; DROP TABLE singer": "multiple statements",
+    "WITH d AS (DELETE FROM singer RETURNING *) SELECT * FROM d": "DELETE",
+    "SELECT * INTO t2 FROM singer": "INTO",
+    "SELECT * FROM read_csv('/etc/passwd')": "read_csv",
+    "SELECT * FROM read_csv_auto('/etc/passwd')": "read_csv",
+    "SELECT * FROM read_parquet('x.parquet')": "read_parquet",
+    "SELECT * FROM read_json('x.json')": "read_json",
+    "SELECT read_text('/etc/passwd')": "read_text",
+    "SELECT * FROM read_blob('/etc/passwd')": "read_blob",
+    "SELECT * FROM sqlite_scan('/x.db', 't')": "sqlite_scan",
+    "SELECT * FROM parquet_scan('x')": "parquet_scan",
+    "SELECT getenv('HOME')": "getenv",
+    "SELECT current_setting('memory_limit')": "current_setting",
+    "SELECT load_extension('x')": "load_extension",
+    "SELECT readfile('/etc/passwd')": "readfile",
+    "SELECT * FROM duckdb_settings()": "duckdb_settings",
+    "SELECT * FROM pragma_table_info('singer')": "pragma_table_info",
+    "SELECT * FROM query('DROP TABLE singer')": "query",
+    "SELECT * FROM '/etc/passwd'": "file path",
+    'SELECT * FROM "/etc/passwd"': "file path",
+    "SELECT * FROM 'data.csv'": "file path",
+    "SELECT * FROM range(100000000000)": "more than",
+    "SELECT * FROM range((SELECT max(age) FROM singer))": "literal",
+    "SELECT * FROM generate_series(1, 10, 0)": "step 0",
+    "SELECT * FROM some_table_function(1)": "not allowed",
+    "EXPLAIN SELECT 1": "command",
+    "DESCRIBE singer": "DESCRIBE",
+    "checkpoint": "not a query",
+    "": "empty",
+    "   ;  ": "empty",
+}
+
+
+@pytest.mark.parametrize("sql", ACCEPTED)
+def test_accepts_read_only_queries(sql):
+    assert isinstance(guard(sql), exp.Expression)
+
+
+@pytest.mark.parametrize("sql,reason", list(REJECTED.items()))
+def test_rejects_with_reason(sql, reason):
+    with pytest.raises(Rejected) as ei:
+        guard(sql)
+    assert reason.lower() in ei.value.reason.lower()
+
+
+def test_case_and_comment_tricks():
+    for sql in ["dRoP tAbLe singer", "/* hi */ DELETE FROM singer", "SELECT 1;\n--x\nDROP TABLE singer",
+                "sElEcT * FrOm ReAd_CsV('/etc/passwd')", "select * from (select * from (select GETENV('x')))"]:
+        with pytest.raises(Rejected):
+            guard(sql)
+
+
+def test_parse_failures_are_a_kind_of_rejection():
+    with pytest.raises(ParseFailure):
+        guard("SELEC name FROM")
+    with pytest.raises(ParseFailure):
+        guard("SELECT")
+    with pytest.raises(Rejected, match="longer than"):
+        guard("SELECT " + "1+" * MAX_SQL_CHARS + "1")
+    with pytest.raises(Rejected):
+        guard(None)  # type: ignore[arg-type]
+
+
+def test_duckdb_dialect():
+    assert guard("FROM singer", dialect="duckdb")
+    with pytest.raises(Rejected):
+        guard("INSTALL httpfs", dialect="duckdb")
+
+
+def test_normalize_formatting_case_aliases():
+    a = normalize("select T1.Name from Singer as T1 where T1.age > 3;")
+    b = normalize("SELECT name   FROM singer\nWHERE age>3")
+    assert a[1] == b[1]
+    assert b[0] == "SELECT name FROM singer WHERE age > 3"
+    c = normalize("SELECT name FROM singer WHERE name = 'Ab'")
+    d = normalize("SELECT name FROM singer WHERE name = 'ab'")
+    assert c[1] != d[1]  # string literals keep their case
+    j1 = normalize("SELECT T1.name FROM singer AS T1 JOIN concert AS T2 ON T1.id = T2.sid")
+    j2 = normalize("select singer.name from singer join concert on singer.id = concert.sid")
+    assert j1[1] == j2[1]
+    assert normalize("SELECT age FROM singer")[1] != normalize("SELECT name FROM singer")[1]
+
+
+def test_normalize_never_raises():
+    canon, key = normalize("this is   not SQL (")
+    assert canon == "this is not SQL (" and key
+
+
+def test_transpile():
+    assert transpile("SELECT ifnull(a, b) FROM t", "sqlite", "duckdb") == "SELECT COALESCE(a, b) FROM t"
+    with pytest.raises(ParseFailure):
+        transpile("SELECT * FROM (", "sqlite", "duckdb")

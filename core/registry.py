@@ -1,10 +1,11 @@
-"""A tiny name -> factory registry, shared by every backend kind (generators, discriminators,
-routers, execution engines, selection policies)."""
+"""A tiny name -> factory registry, shared by every extension point (generators, discriminators,
+routers, selection policies, datasets). An entry may carry metadata (`register(name, **meta)`), so what
+other layers need to know about an entry (e.g. whether a policy needs scores) is declared once, with it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -28,15 +29,24 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._items: dict[str, Callable[..., T]] = {}
+        self._meta: dict[str, dict[str, Any]] = {}
 
-    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    def register(self, name: str, **meta: Any) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator registering `factory` under `name`, with optional metadata (`meta(name)` returns it)."""
+
         def deco(factory: Callable[..., T]) -> Callable[..., T]:
             if name in self._items and self._items[name] is not factory:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
             self._items[name] = factory
+            self._meta[name] = dict(meta)
             return factory
 
         return deco
+
+    def meta(self, name: str) -> dict[str, Any]:
+        """The metadata `name` was registered with (raises UnknownName for an unknown name)."""
+        self.get(name)
+        return dict(self._meta.get(name, {}))
 
     def get(self, name: str) -> Callable[..., T]:
         try:

@@ -9,6 +9,13 @@
 Each returns (index or None, reason). Only executable candidates can be chosen by check-rerank, vote
 and hybrid; `rerank` alone may choose a non-executable one (that is what "no check" means), and the
 pipeline reports it as such.
+
+Every policy is declared once, here, with its metadata (`POLICIES.meta(name)`):
+- `needs_scores`: it ranks by the discriminator's soft scores, so it needs a discriminator;
+- `executable_only`: it picks among executable candidates only (so only those need scoring);
+- `summary`: one line for help texts and the API schema.
+The API schema, the CLI choices and the pipeline's scoring rule are derived from these (`policy_names`,
+`needs_scores`, `executable_only`, `check_policy`).
 """
 
 from __future__ import annotations
@@ -43,7 +50,8 @@ def _argmax(idxs: Sequence[int], key: Callable[[int], float]) -> int:
     return best
 
 
-@POLICIES.register("rerank")
+@POLICIES.register("rerank", needs_scores=True, executable_only=False,
+                   summary="the best soft score over all candidates (no executability check)")
 def rerank(cands: Sequence[ScoredCandidate]) -> tuple[int | None, str]:
     if not cands:
         return None, "no candidates"
@@ -53,7 +61,8 @@ def rerank(cands: Sequence[ScoredCandidate]) -> tuple[int | None, str]:
     return i, f"highest soft score ({cands[i].selection_score:.4f}) of {len(cands)} candidates"
 
 
-@POLICIES.register("check-rerank")
+@POLICIES.register("check-rerank", needs_scores=True, executable_only=True,
+                   summary="the best soft score among executable candidates (the paper's check)")
 def check_rerank(cands: Sequence[ScoredCandidate]) -> tuple[int | None, str]:
     ok = [i for i, c in enumerate(cands) if executable(c)]
     if not ok:
@@ -64,7 +73,8 @@ def check_rerank(cands: Sequence[ScoredCandidate]) -> tuple[int | None, str]:
     return i, f"highest soft score ({cands[i].selection_score:.4f}) among {len(ok)} executable of {len(cands)}"
 
 
-@POLICIES.register("vote")
+@POLICIES.register("vote", needs_scores=False, executable_only=True,
+                   summary="the largest cluster of identical execution results")
 def vote(cands: Sequence[ScoredCandidate]) -> tuple[int | None, str]:
     clusters = assign_clusters(cands)
     if not clusters:
@@ -78,7 +88,8 @@ def vote(cands: Sequence[ScoredCandidate]) -> tuple[int | None, str]:
     return i, f"largest result cluster: {int(weight[best_fp])} of {sum(weight.values()):.0f} executable samples agree"
 
 
-@POLICIES.register("hybrid")
+@POLICIES.register("hybrid", needs_scores=True, executable_only=True,
+                   summary="result clusters weighted by their members' summed soft scores")
 def hybrid(cands: Sequence[ScoredCandidate]) -> tuple[int | None, str]:
     clusters = assign_clusters(cands)
     if not clusters:
@@ -96,3 +107,32 @@ def hybrid(cands: Sequence[ScoredCandidate]) -> tuple[int | None, str]:
 
 def select(policy: str, cands: Sequence[ScoredCandidate]) -> tuple[int | None, str]:
     return POLICIES.get(policy)(cands)
+
+
+class PolicyError(ValueError):
+    """A usage error: an unknown policy, or one that needs scores with no discriminator. The message lists
+    the valid choices."""
+
+
+def policy_names() -> list[str]:
+    """Every registered policy (CLI choices and the API schema's enum come from here)."""
+    return POLICIES.names()
+
+
+def needs_scores(policy: str) -> bool:
+    return bool(POLICIES.meta(policy).get("needs_scores", False))
+
+
+def executable_only(policy: str) -> bool:
+    return bool(POLICIES.meta(policy).get("executable_only", True))
+
+
+def check_policy(policy: str, *, has_discriminator: bool = True) -> str:
+    """`policy` if it is usable, else PolicyError with the valid choices (exit 2 in the CLI, 422 in the API)."""
+    if policy not in POLICIES:
+        raise PolicyError(f"unknown selection policy {policy!r}; choose one of: {', '.join(policy_names())}")
+    if needs_scores(policy) and not has_discriminator:
+        usable = [p for p in policy_names() if not needs_scores(p)]
+        raise PolicyError(f"selection policy {policy!r} needs a discriminator's scores and none was given; "
+                          f"give a discriminator or choose one of: {', '.join(usable)}")
+    return policy

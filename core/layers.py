@@ -1,0 +1,75 @@
+"""The project's packages and their package-level import graph, for checking the layering.
+
+`python -m core.layers` prints each package's imports of other project packages (every import, lazy ones
+inside functions included, as grimp sees them) and the cycles among them; it exits 1 if there is one.
+import-linter (`lint-imports`, contracts in pyproject.toml) checks the layer order itself."""
+
+from __future__ import annotations
+
+import sys
+
+# Top to bottom, as in pyproject.toml's layers contract.
+PACKAGES = ["cli", "benchmarks", "api", "eval", "planner", "routing", "generators", "discriminators", "sqlbox", "core"]
+
+
+def package_graph(packages: list[str] = PACKAGES) -> dict[str, set[str]]:
+    """package -> the other project packages it imports (needs grimp, installed with import-linter)."""
+    import grimp
+
+    g = grimp.build_graph(*packages, cache_dir=None)
+    edges: dict[str, set[str]] = {p: set() for p in packages}
+    for m in g.modules:
+        a = m.split(".")[0]
+        for d in g.find_modules_directly_imported_by(m):
+            b = d.split(".")[0]
+            if a != b and b in edges:
+                edges[a].add(b)
+    return edges
+
+
+def package_cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one package (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(edges.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def main() -> int:
+    edges = package_graph()
+    for p in PACKAGES:
+        print(f"{p:15s} -> {', '.join(sorted(edges[p])) or '-'}")
+    cycles = package_cycles(edges)
+    print("cycles:", "; ".join(" <-> ".join(c) for c in cycles) if cycles else "none")
+    return 1 if cycles else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -338,7 +338,7 @@ def _gold_sql(spec: DatasetSpec, ex: dict) -> str:
     for f in spec.sql_fields:
         if ex.get(f):
             return str(ex[f]).strip()
-    raise KeyError(" or ".join(repr(f) for f in spec.sql_fields))
+    raise KeyError("/".join(spec.sql_fields))
 
 
 def _load_json_dataset(
@@ -375,7 +375,7 @@ def _load_json_dataset(
             db = ex["db_id"]
             q = ex[spec.question_field]
         except KeyError as e:
-            raise DatasetError(f"{path}: example {i} lacks {e}") from None
+            raise DatasetError(f"{path}: example {i} lacks {e.args[0]!r}") from None
         level = None
         if with_difficulty:
             if spec.difficulty in (FIELD, FIELD_OR_HARDNESS):
@@ -469,7 +469,7 @@ def load_bird(
                 }
             )
         except KeyError as e:
-            raise DatasetError(f"{path}: example {i} lacks {e}") from None
+            raise DatasetError(f"{path}: example {i} lacks {e.args[0]!r}") from None
     records = _drop_missing_dbs(records, require_db)
     return _to_examples(_filter(records, db_ids=db_ids, difficulty=difficulty, indices=indices, limit=limit, seed=seed))
 

@@ -39,6 +39,13 @@ def bird_dir() -> Path:
     return Path(env).expanduser() if env else shared_data_dir() / "bird"
 
 
+def dataset_dir(name: str) -> Path:
+    """The default folder of a registered dataset (`eval.datasets`): the `<NAME>_DIR` environment variable
+    (upper case, `-` as `_`: `SPIDER_SYN_DIR`, `SPIDER_DK_DIR`, ...), else `<shared data>/<name>`."""
+    env = os.environ.get(name.upper().replace("-", "_") + "_DIR")
+    return Path(env).expanduser() if env else shared_data_dir() / name
+
+
 def candidates_dir() -> Path:
     """Published candidate pools. `SQLARBITER_CANDIDATES_DIR` overrides."""
     env = os.environ.get("SQLARBITER_CANDIDATES_DIR")

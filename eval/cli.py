@@ -1,9 +1,12 @@
-"""`sqlarbiter eval ...`: Spider/BIRD evaluation from the command line.
+"""`sqlarbiter eval ...`: Spider/BIRD (and variants, and your own JSONL questions) from the command line.
 
-    sqlarbiter eval spider|bird [--data DIR] [--limit N] [--seed S] [--indices FILE] [--db-ids A,B]
-                                [--difficulty LEVELS] [--predictions FILE | --replay FILE | --systems A,B,...]
+    sqlarbiter eval DATASET [--data DIR|FILE] [--split S] [--db-dir DIR] [--limit N] [--seed S] [--indices FILE]
+                                [--db-ids A,B] [--difficulty LEVELS]
+                                [--predictions FILE | --replay FILE | --systems A,B,...]
                                 [--policy P] [--discriminator NAME] [--budget T]
                                 [--scores-cache FILE] [--n N] [--config FILE] [--out DIR] [--workers N]
+    DATASET: one per entry of the dataset registry (eval.datasets.DATASETS): spider, spider-syn,
+    spider-realistic, spider-dk, bird, jsonl. `eval spider --data DIR` detects a Spider variant's folder.
     sqlarbiter eval compare RUN_A RUN_B
     sqlarbiter eval systems [--workers N]        EX of every published system in candidates/spider_dev
     sqlarbiter eval routing ...                  (eval/routing_cli.py -> eval/routing.py)
@@ -22,15 +25,17 @@ import sys
 import time
 from pathlib import Path
 
-from core.settings import bird_dir, spider_dir
-
 
 def add_to(subparsers) -> None:
     p = subparsers.add_parser("eval", help="evaluate on Spider/BIRD (EX with the official rules), replay pools, compare runs")
     sub = p.add_subparsers(dest="eval_command", metavar="EVAL_COMMAND")
-    for ds in ("spider", "bird"):
-        d = sub.add_parser(ds, help=f"evaluate on {ds.capitalize()}")
-        _dataset_args(d, ds)
+    from eval.datasets import dataset_names, dataset_spec
+
+    for ds in dataset_names():
+        spec = dataset_spec(ds)
+        what = f"your own {spec.title} file" if spec.file_only else spec.title
+        d = sub.add_parser(ds, help=f"evaluate on {what} (EX: {dataset_spec(spec.ex_rule).title}'s official rule)")
+        _dataset_args(d, spec)
         d.set_defaults(func=_run, dataset=ds)
     c = sub.add_parser("compare", help="per-difficulty EX deltas and flipped questions between two runs")
     c.add_argument("a", help="run directory A (holding results.jsonl)")
@@ -59,17 +64,33 @@ def _csv(s: str | None) -> list[str] | None:
     return [x.strip() for x in s.split(",") if x.strip()] if s else None
 
 
-def _dataset_args(d: argparse.ArgumentParser, ds: str) -> None:
-    default = spider_dir() if ds == "spider" else bird_dir()
-    d.add_argument("--data", default=None, help=f"dataset directory (default: {default})")
-    if ds == "bird":
-        d.add_argument("--variant", choices=("dev", "mini_dev"), default=None, help="BIRD dev or mini-dev (default: guess)")
+def _dataset_args(d: argparse.ArgumentParser, spec) -> None:
+    from eval.datasets import dataset_names, dataset_spec, default_data_dir
+
+    files = ", ".join(spec.files.values())
+    if spec.file_only:
+        d.add_argument("--data", required=True, help=f"the dataset file ({spec.sql_fields[0]!r}, {spec.question_field!r}, "
+                       "'db_id' per line; optional 'evidence', 'difficulty')")
+    else:
+        variants = [dataset_spec(n).title for n in dataset_names() if dataset_spec(n).variant_of == spec.name]
+        detect = f"; a {' / '.join(variants)} folder is detected from its files" if variants else ""
+        d.add_argument("--data", default=None, help=f"dataset folder holding {files}, or the file itself "
+                       f"(default: {default_data_dir(spec.name)}){detect}")
+    if len(spec.files) > 1:
+        d.add_argument("--split", "--variant", dest="split", choices=tuple(spec.files), default=None,
+                       help=f"which file ({', '.join(f'{k}: {v}' for k, v in spec.files.items())}; "
+                       f"default: {spec.default_split}, or the one the folder holds)")
+    else:
+        d.set_defaults(split=None)
+    own = "the dataset's own folders" + (", then Spider's database/" if spec.spider_databases else "")
+    d.add_argument("--db-dir", default=None, help=f"databases folder (<db_id>/<db_id>.sqlite), searched before {own}")
     sel = d.add_argument_group("selection")
     sel.add_argument("--limit", type=int, default=None, help="first N questions (random N with --seed)")
     sel.add_argument("--seed", type=int, default=None, help="random subset seed (with --limit)")
     sel.add_argument("--indices", default=None, help="file of 0-based indices (one per line) or a comma list")
     sel.add_argument("--db-ids", default=None, help="comma-separated database ids")
-    sel.add_argument("--difficulty", default=None, help="comma-separated difficulty levels")
+    levels = f" ({', '.join(spec.levels)})" if spec.levels else ""
+    sel.add_argument("--difficulty", default=None, help=f"comma-separated difficulty levels{levels}")
     mode = d.add_argument_group("mode (default: end-to-end through the pipeline)")
     mode.add_argument("--predictions", default=None, help="official-format file: one SQL per line (optionally \\t<db_id>)")
     mode.add_argument("--replay", default=None, help="candidate-pool JSONL to replay (no generator)")
@@ -105,19 +126,24 @@ def _indices(arg: str | None) -> list[int] | None:
 
 
 def _run(args) -> int:
-    from eval.datasets import DatasetError, load_examples, read_index_file
+    from eval.datasets import DatasetError, default_data_dir, detect_dataset, known_gap_indices, load_examples
 
-    ds = args.dataset
+    try:
+        ds = detect_dataset(args.dataset, args.data)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if ds != args.dataset:
+        print(f"{args.data}: {ds} (detected from its files)", file=sys.stderr)
+        args.dataset = ds
     filters = {"db_ids": _csv(args.db_ids), "difficulty": _csv(args.difficulty), "limit": args.limit,
-               "seed": args.seed}
+               "seed": args.seed, "split": args.split, "db_dir": args.db_dir}
     pool_mode = bool(args.replay or args.systems)
     if pool_mode and args.replay:  # --limit/--seed pick pool questions, not dataset questions
         filters.pop("limit")
         filters.pop("seed")
     try:
         filters["indices"] = _indices(args.indices)
-        if ds == "bird":
-            filters["variant"] = args.variant
         examples = load_examples(ds, args.data, **filters)
     except (DatasetError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -133,14 +159,15 @@ def _run(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / "eval" / f"{ds}-{mode}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     progress = not args.quiet
-    meta = {"dataset": ds, "mode": mode, "data": str(args.data or (spider_dir() if ds == "spider" else bird_dir())),
+    meta = {"dataset": ds, "mode": mode, "data": str(args.data or default_data_dir(ds)),
             "n": len(examples), "policy": args.policy, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     replay_summary = None
     try:
         if mode == "predictions":
+            from eval.datasets import dataset_size
             from eval.runner import read_prediction_file, run_predictions
 
-            n_total = _dataset_size(ds, args)
+            n_total = dataset_size(ds, args.data, args.split)
             preds = read_prediction_file(args.predictions, examples, n_total)
             meta["predictions"] = str(args.predictions)
             run_predictions(examples, preds, out, dataset=ds, workers=args.workers, timeout=args.timeout,
@@ -151,14 +178,11 @@ def _run(args) -> int:
                 return rc
         else:
             _end_to_end(args, examples, out, meta, progress)
-    except (FileNotFoundError, ValueError) as e:
+    except (DatasetError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    exclude = None
-    wta = Path(args.data or spider_dir()) / "dev_indices_needing_wta1_rankings.txt"
-    if ds == "spider" and wta.is_file():
-        exclude = read_index_file(wta)
+    exclude = known_gap_indices(ds, args.data, args.split)
     from eval.report import write_report
 
     rep = write_report(out, meta, exclude=exclude, replay_summary=replay_summary, plots=not args.no_plots)
@@ -172,22 +196,6 @@ def _run(args) -> int:
     return 0
 
 
-def _dataset_size(ds: str, args) -> int:
-    """How many questions the whole dataset file holds (prediction files are aligned with it)."""
-    root = Path(args.data) if args.data else (spider_dir() if ds == "spider" else bird_dir())
-    if ds == "spider":
-        f = root / "dev.json"
-    else:
-        variant = args.variant or ("mini_dev" if (root / "mini_dev_sqlite.json").is_file() else "dev")
-        if variant == "mini_dev":
-            f = root / "mini_dev_sqlite.json"
-            if not f.is_file():
-                f = root / "mini_dev" / "mini_dev_sqlite.json"
-        else:
-            f = root / "dev.json"
-    return len(json.loads(f.read_text()))
-
-
 def _replay(args, examples, out, meta, progress):
     from core.settings import cache_dir
     from eval.pool import build_pool, read_pool
@@ -198,7 +206,9 @@ def _replay(args, examples, out, meta, progress):
         print("error: --score-batch must be >= 1", file=sys.stderr)
         return 2, None
     if args.systems:
-        if args.dataset != "spider":
+        from eval.datasets import dataset_spec
+
+        if not dataset_spec(args.dataset).published_systems or args.split not in (None, "dev"):
             print("error: --systems pools exist for Spider dev only", file=sys.stderr)
             return 2, None
         from eval.systems import system_names
@@ -269,7 +279,7 @@ def _compare(args) -> int:
 
 
 def _systems(args) -> int:
-    from eval.datasets import read_index_file
+    from eval.datasets import known_gap_indices
     from eval.metrics import ex_rate
     from eval.systems import system_info, system_verdicts
 
@@ -279,8 +289,7 @@ def _systems(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     info = system_info(args.candidates)
-    wta_file = Path(args.data or spider_dir()) / "dev_indices_needing_wta1_rankings.txt"
-    wta = set(read_index_file(wta_file)) if wta_file.is_file() else set()
+    wta = set(known_gap_indices("spider", args.data) or ())
     rows = []
     for name, vs in v.items():
         rows.append({"system": name, "model": info.get(name, {}).get("model", ""), "n": len(vs),

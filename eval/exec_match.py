@@ -46,8 +46,8 @@ from typing import Any
 import sqlparse
 from tqdm import tqdm
 
-DATASETS = ("spider", "bird")
-# The official defaults: test-suite-sql-eval declares TIMEOUT = 60; BIRD's scripts pass meta_time_out=30.
+EX_RULES = ("spider", "bird")  # the official semantics; each dataset declares its rule (eval.datasets)
+# The official defaults, per rule: test-suite-sql-eval declares TIMEOUT = 60; BIRD's scripts pass meta_time_out=30.
 DEFAULT_TIMEOUT = {"spider": 60.0, "bird": 30.0}
 DEFAULT_MAX_ROWS = 1_000_000
 EVALUATOR_VERSION = "ex-1"  # bump when a rule changes: cached verdicts are keyed by it
@@ -362,13 +362,26 @@ def bird_match(db_path, gold: str, pred: str, *, timeout: float = DEFAULT_TIMEOU
     return bird_verdicts(db_path, gold, [pred], timeout=timeout)[0].ex
 
 
+def rule_of(dataset: str) -> str:
+    """The EX rule of a registered dataset (`eval.datasets`: spider-syn -> "spider", bird -> "bird");
+    ValueError naming the choices for an unknown one."""
+    from eval.datasets import DatasetError, ex_rule
+
+    try:
+        rule = ex_rule(dataset)
+    except DatasetError as e:
+        raise ValueError(str(e)) from None
+    if rule not in EX_RULES:
+        raise ValueError(f"dataset {dataset!r} declares EX rule {rule!r}; known rules: {', '.join(EX_RULES)}")
+    return rule
+
+
 def verdicts(dataset: str, db_path, gold: str, preds: Sequence[str], **kw) -> list[Verdict]:
-    if dataset == "spider":
+    """Verdicts under the EX rule `dataset` declares (Spider's or BIRD's official semantics)."""
+    if rule_of(dataset) == "spider":
         return spider_verdicts(db_path, gold, preds, **kw)
-    if dataset == "bird":
-        kw.pop("keep_distinct", None)
-        return bird_verdicts(db_path, gold, preds, **kw)
-    raise ValueError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
+    kw.pop("keep_distinct", None)
+    return bird_verdicts(db_path, gold, preds, **kw)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -420,10 +433,9 @@ def match_tasks(
     """Verdict dicts for every task (same order), computed by `workers` processes (inline when <= 1).
     A tqdm bar shows the running EX over the first prediction of each task. `on_result(i, verdicts)` is
     called as each task finishes (in completion order), e.g. to append result lines as they come."""
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
-    opts = {"timeout": timeout if timeout is not None else DEFAULT_TIMEOUT[dataset], "max_rows": max_rows}
-    if dataset == "spider":
+    rule = rule_of(dataset)
+    opts = {"timeout": timeout if timeout is not None else DEFAULT_TIMEOUT[rule], "max_rows": max_rows}
+    if rule == "spider":
         opts["keep_distinct"] = keep_distinct
     out: list[list[dict] | None] = [None] * len(tasks)
     bar = tqdm(total=len(tasks), desc=desc, disable=not progress, unit="q", dynamic_ncols=True)
@@ -444,7 +456,7 @@ def match_tasks(
     try:
         if workers <= 1 or len(tasks) < 2:
             saved = dict(_WORKER_OPTS)
-            _init_worker(dataset, opts)
+            _init_worker(rule, opts)
             try:
                 _collect(_run_task(it) for it in items)
             finally:
@@ -454,7 +466,7 @@ def match_tasks(
             # fork: workers need nothing from the parent but this module, and (unlike spawn/forkserver)
             # fork does not re-run a caller's unguarded __main__ script.
             ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(dataset, opts)) as pool:
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(rule, opts)) as pool:
                 _collect(pool.imap_unordered(_run_task, items, chunksize=max(1, min(16, len(items) // (8 * workers)))))
     finally:
         bar.close()

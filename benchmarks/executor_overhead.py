@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from core.settings import spider_dir
 from sqlbox.databases import DatabaseRegistry
-from sqlbox.executor import Executor, _DuckConn, _SqliteConn
+from sqlbox.engines import open_connection
+from sqlbox.executor import Executor
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -43,8 +44,7 @@ def run(spider: Path, limit: int | None, repeat: int) -> dict:
         setup = []
         for db in dbs:
             t = time.perf_counter()
-            c = (_SqliteConn(reg.get(db)) if engine == "sqlite"
-                 else _DuckConn(reg.get(db), reg.schema(db), memory_limit="1GB", threads=1))
+            c = open_connection(engine, reg.get(db), reg.schema(db), memory_limit="1GB", threads=1)
             setup.append((time.perf_counter() - t) * 1000)
             c.close()
         ex = Executor(reg, engine=engine, timeout_s=30, max_rows=100_000)

@@ -1,0 +1,364 @@
+"""The execution engines behind `sqlbox.executor.Executor`: one connection to one database, sandboxed.
+
+Both engines have the same interface (`Connection`): `run(sql, timeout_s, max_rows)` -> (column names, at
+most max_rows + 1 rows), `timed_out()`, `classify(error)` -> `ErrorKind`, `close()`. `open_connection`
+picks one by name.
+- `duckdb` (`DuckConn`, the default): an in-memory DuckDB. The sqlite scanner is LOADed from the file the
+  `duckdb-ext-sqlite` package installs (offline; autoload/autoinstall are off), the SQLite file is ATTACHed
+  READ_ONLY and exposed as typed views (`sqlbox.dialect`), then `enable_external_access=false` and
+  `lock_configuration=true` are set, so no candidate can read or write files, attach databases, load
+  extensions or change settings. DuckDB files are ATTACHed READ_ONLY the same way. Before running, the
+  connection checks DuckDB's own parse: exactly one SELECT, and in its `json_serialize_sql` tree only
+  allowlisted table functions and no file/environment function (the sqlite scanner's `sqlite_scan` opens
+  files through SQLite and ignores `enable_external_access`). A watchdog thread interrupts a query at its
+  deadline (`conn.interrupt()`); DuckDB's memory limit applies with no spilling to disk (`temp_directory`
+  unset).
+- `sqlite` (`SqliteConn`): Python sqlite3 on the file opened `mode=ro`, with an authorizer that allows only
+  reads (SELECT, READ, RECURSIVE and non-file functions), one statement (enforced by the module) and a
+  progress-handler deadline. It has SQLite's exact semantics (the Spider/BIRD gold SQL dialect); it has no
+  memory cap beyond the deadline and a bound on the size of one value.
+A connection is used by one thread at a time (the executor keeps them per thread).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import re
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from core.model import ErrorKind
+from sqlbox.databases import DatabaseInfo
+from sqlbox.dialect import duck_type, quote_ident
+from sqlbox.guard import TABLE_FUNCTION_ALLOWLIST, Rejected, is_forbidden_function
+from sqlbox.schema import Schema
+
+ENGINES = ("duckdb", "sqlite")
+_FETCH_CHUNK = 1000
+_SQLITE_MAX_VALUE_BYTES = 16_000_000  # the largest string/blob a sqlite-engine query may build
+
+
+class Connection(Protocol):
+    """What the executor needs from an engine's connection to one database."""
+
+    engine: str
+
+    def run(self, sql: str, timeout_s: float, max_rows: int) -> tuple[list[str], list[tuple]]:
+        """Column names and at most max_rows + 1 rows; raises for a failing query (see `classify`)."""
+        ...
+
+    def timed_out(self) -> bool:
+        """Whether the last `run` hit its deadline."""
+        ...
+
+    def classify(self, e: Exception) -> ErrorKind:
+        """The kind of a failure `run` raised."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_connection(engine: str, info: DatabaseInfo, schema: Schema | None = None, *, memory_limit: str = "1GB",
+                    threads: int = 1) -> Connection:
+    """A sandboxed connection of `engine` to `info`'s database. The DuckDB engine exposes a SQLite file's tables
+    through `schema` (its introspected schema; required then); the sqlite engine ignores schema, memory_limit and
+    threads."""
+    if engine == "sqlite":
+        return SqliteConn(info)
+    if engine != "duckdb":
+        raise ValueError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
+    if schema is None:
+        if info.kind == "sqlite":
+            raise ValueError(f"the duckdb engine needs the schema of sqlite database {info.db_id!r}")
+        schema = Schema(info.db_id)
+    return DuckConn(info, schema, memory_limit=memory_limit, threads=threads)
+
+
+def _fetch_capped(cur, max_rows: int) -> tuple[list[str], list[tuple]]:
+    """Column names and at most max_rows + 1 rows (the extra row tells the caller the cap was hit)."""
+    cols = [d[0] for d in cur.description or []]
+    rows: list[tuple] = []
+    while len(rows) <= max_rows:
+        chunk = cur.fetchmany(min(_FETCH_CHUNK, max_rows + 1 - len(rows)))
+        if not chunk:
+            break
+        rows.extend(chunk)
+    return cols, rows
+
+
+def sqlite_extension_path() -> Path:
+    """The sqlite scanner shipped by the duckdb-ext-sqlite package (found through the installed files)."""
+    try:
+        files = importlib.metadata.files("duckdb-ext-sqlite") or []
+        for f in files:
+            if f.name.endswith(".duckdb_extension") and "sqlite" in f.name:
+                p = Path(f.locate())
+                if p.is_file():
+                    return p
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    spec = importlib.util.find_spec("duckdb_ext")
+    for base in (spec.submodule_search_locations or []) if spec else []:
+        for p in Path(base).rglob("sqlite_scanner.duckdb_extension"):
+            return p
+    raise RuntimeError("the DuckDB sqlite scanner is not installed (pip install duckdb-ext-sqlite)")
+
+
+# --------------------------------------------------------------------------- errors
+
+_SQLITE_BINDER = re.compile(r"no such (table|column|function)|ambiguous column|has no column|"
+                            r"wrong number of arguments|misuse of aggregate|not an aggregate|"
+                            r"aggregate functions are not allowed|ORDER BY term|GROUP BY term|"
+                            r"SELECTs to the left and right", re.I)
+_SQLITE_PARSE = re.compile(r"syntax error|incomplete input|unrecognized token", re.I)
+
+
+def _classify_sqlite(e: Exception, timed_out: bool) -> ErrorKind:
+    msg = str(e)
+    if timed_out or "interrupted" in msg:
+        return ErrorKind.TIMEOUT
+    if "not authorized" in msg or "prohibited" in msg:
+        return ErrorKind.REJECTED
+    if _SQLITE_PARSE.search(msg):
+        return ErrorKind.PARSE
+    if _SQLITE_BINDER.search(msg):
+        return ErrorKind.BINDER
+    if "out of memory" in msg or "too big" in msg or "full" in msg:
+        return ErrorKind.TOO_LARGE
+    return ErrorKind.RUNTIME
+
+
+def _classify_duckdb(e: Exception, timed_out: bool) -> ErrorKind:
+    import duckdb
+
+    if timed_out or isinstance(e, duckdb.InterruptException):
+        return ErrorKind.TIMEOUT
+    if isinstance(e, duckdb.OutOfMemoryException):
+        return ErrorKind.TOO_LARGE
+    if isinstance(e, duckdb.PermissionException):
+        return ErrorKind.REJECTED
+    if isinstance(e, duckdb.ParserException):
+        return ErrorKind.PARSE
+    if isinstance(e, duckdb.BinderException | duckdb.CatalogException):
+        return ErrorKind.BINDER
+    if isinstance(e, duckdb.InternalException | duckdb.FatalException | duckdb.ConnectionException):
+        return ErrorKind.INTERNAL
+    if "memory" in str(e).lower() and "limit" in str(e).lower():
+        return ErrorKind.TOO_LARGE
+    return ErrorKind.RUNTIME
+
+
+
+# --------------------------------------------------------------------------- connections
+
+_SQLITE_ALLOWED_ACTIONS = {
+    sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
+    getattr(sqlite3, "SQLITE_RECURSIVE", 33),
+}
+_SQLITE_DENIED_FUNCS = {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer", "zipfile",
+                        "sqlar_compress", "sqlar_uncompress", "shell", "system"}
+
+
+def _sqlite_authorizer(action, arg1, arg2, dbname, source):
+    if action not in _SQLITE_ALLOWED_ACTIONS:
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in _SQLITE_DENIED_FUNCS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+class SqliteConn:
+    engine = "sqlite"
+
+    def __init__(self, info: DatabaseInfo):
+        if info.kind != "sqlite":
+            raise ValueError(f"the sqlite engine cannot open {info.kind} database {info.db_id!r}")
+        uri = f"file:{info.path.as_posix()}?mode=ro"
+        self.con = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+        self.con.text_factory = lambda b: b.decode("utf-8", errors="replace")
+        self.con.execute("PRAGMA query_only = ON")
+        self.con.execute("PRAGMA trusted_schema = OFF")
+        # bound single values and statements: one huge string concatenation is a single VM step, which
+        # the progress-handler deadline cannot interrupt
+        self.con.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _SQLITE_MAX_VALUE_BYTES)
+        self.con.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, 1_000_000)
+        self.con.set_authorizer(_sqlite_authorizer)
+        self.deadline = 0.0
+
+    def run(self, sql: str, timeout_s: float, max_rows: int):
+        self.deadline = time.monotonic() + timeout_s
+        self.con.set_progress_handler(lambda: 1 if time.monotonic() > self.deadline else 0, 2000)
+        try:
+            cur = self.con.execute(sql)  # sqlite3 itself refuses more than one statement
+            try:
+                return _fetch_capped(cur, max_rows)
+            finally:
+                cur.close()
+        finally:
+            self.con.set_progress_handler(None, 0)
+
+    def timed_out(self) -> bool:
+        return time.monotonic() > self.deadline
+
+    def classify(self, e: Exception) -> ErrorKind:
+        return _classify_sqlite(e, self.timed_out())
+
+    def close(self):
+        self.con.close()
+
+
+class _Watchdog:
+    """One daemon thread that fires deadline callbacks (`conn.interrupt()`); cheaper than a Timer thread
+    per query."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._heap: list[tuple[float, int]] = []
+        self._callbacks: dict[int, Any] = {}
+        self._next = 0
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, deadline: float, callback) -> int:
+        import heapq
+
+        with self._cv:
+            self._next += 1
+            token = self._next
+            self._callbacks[token] = callback
+            heapq.heappush(self._heap, (deadline, token))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="sqlarbiter-watchdog", daemon=True)
+                self._thread.start()
+            self._cv.notify()
+            return token
+
+    def cancel(self, token: int) -> None:
+        with self._cv:
+            self._callbacks.pop(token, None)
+
+    def _loop(self) -> None:
+        import heapq
+
+        while True:
+            with self._cv:
+                while self._heap and self._heap[0][1] not in self._callbacks:
+                    heapq.heappop(self._heap)  # cancelled
+                if not self._heap:
+                    self._cv.wait(timeout=60)
+                    continue
+                deadline, token = self._heap[0]
+                now = time.monotonic()
+                if now < deadline:
+                    self._cv.wait(timeout=deadline - now)
+                    continue
+                heapq.heappop(self._heap)
+                cb = self._callbacks.pop(token, None)
+            if cb is not None:
+                try:
+                    cb()
+                except Exception:  # pragma: no cover - an interrupt on a closed connection
+                    pass
+
+
+_WATCHDOG = _Watchdog()
+
+
+class DuckConn:
+    engine = "duckdb"
+
+    def __init__(self, info: DatabaseInfo, schema: Schema, *, memory_limit: str, threads: int):
+        import duckdb
+
+        self._duckdb = duckdb
+        self.con = duckdb.connect(":memory:", config={
+            "autoload_known_extensions": False, "autoinstall_known_extensions": False,
+            "allow_unsigned_extensions": False, "threads": int(threads), "memory_limit": str(memory_limit),
+        })
+        try:
+            self._setup(info, schema)
+        except BaseException:
+            self.con.close()
+            raise
+        self._timed_out = False
+
+    def _setup(self, info: DatabaseInfo, schema: Schema) -> None:
+        c = self.con
+        path = str(info.path).replace("'", "''")
+        if info.kind == "sqlite":
+            ext = str(sqlite_extension_path()).replace("'", "''")
+            c.execute(f"LOAD '{ext}'")
+            c.execute(f"ATTACH '{path}' AS src (TYPE sqlite, READ_ONLY)")
+            c.execute("SET sqlite_all_varchar = true")
+            for t in schema.tables:
+                cols = []
+                for col in t.columns:
+                    dt = duck_type(col.storage, col.type)
+                    expr = quote_ident(col.name) if dt == "VARCHAR" else f"TRY_CAST({quote_ident(col.name)} AS {dt})"
+                    cols.append(f"{expr} AS {quote_ident(col.name)}")
+                if cols:
+                    c.execute(f"CREATE VIEW main.{quote_ident(t.name)} AS SELECT {', '.join(cols)} FROM src.{quote_ident(t.name)}")
+        else:
+            c.execute(f"ATTACH '{path}' AS src (READ_ONLY)")
+            c.execute("USE src")
+        for stmt in ("SET integer_division = true", "SET scalar_subquery_error_on_multiple_rows = false",
+                     "SET old_implicit_casting = true", "SET temp_directory = ''",
+                     "SET enable_external_access = false", "SET lock_configuration = true"):
+            c.execute(stmt)
+
+    def check_statement(self, sql: str) -> None:
+        """The sandbox's own check: DuckDB's parser must see exactly one SELECT."""
+        stmts = self.con.extract_statements(sql)
+        if len(stmts) != 1:
+            raise Rejected(f"sandbox: expected one statement, got {len(stmts)}")
+        if stmts[0].type != self._duckdb.StatementType.SELECT:
+            raise Rejected(f"sandbox: only SELECT statements may run, not {stmts[0].type.name}")
+        # DuckDB's own parse tree: table functions must be on the allowlist, and no file/env function may
+        # appear anywhere. (Needed: the sqlite scanner's sqlite_scan/sqlite_attach open files through
+        # SQLite itself and ignore enable_external_access.)
+        tree = json.loads(self.con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+        if tree.get("error"):
+            raise Rejected(f"sandbox: {tree.get('error_message') or 'cannot serialize the statement'}")
+        stack = [tree]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                name = node.get("function_name")
+                if isinstance(name, str):
+                    if is_forbidden_function(name):
+                        raise Rejected(f"sandbox: function {name}() is not allowed")
+                if node.get("type") == "TABLE_FUNCTION":
+                    fname = str((node.get("function") or {}).get("function_name", "")).lower()
+                    if fname not in TABLE_FUNCTION_ALLOWLIST:
+                        raise Rejected(f"sandbox: table function {fname}() is not allowed")
+                stack.extend(node.values())
+            elif isinstance(node, list):
+                stack.extend(node)
+
+    def run(self, sql: str, timeout_s: float, max_rows: int):
+        self._timed_out = False
+        self.check_statement(sql)
+
+        def fire():
+            self._timed_out = True
+            self.con.interrupt()
+
+        token = _WATCHDOG.schedule(time.monotonic() + timeout_s, fire)
+        try:
+            return _fetch_capped(self.con.execute(sql), max_rows)
+        finally:
+            _WATCHDOG.cancel(token)
+
+    def timed_out(self) -> bool:
+        return self._timed_out
+
+    def classify(self, e: Exception) -> ErrorKind:
+        return _classify_duckdb(e, self.timed_out())
+
+    def close(self):
+        self.con.close()
+

@@ -145,7 +145,8 @@ def test_end_to_end_runner_records_and_resumes(spider_root, systems_root, tmp_pa
         assert {"ex", "cost", "latency_ms", "ex_by_policy", "labels", "oracle"} <= set(r)
         assert r["ex"] == r["ex_by_policy"]["vote"]
         assert r["oracle"] == any(r["labels"])
-        assert set(r["ex_by_policy"]) == {"rerank", "check-rerank", "vote", "hybrid"}
+        assert set(r["ex_by_policy"]) == {"first", "rerank", "check-rerank", "vote", "hybrid"}  # every registered policy
+        assert r["ex_by_policy"]["first"] == r["labels"][0]
     from eval.report import write_report
 
     rep = write_report(out, {"dataset": "spider", "mode": "end-to-end"})

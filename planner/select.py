@@ -157,7 +157,7 @@ def reported_policies(scored: bool, policies: Sequence[str] | None = None) -> li
 def check_policy(policy: str, *, has_discriminator: bool = True) -> str:
     """`policy` if it is usable, else PolicyError with the valid choices (exit 2 in the CLI, 422 in the API)."""
     if policy not in POLICIES:
-        raise PolicyError(f"unknown selection policy {policy!r}; choose one of: {', '.join(policy_names())}")
+        raise PolicyError(f"unknown policy {policy!r}; choose one of: {', '.join(policy_names())}")
     if needs_scores(policy) and not has_discriminator:
         usable = [p for p in policy_names() if not needs_scores(p)]
         raise PolicyError(f"selection policy {policy!r} needs a discriminator's scores and none was given; "

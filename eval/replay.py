@@ -35,13 +35,14 @@ from eval.exec_match import MatchTask, match_tasks
 from eval.metrics import discriminator_metrics, ex_by_group, ex_rate
 from eval.pool import PoolEntry
 from planner import stages
-from planner.select import check_policy, needs_scores, policy_names, reported_policies
+from planner.select import check_policy, policy_names, reported_policies
 
 log = logging.getLogger(__name__)
 
 # Derived from the policy registry (`planner.select.POLICIES`), in its registration order.
 ALL_POLICIES = tuple(policy_names())
-SCORE_POLICIES = tuple(p for p in ALL_POLICIES if needs_scores(p))
+# reported on scored questions only (`hybrid` needs scores too, but is reported unscored as what it reduces to)
+SCORE_POLICIES = tuple(p for p in ALL_POLICIES if p not in reported_policies(False))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@
                     [--pair NAME | --router NAME] [--execute] [--json]
 
 Exit status: 0 a plan with a chosen, executable SQL; 1 no usable SQL (or a backend/deadline failure);
-2 bad usage (invalid config, unknown database, policy, pair).
+2 bad usage (invalid config, unknown database, policy, pair). `--policy` choices come from the policy
+registry (`planner.select.policy_names`).
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import sys
 import textwrap
 from typing import Any
 
-POLICIES = ["rerank", "check-rerank", "vote", "hybrid"]
-
 
 def add_to(sub: argparse._SubParsersAction) -> None:
+    from planner.select import policy_names  # the registry (cheap: no model code)
+
     s = sub.add_parser("serve", help="run the HTTP planning service (FastAPI; docs at /docs)",
                        description="Run the planning service with uvicorn. Configuration: --config, else "
                        "$SQLARBITER_CONFIG, else the built-in default (embedded model, demo database).")
@@ -40,7 +41,7 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML/YAML configuration file")
     p.add_argument("--evidence", help="external knowledge / hints (BIRD style)")
     p.add_argument("--n", type=int, help="candidates to generate (default from config)")
-    p.add_argument("--policy", choices=POLICIES, help="selection policy (default from config)")
+    p.add_argument("--policy", choices=policy_names(), help="selection policy (default from config)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--pair", help="force this generator/discriminator pair")
     g.add_argument("--router", help="route with this router instead of the configured one")

@@ -7,11 +7,35 @@ question length) are checked in the endpoint with the configured limits and answ
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
-PolicyName = Literal["rerank", "check-rerank", "vote", "hybrid"]
+from planner.select import POLICIES, PolicyError, check_policy, policy_names
+
+
+def _known_policy(name: str) -> str:
+    try:
+        return check_policy(name)
+    except PolicyError as e:
+        raise ValueError(str(e)) from None
+
+
+class _PolicyEnum:
+    """JSON schema of a policy name: an enum of the registered policies, read when the schema is built
+    (so a policy registered at startup is in the OpenAPI document and accepted, with no edit here)."""
+
+    def __get_pydantic_json_schema__(self, cs: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        js = handler(cs)
+        js["enum"] = policy_names()
+        js["description"] = "; ".join(f"`{p}`: {POLICIES.meta(p).get('summary', '')}" for p in policy_names())
+        return js
+
+
+# A registered selection policy (`planner.select.POLICIES`); anything else is a 422 listing the choices.
+PolicyName = Annotated[str, Field(max_length=64), AfterValidator(_known_policy), _PolicyEnum()]
 
 # Hard ceilings, whatever the configuration says (the configured limits are usually lower).
 MAX_QUESTION_CHARS = 100_000

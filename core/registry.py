@@ -59,8 +59,9 @@ class Registry(Generic[T]):
     def create(self, name: str, /, *args, **kwargs) -> T:
         return self.get(name)(*args, **kwargs)
 
-    def names(self) -> list[str]:
-        return sorted(self._items)
+    def names(self, *, sort: bool = True) -> list[str]:
+        """The registered names: sorted, or (`sort=False`) in registration order."""
+        return sorted(self._items) if sort else list(self._items)
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

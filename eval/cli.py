@@ -11,7 +11,8 @@
     sqlarbiter eval systems [--workers N]        EX of every published system in candidates/spider_dev
     sqlarbiter eval routing ...                  (eval/routing_cli.py -> eval/routing.py)
 
-With --replay, --limit/--seed pick pool questions (every replayed question is scored when a
+--policy must be a registered policy (`planner.select`); in a replay, one that ranks by scores needs
+--discriminator (both are usage errors, exit 2). With --replay, --limit/--seed pick pool questions (every replayed question is scored when a
 discriminator is given). Without --predictions/--replay/--systems the full pipeline runs (end-to-end).
 Exit status: 0 done,
 1 a run failed, 2 bad usage (missing files, unknown names).
@@ -66,6 +67,7 @@ def _csv(s: str | None) -> list[str] | None:
 
 def _dataset_args(d: argparse.ArgumentParser, spec) -> None:
     from eval.datasets import dataset_names, dataset_spec, default_data_dir
+    from planner.select import policy_names  # the registry (cheap: no model code)
 
     files = ", ".join(spec.files.values())
     if spec.file_only:
@@ -95,7 +97,8 @@ def _dataset_args(d: argparse.ArgumentParser, spec) -> None:
     mode.add_argument("--predictions", default=None, help="official-format file: one SQL per line (optionally \\t<db_id>)")
     mode.add_argument("--replay", default=None, help="candidate-pool JSONL to replay (no generator)")
     mode.add_argument("--systems", default=None, help="replay a pool built from these published systems (comma list, or 'all')")
-    mode.add_argument("--policy", default=None, help="selection policy (first, vote, hybrid, rerank, check-rerank)")
+    mode.add_argument("--policy", default=None, help=f"selection policy ({', '.join(policy_names())}; "
+                      "those that rank by scores need --discriminator in replay)")
     mode.add_argument("--discriminator", default=None, help="configured discriminator name (replay: scores candidates)")
     mode.add_argument("--budget", type=int, default=None, help="discriminator reasoning budget (tokens)")
     mode.add_argument("--scores-cache", default=None, help="replay: scores cache file (default under the cache dir)")
@@ -156,6 +159,14 @@ def _run(args) -> int:
         print("error: choose one of --predictions, --replay, --systems", file=sys.stderr)
         return 2
     mode = modes[0] if modes else "end-to-end"
+    if args.policy is not None:
+        from planner.select import PolicyError, check_policy
+
+        try:  # a replay has scores only with --discriminator; end-to-end pairs always have a discriminator
+            check_policy(args.policy, has_discriminator=mode not in ("replay", "systems") or bool(args.discriminator))
+        except PolicyError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     out = Path(args.out) if args.out else Path("runs") / "eval" / f"{ds}-{mode}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     progress = not args.quiet

@@ -7,9 +7,11 @@ For each pool question (`eval.pool.PoolEntry`), every candidate is
 3. optionally scored by a discriminator (any `discriminators.base.Discriminator`); scores are cached in a
    JSONL file keyed by (discriminator + budget + mode, db id, question, sql), so reruns are free and a run
    can be extended question by question (`--limit`).
-Then each policy picks one candidate: `first` (the first candidate: the "first sample" / first system
-baseline), and `planner.select`'s `vote`, `hybrid`, `rerank`, `check-rerank` (the last two only when
-scores exist; `hybrid` without a discriminator sees every score as 0.5 and reduces to `vote`). The
+Steps 2-4 run the pipeline's own stage units (`planner.stages`: execute, discriminate, select). Then each
+registered policy (`planner.select`) picks one candidate: `first` (the first candidate: the "first sample"
+/ first system baseline), `vote`, `hybrid`, `rerank`, `check-rerank`; a policy that needs scores is
+reported only on scored questions unless it declares what it reduces to without them (`hybrid` without a
+discriminator sees every score as 0.5 and reduces to `vote`; `planner.select.reported_policies`). The
 summary reports EX per policy (overall and by difficulty), the oracle (any candidate correct), EX of each
 candidate source (each system, or each sample position) and the best of them, and, with scores, the
 discriminator's intrinsic metrics (`eval.metrics.discriminator_metrics`).
@@ -27,17 +29,20 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from core.model import Candidate, ExecutionResult, Score, ScoredCandidate
+from core.model import Candidate, Score, ScoredCandidate
 from eval.datasets import Example
 from eval.exec_match import MatchTask, match_tasks
 from eval.metrics import discriminator_metrics, ex_by_group, ex_rate
 from eval.pool import PoolEntry
-from planner.select import select
+from planner import stages
+from planner.select import check_policy, policy_names, reported_policies
 
 log = logging.getLogger(__name__)
 
-SCORE_POLICIES = ("rerank", "check-rerank")
-ALL_POLICIES = ("first", "vote", "hybrid", "rerank", "check-rerank")
+# Derived from the policy registry (`planner.select.POLICIES`), in its registration order.
+ALL_POLICIES = tuple(policy_names())
+# reported on scored questions only (`hybrid` needs scores too, but is reported unscored as what it reduces to)
+SCORE_POLICIES = tuple(p for p in ALL_POLICIES if p not in reported_policies(False))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -146,7 +151,7 @@ def replay(
     dataset: str = "spider",
     discriminator=None,
     scores_cache: ScoresCache | None = None,
-    policies: Sequence[str] = ALL_POLICIES,
+    policies: Sequence[str] | None = None,
     limit: int | None = None,
     workers: int = 2,
     engine: str = "sqlite",
@@ -159,8 +164,11 @@ def replay(
     first N pool questions; `score_limit` scores only the first N of those (the rest get no scores, and
     score-based policies are reported over the scored questions only). Candidates of up to `score_batch`
     questions are scored in one `score_many` call when the discriminator has one (cross-question batching);
-    scores are cached after each such group. Returns {"questions", "summary"}."""
+    scores are cached after each such group. `policies`: the policies to report (default: every registered
+    one); an unknown name is a `planner.select.PolicyError`. Returns {"questions", "summary"}."""
     from sqlbox.executor import Executor
+
+    policies = [check_policy(p) for p in (policy_names() if policies is None else policies)]
 
     by_index = {e.index: e for e in examples}
     missing = [p.index for p in entries if p.index not in by_index]
@@ -177,18 +185,15 @@ def replay(
     tasks = [MatchTask(str(by_index[p.index].db_path), by_index[p.index].gold_sql, [c.sql for c in p.candidates]) for p in entries]
     labels = match_tasks(tasks, dataset, workers=workers, progress=progress, desc="label candidates")
 
-    # 2. Execution results through the project executor.
+    # 2. Execution results through the project executor (the pipeline's execute stage).
     registry = _registry_for([by_index[p.index] for p in entries])
-    execs: list[list[ExecutionResult]] = []
+    cands: list[list[ScoredCandidate]] = [
+        [ScoredCandidate(candidate=Candidate(sql=c.sql, source=c.source, sample_index=k)) for k, c in enumerate(p.candidates)]
+        for p in entries
+    ]
     with Executor(registry, engine=engine, timeout_s=exec_timeout, preview_rows=0) as ex:
-        for p in tqdm(entries, desc="execute candidates", disable=not progress, unit="q", dynamic_ncols=True):
-            memo: dict[str, ExecutionResult] = {}
-            row = []
-            for c in p.candidates:
-                if c.sql not in memo:
-                    memo[c.sql] = ex.execute(p.db_id, c.sql) if c.sql.strip() else ExecutionResult(ok=False, error="empty")
-                row.append(memo[c.sql])
-            execs.append(row)
+        for qi, p in enumerate(tqdm(entries, desc="execute candidates", disable=not progress, unit="q", dynamic_ncols=True)):
+            stages.execute(cands[qi], ex, p.db_id, engine=engine, memo={})
 
     # 3. Scores (cached).
     scores: list[list[Score | None]] = [[None] * len(p.candidates) for p in entries]
@@ -197,17 +202,14 @@ def replay(
         cache = scores_cache if scores_cache is not None else ScoresCache(None)
         schemas: dict[str, str] = {}
         n_score = len(entries) if score_limit is None else min(score_limit, len(entries))
-        from discriminators.base import DiscriminationRequest
-
         batched = hasattr(discriminator, "score_many") and score_batch > 1
-        pending: list[tuple[list[str], dict[str, str], DiscriminationRequest]] = []
+        pending: list[stages.ScoreJob] = []
+
+        def score_many(reqs):
+            return discriminator.score_many(reqs) if batched else [discriminator.score(r) for r in reqs]
 
         def flush() -> None:
-            reqs = [req for _, _, req in pending]
-            results = discriminator.score_many(reqs) if batched else [discriminator.score(r) for r in reqs]
-            for (todo, keys, _), scored in zip(pending, results, strict=True):
-                for s, sc in zip(todo, scored, strict=True):
-                    cache.put(keys[s], sc)
+            stages.discriminate(pending, score_many)  # one call for the group; each job's on_score caches
             pending.clear()
 
         all_keys: list[dict[str, str]] = []
@@ -217,24 +219,21 @@ def replay(
             uniq = list(dict.fromkeys(c.sql for c in p.candidates))
             keys = {s: ScoresCache.key(disc_key, p.db_id, e.question, s) for s in uniq}
             all_keys.append(keys)
-            todo = [s for s in uniq if cache.get(keys[s]) is None]
-            if todo:
-                ex_of = {c.sql: r for c, r in zip(p.candidates, execs[qi], strict=True)}
-                req = DiscriminationRequest(
-                    question=e.question,
-                    schema=_schema_text(registry, p.db_id, schemas),
-                    sqls=todo,
-                    evidence=e.evidence,
-                    executions=[ex_of[s] for s in todo],
-                )
-                pending.append((todo, keys, req))
+            targets = [k for k in stages.score_targets(cands[qi], policy_names())
+                       if cache.get(keys[cands[qi][k].candidate.sql]) is None]
+            if targets:
+                job = stages.score_job(cands[qi], targets, question=e.question,
+                                       schema=_schema_text(registry, p.db_id, schemas), evidence=e.evidence,
+                                       on_score=lambda sql, sc, keys=keys: cache.put(keys[sql], sc))
+                pending.append(job)
             if len(pending) >= max(score_batch, 1):
                 flush()
         if pending:
             flush()
-        for qi in range(n_score):
+        for qi in range(n_score):  # the cache is the source of truth (a rerun reads the same scores)
             for k, c in enumerate(entries[qi].candidates):
                 scores[qi][k] = cache.get(all_keys[qi][c.sql])
+                cands[qi][k].scores = [scores[qi][k]] if scores[qi][k] is not None else []
 
     # 4. Selection per policy.
     questions = []
@@ -249,27 +248,14 @@ def replay(
             "n_candidates": len(p.candidates),
             "sources": [c.source for c in p.candidates],
             "labels": lab,
-            "executable": [r.ok for r in execs[qi]],
+            "executable": [bool(sc.execution and sc.execution.ok) for sc in cands[qi]],
             "scores": [s.score if s is not None else None for s in scores[qi]],
             "oracle": any(lab),
             "chosen": {},
             "ex": {},
         }
-        for pol in policies:
-            if pol in SCORE_POLICIES and not scored_q:
-                continue
-            if pol == "first":
-                idx = 0 if p.candidates else None
-            else:
-                cands = [
-                    ScoredCandidate(
-                        candidate=Candidate(sql=c.sql, source=c.source, sample_index=k),
-                        execution=execs[qi][k],
-                        scores=[scores[qi][k]] if scores[qi][k] is not None else [],
-                    )
-                    for k, c in enumerate(p.candidates)
-                ]
-                idx, _ = select(pol, cands)
+        for pol in reported_policies(scored_q, policies):
+            idx, _ = stages.select(cands[qi], pol)
             rec["chosen"][pol] = idx
             rec["ex"][pol] = bool(idx is not None and lab[idx])
         questions.append(rec)

@@ -179,17 +179,18 @@ def run_replay(
 
 
 def _policy_verdicts(plan, labels: list[bool]) -> dict[str, bool]:
-    """EX each policy would have had on this plan's candidates (rejected candidates are never eligible)."""
-    from planner.select import POLICIES, select
+    """EX each policy would have had on this plan's candidates, chosen as the pipeline chooses
+    (`planner.stages.select`: rejected candidates are never eligible); policies that need scores only
+    when the plan has scores (`planner.select.reported_policies`)."""
+    from planner import stages
+    from planner.select import reported_policies
 
     cands = [c.model_copy(deep=True) for c in plan.candidates]
     has_scores = any(c.scores for c in cands)
     out = {}
-    for pol in POLICIES.names():
-        if pol in ("rerank", "check-rerank") and not has_scores:
-            continue
-        idx, _ = select(pol, cands)
-        out[pol] = bool(idx is not None and labels[idx] and not cands[idx].candidate.rejected)
+    for pol in reported_policies(has_scores):
+        idx, _ = stages.select(cands, pol)
+        out[pol] = bool(idx is not None and labels[idx])
     return out
 
 

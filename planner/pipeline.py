@@ -12,14 +12,17 @@ the rules of one plan:
 - normalize: `planner.normalize.CandidatePool` (guard, canonicalize, de-duplicate; rejected candidates are
   kept with their reason and never run).
 - execute: every new candidate through the sandboxed `sqlbox.executor.Executor` (DuckDB by default).
-- discriminate: the step's discriminator scores the candidates the policy can use: all non-rejected ones
-  for `rerank`, the executable ones for `check-rerank`/`hybrid` (scores of the others cannot matter), none
-  for `vote` (it ignores scores). In a cascade a later, different discriminator also scores the earlier
+- execute / discriminate / select run the shared stage units of `planner.stages` (eval replay runs the
+  same ones).
+- discriminate: the step's discriminator scores the candidates the policy can use, derived from the
+  policy's registry metadata (`planner.stages.score_targets`): all non-rejected ones for a policy that is
+  not executable-only (`rerank`), the executable ones for `check-rerank`/`hybrid` (scores of the others
+  cannot matter), none for a policy that needs no scores (`vote`, `first`). In a cascade a later, different discriminator also scores the earlier
   steps' candidates, so all pooled candidates are ranked on one scale (the last score counts).
 - select: `planner.select` with the request's policy; rejected candidates are never eligible.
 - outcome: `status` is `ok`, `no_candidates` (nothing generated), `no_executable_candidate` (then
   `chosen`/`chosen_sql` are None and `errors` lists every candidate's error), or `chosen_not_executable`
-  (only `rerank`, which skips the check, can pick a candidate that fails: the error is listed).
+  (only `rerank` and `first`, which skip the check, can pick a candidate that fails: the error is listed).
   `execute=True` puts a bounded preview of the chosen SQL's rows in `plan.preview`.
 - accounting: per-stage `timings_ms` (route, generate, normalize, execute, discriminate, select, total),
   token usage and cost per model (`ModelSpec.cost`), the route decision.
@@ -43,8 +46,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from core.model import (
-    ErrorKind,
-    ExecutionResult,
     Plan,
     Question,
     RouteDecision,
@@ -52,13 +53,12 @@ from core.model import (
     TokenUsage,
 )
 from core.specs import ModelSpec
-from discriminators.base import DiscriminationRequest
 from generators.base import GenerationRequest, SamplingParams
+from planner import stages
 from planner.config import Config, known_backends, known_routers, load_config
 from planner.examples import few_shot_examples
 from planner.normalize import CandidatePool
-from planner.select import POLICIES, executable
-from planner.select import select as run_policy
+from planner.select import PolicyError, check_policy, executable
 from routing.router import FixedRouter, RouteContext, Router
 
 log = logging.getLogger(__name__)
@@ -273,8 +273,10 @@ class Planner:
             raise PlanRequestError("question: must not be empty")
         if not 1 <= n <= cfg.limits.n_max:
             raise PlanRequestError(f"n: must be between 1 and {cfg.limits.n_max}, got {n}")
-        if policy not in POLICIES:
-            raise PlanRequestError(f"policy: unknown policy {policy!r}; known: {', '.join(POLICIES.names())}")
+        try:
+            check_policy(policy)
+        except PolicyError as e:
+            raise PlanRequestError(f"policy: {e}") from None
         if pair is not None and router is not None:
             raise PlanRequestError("give either `pair` or `router`, not both")
         if pair is not None and pair not in cfg.pairs:
@@ -294,6 +296,10 @@ class Planner:
             for s in steps:
                 if s not in cfg.pairs:
                     raise PlanRequestError(f"router {decision.router!r} chose unknown pair {s!r}")
+            try:
+                check_policy(policy, has_discriminator=all(cfg.pairs[s].discriminator for s in steps))
+            except PolicyError as e:
+                raise PlanRequestError(f"policy: {e}") from None
 
         plan = Plan(question=question, policy=policy, route=decision.model_copy(deep=True))
         plan.route.steps = list(steps)  # the planned ladder while it runs (routers read it in should_escalate)
@@ -361,62 +367,36 @@ class Planner:
                 else:
                     scored.append(ScoredCandidate(candidate=c))
         with clock.stage("execute"):
-            for i in new:
-                clock.check("execute")
-                sc = scored[i]
-                c = sc.candidate
-                if c.rejected:
-                    sc.execution = ExecutionResult(ok=False, error_kind=ErrorKind.REJECTED, error=c.rejected,
-                                                   engine=self.config.limits.engine)
-                else:
-                    sc.execution = self.executor.execute(question.db_id, c.sql, dialect=c.dialect)
+            stages.execute(scored, self.executor, question.db_id, indices=new, engine=self.config.limits.engine,
+                           check=lambda: clock.check("execute"))
         with clock.stage("discriminate"):
-            if policy == "vote":
+            job = stages.score_job(scored, stages.score_targets(scored, policy, scored_by=disc_name),
+                                   question=question.text, schema=prompt, evidence=question.evidence)
+            if job is None:
                 return
-            if policy == "rerank":
-                todo = [i for i, sc in enumerate(scored) if not sc.candidate.rejected]
-            else:
-                todo = [i for i, sc in enumerate(scored) if executable(sc)]
-            todo = [i for i in todo if not any(s.discriminator == disc_name for s in scored[i].scores)]
-            if not todo:
-                return
-            dreq = DiscriminationRequest(question=question.text, schema=prompt, evidence=question.evidence,
-                                         sqls=[scored[i].candidate.sql for i in todo],
-                                         executions=[scored[i].execution for i in todo])
             with self.discriminators.acquire(disc_name) as (ckpt, backend):
-                scores = backend.score(dreq)
-            if len(scores) != len(todo):
-                from core.errors import BackendError
-
-                raise BackendError(f"discriminator {disc_name!r} returned {len(scores)} scores for {len(todo)} SQLs")
+                (scores,) = stages.discriminate([job], lambda reqs: [backend.score(r) for r in reqs],
+                                                name=disc_name, checkpoint=ckpt)
             spec = self.discriminators.spec_of(ckpt)
             u = _usage_key(usage, ckpt, "discriminator", spec)
-            for i, s in zip(todo, scores, strict=True):
-                s = s.model_copy(update={"discriminator": disc_name, "checkpoint": s.checkpoint or ckpt})
-                scored[i].scores.append(s)
+            for s in scores:
                 u.prompt_tokens += s.prompt_tokens
                 u.completion_tokens += s.completion_tokens
             u.calls += 1
 
     def _select(self, plan: Plan, scored: list[ScoredCandidate], policy: str, usage: dict, ran: list[str]) -> None:
         """(Re)compute the plan's outcome from the pooled candidates (called after every cascade step)."""
-        eligible = [i for i, sc in enumerate(scored) if not sc.candidate.rejected]
-        for sc in scored:
-            sc.selection_score = None
-            sc.cluster = None
-        sub = [scored[i] for i in eligible]
-        j, why = run_policy(policy, sub) if sub else (None, "no candidates")
+        i, why = stages.select(scored, policy)
         plan.candidates = scored
         plan.errors = []
         if not scored:
             plan.status, plan.chosen, plan.chosen_sql = "no_candidates", None, None
             plan.reason = "the generator produced no candidates"
-        elif j is None or not any(executable(sc) for sc in scored):
+        elif i is None or not any(executable(sc) for sc in scored):
             plan.status, plan.chosen, plan.chosen_sql = "no_executable_candidate", None, None
             plan.reason = f"no candidate executes ({len(scored)} tried; see errors)"
             plan.errors = [_error_line(i, sc) for i, sc in enumerate(scored)]
         else:
-            i = eligible[j]
             plan.chosen, plan.chosen_sql = i, scored[i].candidate.sql
             if executable(scored[i]):
                 plan.status, plan.reason = "ok", why

@@ -56,3 +56,13 @@ def test_help_texts(capsys):
         assert e.value.code == 0
     out = capsys.readouterr().out
     assert "--port" in out and "--execute" in out and "--policy" in out
+
+
+def test_plan_policy_choices_come_from_the_registry(capsys):
+    from planner.select import policy_names
+
+    with pytest.raises(SystemExit) as e:
+        main(["plan", "q?", "--db", "demo", "--policy", "best", "--no-store"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'best'" in err and all(repr(p) in err for p in policy_names())

@@ -145,7 +145,8 @@ def test_end_to_end_runner_records_and_resumes(spider_root, systems_root, tmp_pa
         assert {"ex", "cost", "latency_ms", "ex_by_policy", "labels", "oracle"} <= set(r)
         assert r["ex"] == r["ex_by_policy"]["vote"]
         assert r["oracle"] == any(r["labels"])
-        assert set(r["ex_by_policy"]) == {"rerank", "check-rerank", "vote", "hybrid"}
+        assert set(r["ex_by_policy"]) == {"first", "rerank", "check-rerank", "vote", "hybrid"}  # every registered policy
+        assert r["ex_by_policy"]["first"] == r["labels"][0]
     from eval.report import write_report
 
     rep = write_report(out, {"dataset": "spider", "mode": "end-to-end"})
@@ -171,3 +172,28 @@ def test_replay_cli_limit_picks_pool_questions(spider_root, samples_root, tmp_pa
     assert [r["index"] for r in rows] == sorted(first7)
     rep = json.loads((out / "report.json").read_text())
     assert rep["n"] == 7 and rep["meta"]["policy"] == "vote" and len(rep["replay"]["sources"]) == 5
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--policy", "best"], "unknown policy 'best'; choose one of: first, vote, hybrid, rerank, check-rerank"),
+    (["--policy", "rerank"], "needs a discriminator's scores and none was given; give a discriminator or "
+                             "choose one of: first, vote"),
+    (["--policy", "hybrid"], "choose one of: first, vote"),
+])
+def test_replay_cli_policy_usage_errors(spider_root, samples_root, tmp_path, capsys, extra, needle):
+    """An unknown policy, or one that ranks by scores with no --discriminator, is bad usage (exit 2, nothing
+    written), not a run reporting "EX 0.0%"."""
+    out = tmp_path / "bad"
+    pool = samples_root / "qwen2.5-coder-7b-instruct_T0.4_x5_200q.jsonl"
+    rc = main(["eval", "spider", "--replay", str(pool), "--limit", "2", "--out", str(out), "--quiet", *extra])
+    assert rc == 2 and needle in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_replay_cli_first_policy(spider_root, samples_root, tmp_path):
+    out = tmp_path / "first"
+    pool = samples_root / "qwen2.5-coder-7b-instruct_T0.4_x5_200q.jsonl"
+    assert main(["eval", "spider", "--replay", str(pool), "--limit", "4", "--policy", "first", "--out", str(out),
+                 "--quiet", "--workers", "1"]) == 0
+    rows = read_results(out)
+    assert rows and all(r["policy"] == "first" and r["chosen"] == 0 and r["ex"] == r["labels"][0] for r in rows)

@@ -146,6 +146,23 @@ def test_vote_skips_the_discriminator_and_counts_duplicates(tmp_path):
     assert "3 of 4" in plan.reason
 
 
+@pytest.mark.parametrize("needs, exec_only, judged", [(False, False, []), (True, True, [0]), (True, False, [0, 1])])
+def test_scoring_rule_comes_from_the_policy_metadata(tmp_path, monkeypatch, needs, exec_only, judged):
+    """A newly registered policy is planned with no edit to the pipeline: which candidates the discriminator
+    judges follows its needs_scores / executable_only; `first` (registered like any other) skips the check."""
+    from planner.select import POLICIES
+
+    monkeypatch.setitem(POLICIES._items, "test-best", lambda cs: (max(range(len(cs)), key=lambda i: len(cs[i].scores)), "x"))
+    monkeypatch.setitem(POLICIES._meta, "test-best", {"needs_scores": needs, "executable_only": exec_only})
+    planner = make_planner(tmp_path, [GOOD, "SELECT nope FROM singer", "DROP TABLE singer"])
+    plan = planner.plan(q(), policy="test-best")
+    assert [i for i, sc in enumerate(plan.candidates) if sc.scores] == judged
+    plan = planner.plan(q(), policy="first")
+    assert plan.chosen == 0 and plan.status == "ok" and not any(sc.scores for sc in plan.candidates)
+    bad_first = make_planner(tmp_path, ["SELECT nope FROM singer", GOOD]).plan(q(), policy="first")
+    assert bad_first.status == "chosen_not_executable" and bad_first.chosen == 0
+
+
 def test_request_errors(tmp_path):
     from sqlbox.databases import UnknownDatabase
 

@@ -3,7 +3,16 @@
 import pytest
 
 from core.model import Candidate, ErrorKind, ExecutionResult, Score, ScoredCandidate
-from planner.select import POLICIES, select
+from planner.select import (
+    POLICIES,
+    PolicyError,
+    check_policy,
+    executable_only,
+    needs_scores,
+    policy_names,
+    reported_policies,
+    select,
+)
 
 
 def sc(sql, fp=None, score=None, dup=1):
@@ -43,4 +52,38 @@ def test_nothing_executes_means_nothing_chosen(policy):
 
 
 def test_all_policies_registered():
-    assert set(POLICIES.names()) == {"rerank", "check-rerank", "vote", "hybrid"}
+    assert set(POLICIES.names()) == {"first", "rerank", "check-rerank", "vote", "hybrid"}
+    assert policy_names()[0] == "first"  # registration order: the baseline first (the order of eval reports)
+    assert all(POLICIES.meta(p).get("summary") for p in policy_names())
+
+
+def test_first_is_one_more_policy():
+    assert not needs_scores("first") and not executable_only("first")
+    assert select("first", [sc("a", None), sc("b", "r1")]) == (0, "first of 2 candidates")  # no check
+    assert select("first", [])[0] is None
+
+
+def test_metadata_matches_what_each_policy_does():
+    assert [p for p in policy_names() if needs_scores(p)] == ["hybrid", "rerank", "check-rerank"]
+    assert [p for p in policy_names() if not executable_only(p)] == ["first", "rerank"]
+    assert reported_policies(True) == policy_names()
+    assert reported_policies(False) == ["first", "vote", "hybrid"]
+    assert reported_policies(False, ["rerank", "vote"]) == ["vote"]
+
+
+def test_hybrid_without_scores_is_vote():
+    """`hybrid` declares without_scores="vote": on unscored candidates it chooses what vote chooses."""
+    import random
+
+    rng = random.Random(0)
+    for _ in range(200):
+        cands = [sc(f"s{k}", rng.choice([None, "r1", "r2", "r3"]), dup=rng.randint(1, 3)) for k in range(rng.randint(1, 7))]
+        assert select("hybrid", cands)[0] == select("vote", cands)[0]
+
+
+def test_check_policy_usage_errors_list_the_choices():
+    assert check_policy("vote", has_discriminator=False) == "vote"
+    with pytest.raises(PolicyError, match="choose one of: first, vote, hybrid, rerank, check-rerank"):
+        check_policy("best")
+    with pytest.raises(PolicyError, match="needs a discriminator.*choose one of: first, vote$"):
+        check_policy("rerank", has_discriminator=False)

@@ -48,6 +48,13 @@ def _verdict(res: ExecutionResult) -> str:
     return "rejected" if res.error_kind == ErrorKind.REJECTED else "failed"
 
 
+def check_sql(executor, db_id: str, sql: str, dialect: str = "sqlite") -> dict:
+    """The verdict `sqlarbiter check --json` prints and POST /check returns:
+    {"verdict": ok|rejected|failed, "db": id, **ExecutionResult}."""
+    res = executor.execute(db_id, sql, dialect=dialect)
+    return {"verdict": _verdict(res), "db": db_id, **res.model_dump(mode="json")}
+
+
 def cmd_check(args) -> int:
     from sqlbox.executor import Executor
 

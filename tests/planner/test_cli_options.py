@@ -75,7 +75,7 @@ def test_bad_entries_raise(tmp_path):
 
 def test_every_database_command_shares_the_options():
     """plan, check, databases, serve take --data/--config (and --db where they act on one database) with the
-    same help; models list and eval take the shared --config."""
+    same help; route fit/warm-start take --data; models list and eval take the shared --config."""
     from cli.main import build_parser
 
     root = build_parser()
@@ -95,6 +95,9 @@ def test_every_database_command_shares_the_options():
             assert opts["--db"].required and opts["--db"].metavar == "ID"
             helps.setdefault("--db", set()).add(opts["--db"].help)
         helps.setdefault("--config", set()).add(opts["--config"].help)
+    for cmd in (("route", "fit"), ("route", "warm-start")):  # --data for the schema features; no --db/--config
+        opts = sub(root, *cmd)
+        assert opts["--data"].help == DATA_HELP and "--db" not in opts and "--config" not in opts
     for cmd in (("models", "list"), ("eval", "spider"), ("eval", "bird")):
         helps["--config"].add(sub(root, *cmd)["--config"].help)
     assert all(len(h) == 1 for h in helps.values()), helps

@@ -1,12 +1,13 @@
 """The `check` and `databases` commands: run one SQL through the guard and the sandboxed executor, and
 list the registered databases.
 
-    sqlarbiter check --db ID "SQL" [--data DIR] [--json] [--engine duckdb|sqlite] [--timeout S]
-    sqlarbiter databases [--data DIR] [--json]
+    sqlarbiter check --db ID "SQL" [--data DIR_OR_FILE ...] [--config FILE] [--json] [--engine duckdb|sqlite]
+                     [--timeout S]
+    sqlarbiter databases [--data DIR_OR_FILE ...] [--config FILE] [--json]
 
-`--data DIR` is a Spider-layout database folder; without it: the demo database plus the folder in env
-`SQLARBITER_DATABASES` when set. Exit status: 0 ok, 1 rejected or failed, 2 bad usage (unknown database,
-bad folder).
+The databases: the demo database, the config's `databases`, $SQLARBITER_DATABASES and every `--data` (the
+options shared by every command, `planner.cli_options`). Exit status: 0 ok, 1 rejected or failed, 2 bad usage
+(unknown database, bad file or folder, bad config).
 """
 
 from __future__ import annotations
@@ -14,17 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from core.model import ErrorKind, ExecutionResult
-from sqlbox.databases import DatabaseRegistry, UnknownDatabase, default_registry
+from planner.cli_options import add_database_options, cli_registry
+from sqlbox.databases import DatabaseRegistry, UnknownDatabase
 
 
 def _registry(args) -> DatabaseRegistry | None:
     try:
-        return default_registry(args.data)
-    except (OSError, ValueError) as e:
-        print(f"error: cannot register databases from {args.data}: {e}", file=sys.stderr)
+        return cli_registry(args)
+    except (OSError, ValueError) as e:  # a bad --data entry or config (ConfigError is a ValueError)
+        print(f"error: cannot register the databases: {e}", file=sys.stderr)
         return None
 
 
@@ -46,6 +47,13 @@ def _verdict(res: ExecutionResult) -> str:
     if res.ok:
         return "ok"
     return "rejected" if res.error_kind == ErrorKind.REJECTED else "failed"
+
+
+def check_sql(executor, db_id: str, sql: str, dialect: str = "sqlite") -> dict:
+    """The verdict `sqlarbiter check --json` prints and POST /check returns:
+    {"verdict": ok|rejected|failed, "db": id, **ExecutionResult}."""
+    res = executor.execute(db_id, sql, dialect=dialect)
+    return {"verdict": _verdict(res), "db": db_id, **res.model_dump(mode="json")}
 
 
 def cmd_check(args) -> int:
@@ -106,8 +114,7 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="run one SQL query through the guard and the sandboxed executor",
                        description="Check one SQL query: rejected (why) / failed (error) / ok (rows).")
     p.add_argument("sql", help="the SQL to check")
-    p.add_argument("--db", required=True, help="database id (see `sqlarbiter databases`)")
-    p.add_argument("--data", type=Path, default=None, help="Spider-layout database folder to register")
+    add_database_options(p, db="required")
     p.add_argument("--engine", choices=["duckdb", "sqlite"], default="duckdb")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds before the query is interrupted")
     p.add_argument("--dialect", default="sqlite", help="dialect the SQL is written in (default sqlite)")
@@ -115,7 +122,9 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the ExecutionResult as JSON")
     p.set_defaults(func=cmd_check)
 
-    d = sub.add_parser("databases", help="list the registered databases")
-    d.add_argument("--data", type=Path, default=None, help="Spider-layout database folder to register")
+    d = sub.add_parser("databases", help="list the registered databases",
+                       description="List the databases the commands and the service see: the demo database, the "
+                       "config's `databases`, $SQLARBITER_DATABASES and every --data.")
+    add_database_options(d, db=None)
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_databases)

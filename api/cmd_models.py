@@ -16,13 +16,15 @@ import sys
 import time
 from pathlib import Path
 
+from planner.cli_options import add_config_option
+
 
 def add_to(subparsers) -> None:
     p = subparsers.add_parser("models", help="list models and backends, prepare the embedded model, serve OpenAI API")
     sub = p.add_subparsers(dest="models_command", metavar="MODELS_COMMAND")
 
     ls = sub.add_parser("list", help="configured generators/discriminators, registered backends, embedded model status")
-    ls.add_argument("--config", default=None, help="configuration file (default: SQLARBITER_CONFIG or built-in)")
+    add_config_option(ls)
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=_list)
 

@@ -7,6 +7,10 @@
 - `route warm-start --outcomes SRC [--store URL]`: warm-start the bandit's persisted state.
 - `route costs`: the cost-per-question table of the published systems.
 
+`fit` and `warm-start` read the schema features of the outcomes' databases from `--data` (the option every
+command shares: database files/folders, with the config's `databases` and $SQLARBITER_DATABASES) or, without
+it, from Spider's `database/` folder.
+
 SRC is a `.jsonl` file (Outcome records or a candidate pool), an end-to-end eval run directory (its
 results.jsonl), a SQLAlchemy URL, or `systems[:a,b,...]`.
 """
@@ -16,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
+from planner.cli_options import add_database_options
 
 
 def add_to(subparsers) -> None:
@@ -38,6 +44,7 @@ def add_to(subparsers) -> None:
     f.add_argument("--pairs", default=None, help="comma-separated pairs/systems to keep (default: all in the outcomes)")
     f.add_argument("--no-embeddings", action="store_true", help="cheap features only (no sentence encoder)")
     f.add_argument("--workers", type=int, default=2)
+    add_database_options(f, db=None, config=False)
     f.set_defaults(func=_fit)
 
     s = sub.add_parser("show", help="print a CARROT artifact's metadata")
@@ -56,6 +63,7 @@ def add_to(subparsers) -> None:
     w.add_argument("--alpha", type=float, default=0.5)
     w.add_argument("--lam", type=float, default=0.5)
     w.add_argument("--reset", action="store_true", help="clear the existing state first")
+    add_database_options(w, db=None, config=False)
     w.set_defaults(func=_warm)
 
     c = sub.add_parser("costs", help="cost per question of the published systems (routing/system_costs.toml)")
@@ -64,6 +72,20 @@ def add_to(subparsers) -> None:
     c.set_defaults(func=_costs)
 
     p.set_defaults(func=lambda a: (p.print_help(sys.stderr), 2)[1])
+
+
+def _registry(a: argparse.Namespace):
+    """(ok, registry): the --data databases, or None without --data (Spider's folder is the default);
+    ok is False (and the error printed) when they cannot be registered."""
+    if not a.data:
+        return True, None
+    from planner.cli_options import cli_registry
+
+    try:
+        return True, cli_registry(a)
+    except (OSError, ValueError) as e:
+        print(f"error: cannot register the databases: {e}", file=sys.stderr)
+        return False, None
 
 
 def _load(src: str, workers: int = 2):
@@ -90,8 +112,11 @@ def _fit(a: argparse.Namespace) -> int:
     except (OutcomeError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    ok, reg = _registry(a)
+    if not ok:
+        return 2
     cfg = FeatureConfig(embeddings=not a.no_embeddings)
-    sf = schema_features_for(M.db_ids)
+    sf = schema_features_for(M.db_ids, registry=reg)
     X = Featurizer(cfg).transform(M.questions, [sf[d] for d in M.db_ids])
     try:
         model = fit_carrot(M, X, feature_config=cfg, estimator=a.estimator, k=a.k, C=a.C,
@@ -147,10 +172,13 @@ def _warm(a: argparse.Namespace) -> int:
     except (OutcomeError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    ok, reg = _registry(a)
+    if not ok:
+        return 2
     router = BanditRouter(alpha=a.alpha, lam=a.lam, engine=make_engine(a.store), key=a.key)
     if a.reset:
         router.reset()
-    n = router.warm_start(outcomes, schema_features_for([o.db_id for o in outcomes]))
+    n = router.warm_start(outcomes, schema_features_for([o.db_id for o in outcomes], registry=reg))
     print(f"bandit {a.key!r}: replayed {n} outcomes; arms: {', '.join(f'{k}={v}' for k, v in router.ucb.n.items())}")
     return 0
 

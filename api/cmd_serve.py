@@ -1,8 +1,10 @@
 """CLI commands `serve` (run the HTTP service) and `plan` (plan one question and print the plan).
 
-    sqlarbiter serve [--config F] [--host 127.0.0.1] [--port 8000]
-    sqlarbiter plan "How many singers are older than 30?" --db demo [--config F] [--n N] [--policy P]
-                    [--pair NAME | --router NAME] [--execute] [--json]
+    sqlarbiter serve [--config F] [--data DIR_OR_FILE ...] [--host 127.0.0.1] [--port 8000]
+    sqlarbiter plan "How many singers are older than 30?" --db demo [--data DIR_OR_FILE ...] [--config F] [--n N]
+                    [--policy P] [--pair NAME | --router NAME] [--execute] [--json]
+
+`--config`, `--data` and `--db` are the options every command shares (`planner.cli_options`).
 
 Exit status: 0 a plan with a chosen, executable SQL; 1 no usable SQL (or a backend/deadline failure);
 2 bad usage (invalid config, unknown database, policy, pair). `--policy` choices come from the policy
@@ -18,6 +20,8 @@ import sys
 import textwrap
 from typing import Any
 
+from planner.cli_options import add_database_options, load_cli_config
+
 
 def add_to(sub: argparse._SubParsersAction) -> None:
     from planner.select import policy_names  # the registry (cheap: no model code)
@@ -25,7 +29,7 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("serve", help="run the HTTP planning service (FastAPI; docs at /docs)",
                        description="Run the planning service with uvicorn. Configuration: --config, else "
                        "$SQLARBITER_CONFIG, else the built-in default (embedded model, demo database).")
-    s.add_argument("--config", metavar="FILE", help="TOML/YAML configuration file (see sqlarbiter.example.toml)")
+    add_database_options(s, db=None)
     s.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
@@ -37,8 +41,7 @@ def add_to(sub: argparse._SubParsersAction) -> None:
                        "discriminator, choose one. Prints the chosen SQL, why, each candidate with its execution "
                        "verdict and score, the timings and the cost (or the Plan as JSON with --json).")
     p.add_argument("question", help="the natural-language question")
-    p.add_argument("--db", required=True, metavar="ID", help="database id (see `sqlarbiter databases`), e.g. demo")
-    p.add_argument("--config", metavar="FILE", help="TOML/YAML configuration file")
+    add_database_options(p, db="required")
     p.add_argument("--evidence", help="external knowledge / hints (BIRD style)")
     p.add_argument("--n", type=int, help="candidates to generate (default from config)")
     p.add_argument("--policy", choices=policy_names(), help="selection policy (default from config)")
@@ -53,11 +56,11 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_plan)
 
 
-def _load(path: str | None):
-    from planner.config import ConfigError, load_config
+def _load(args: argparse.Namespace):
+    from planner.config import ConfigError
 
     try:
-        return load_config(path)
+        return load_cli_config(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return None
@@ -68,7 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from api.app import create_app
 
-    cfg = _load(args.config)
+    cfg = _load(args)
     if cfg is None:
         return 2
     try:
@@ -88,7 +91,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from planner.pipeline import DeadlineExceeded, Planner, PlanRequestError
     from sqlbox.databases import UnknownDatabase
 
-    cfg = _load(args.config)
+    cfg = _load(args)
     if cfg is None:
         return 2
     store = None

@@ -12,7 +12,10 @@
     sqlarbiter eval routing ...                  (eval/routing_cli.py -> eval/routing.py)
 
 --policy must be a registered policy (`planner.select`); in a replay, one that ranks by scores needs
---discriminator (both are usage errors, exit 2). With --replay, --limit/--seed pick pool questions (every replayed question is scored when a
+--discriminator (both are usage errors, exit 2).
+`--data DIR` names a dataset here (questions plus their databases; the Spider root also works as `--data` of
+`check`/`plan`, which register its databases); `--config` is the option every command shares.
+With --replay, --limit/--seed pick pool questions (every replayed question is scored when a
 discriminator is given). Without --predictions/--replay/--systems the full pipeline runs (end-to-end).
 Exit status: 0 done,
 1 a run failed, 2 bad usage (missing files, unknown names).
@@ -25,6 +28,9 @@ import json
 import sys
 import time
 from pathlib import Path
+
+from core.settings import spider_dir
+from planner.cli_options import add_config_option, add_dataset_option
 
 
 def add_to(subparsers) -> None:
@@ -45,7 +51,7 @@ def add_to(subparsers) -> None:
     c.set_defaults(func=_compare)
     s = sub.add_parser("systems", help="Spider dev EX of the published systems in candidates/spider_dev (cached)")
     s.add_argument("--candidates", default=None, help="systems directory (default: shared candidates/spider_dev)")
-    s.add_argument("--data", default=None, help="Spider directory (default: SPIDER_DIR / shared data)")
+    add_dataset_option(s, spider_dir())
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--no-cache", action="store_true")
     s.add_argument("--out", default=None, help="also write the table as JSON here")
@@ -105,7 +111,7 @@ def _dataset_args(d: argparse.ArgumentParser, spec) -> None:
     mode.add_argument("--score-batch", type=int, default=8,
                       help="replay: questions whose candidates the discriminator scores in one batch (default 8)")
     mode.add_argument("--n", type=int, default=None, help="end-to-end: candidates per question")
-    mode.add_argument("--config", default=None, help="end-to-end/replay: config file for the pipeline")
+    add_config_option(mode)  # end-to-end: the pipeline's models and defaults; replay: the discriminator's
     mode.add_argument("--deadline", type=float, default=None, help="end-to-end: per-question deadline in seconds "
                       "(default: the config's; CPU runs of the embedded model may need more)")
     run = d.add_argument_group("run")

@@ -440,26 +440,9 @@ class Planner:
 def build_registry(config: Config):
     """The demo database (always) plus every entry of `config.databases` (files or folders; the
     SQLARBITER_DATABASES environment variable is already folded into it by the config loader)."""
-    from sqlbox.databases import DatabaseRegistry
-    from sqlbox.demo import DEMO_DB_ID, build_demo
+    from sqlbox.databases import registry_for
 
-    reg = DatabaseRegistry()
-    reg.register(DEMO_DB_ID, build_demo())
-    for entry in config.databases:
-        _register(reg, entry)
-    return reg
-
-
-def _register(registry, entry: str) -> None:
-    from pathlib import Path
-
-    p = Path(entry).expanduser()
-    if p.is_dir():
-        registry.register_dir(p)
-    elif p.is_file():
-        registry.register(p.stem, p)
-    else:
-        raise FileNotFoundError(f"databases: {entry!r} is neither a database file nor a directory")
+    return registry_for(config.databases)
 
 
 def _fill_kwargs(factory: Callable, params: dict[str, Any], **available: Any) -> dict[str, Any]:

@@ -21,10 +21,13 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from sqlbox.databases import DatabaseRegistry
 
 EMBED_MODEL = "all-MiniLM-L6-v2"
 EMBED_DIM = 384
@@ -292,22 +295,25 @@ class Featurizer:
         return self.transform([question], [schema_feats])[0]
 
 
-def schema_features_for(db_ids: Sequence[str], database_dir: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
-    """`sqlbox.schema.schema_features` for each db_id found under `database_dir` (default: Spider's
-    `database/` dir); ids that are not found map to {} (their schema features read as zeros)."""
+def schema_features_for(db_ids: Sequence[str], database_dir: str | os.PathLike | None = None, *,
+                        registry: DatabaseRegistry | None = None) -> dict[str, dict[str, Any]]:
+    """`sqlbox.schema.schema_features` for each db_id found in `registry` if given, else under `database_dir`
+    (default: Spider's `database/` dir); ids that are not found map to {} (their schema features read as zeros)."""
     from core.settings import spider_dir
     from sqlbox.databases import DatabaseRegistry
     from sqlbox.schema import schema_features
 
-    root = Path(database_dir) if database_dir else spider_dir() / "database"
     out: dict[str, dict[str, Any]] = {db: {} for db in dict.fromkeys(db_ids)}
-    if not root.is_dir():
-        return out
-    reg = DatabaseRegistry()
-    try:
-        reg.register_dir(root)
-    except ValueError:
-        return out
+    reg = registry
+    if reg is None:
+        root = Path(database_dir) if database_dir else spider_dir() / "database"
+        if not root.is_dir():
+            return out
+        reg = DatabaseRegistry()
+        try:
+            reg.register_dir(root)
+        except ValueError:
+            return out
     for db in out:
         if db in reg:
             try:

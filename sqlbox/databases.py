@@ -144,6 +144,29 @@ class DatabaseRegistry:
             return schema
 
 
+def register_path(registry: DatabaseRegistry, entry: str | os.PathLike) -> list[str]:
+    """Register a database file (under its file name) or every database under a folder (`register_dir`).
+    Returns the ids registered."""
+    p = Path(entry).expanduser()
+    if p.is_dir():
+        return registry.register_dir(p)
+    if p.is_file():
+        return [registry.register(p.stem, p).db_id]
+    raise FileNotFoundError(f"databases: {str(entry)!r} is neither a database file nor a directory")
+
+
+def registry_for(entries: list[str | os.PathLike] | tuple[str | os.PathLike, ...] = ()) -> DatabaseRegistry:
+    """The demo database as `demo` (built if needed), then each entry (a file or folder, see `register_path`)
+    in order; a later entry replaces an id already registered."""
+    from sqlbox.demo import DEMO_DB_ID, build_demo
+
+    reg = DatabaseRegistry()
+    reg.register(DEMO_DB_ID, build_demo())
+    for entry in entries:
+        register_path(reg, entry)
+    return reg
+
+
 def default_registry(data: str | os.PathLike | None = None) -> DatabaseRegistry:
     """The demo database as `demo` (built if needed), plus every database under `data` if given,
     else under env `SQLARBITER_DATABASES` if set."""

@@ -72,3 +72,32 @@ def test_spider_data_dir(capsys, monkeypatch):
     assert main(["databases", "--json"]) == 0
     ids = [i["db_id"] for i in json.loads(capsys.readouterr().out)]
     assert "demo" in ids and "concert_singer" in ids and len(ids) > 100
+
+
+def test_data_repeatable_files_and_config_databases(capsys, tmp_path):
+    """--data takes files and folders, repeatable; the config's `databases` count too (same set as `plan`)."""
+    import sqlite3
+
+    def db(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(path)
+        con.execute("CREATE TABLE t (x INTEGER)")
+        con.execute("INSERT INTO t VALUES (7)")
+        con.commit()
+        con.close()
+        return path
+
+    one = db(tmp_path / "files" / "one.sqlite")
+    db(tmp_path / "folder" / "two" / "two.sqlite")
+    cfg_db = db(tmp_path / "cfg" / "three.db")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'databases = ["{cfg_db}"]\n')
+    assert main(["databases", "--json", "--data", str(one), "--data", str(tmp_path / "folder"),
+                 "--config", str(cfg)]) == 0
+    assert [i["db_id"] for i in json.loads(capsys.readouterr().out)] == ["demo", "one", "three", "two"]
+    assert main(["check", "--db", "three", "--config", str(cfg), "--json", "SELECT x FROM t"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == [[7]]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("databases = 3\n")
+    assert main(["check", "--db", "demo", "--config", str(bad), "SELECT 1"]) == 2
+    assert "databases" in capsys.readouterr().err

@@ -164,6 +164,11 @@ def test_route_fit_cli(outcomes, tmp_path):
     assert main(["route", "show", str(out)]) == 0
     assert main(["route", "fit", "--outcomes", str(tmp_path / "nope.jsonl"), "--out", str(out)]) == 1
     assert main(["route", "fit", "--outcomes", str(src), "--out", str(out), "--mu", "3"]) == 2
+    # --data: the schema features' databases (the option every command shares); a bad entry is bad usage
+    assert main(["route", "fit", "--outcomes", str(src), "--out", str(out), "--mu", "0.5", "--no-embeddings",
+                 "--data", str(spider_dir() / "database")]) == 0
+    assert main(["route", "fit", "--outcomes", str(src), "--out", str(out), "--mu", "0.5",
+                 "--data", str(tmp_path / "missing")]) == 2
 
 
 def test_dominated_pairs_are_never_chosen(matrix):

@@ -217,3 +217,19 @@ def test_schema_features_from_spider_databases():
         pytest.skip("Spider databases not found")
     sf = schema_features_for(["concert_singer", "no_such_db"])
     assert sf["concert_singer"]["n_tables"] == 4 and sf["no_such_db"] == {}
+
+
+def test_schema_features_from_a_given_registry(tmp_path):
+    """With `registry`, features come from its databases (here the demo plus one SQLite file), not Spider's folder."""
+    import sqlite3
+
+    from sqlbox.databases import registry_for
+
+    f = tmp_path / "two_tables.sqlite"
+    con = sqlite3.connect(f)
+    con.execute("CREATE TABLE a (id INTEGER PRIMARY KEY)")
+    con.execute("CREATE TABLE b (id INTEGER PRIMARY KEY, a_id INTEGER REFERENCES a(id))")
+    con.commit()
+    con.close()
+    sf = schema_features_for(["two_tables", "demo", "concert_singer"], registry=registry_for([f]))
+    assert sf["two_tables"]["n_tables"] == 2 and sf["demo"]["n_tables"] == 4 and sf["concert_singer"] == {}

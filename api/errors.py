@@ -1,0 +1,62 @@
+"""The service's error mapping: caller errors to 404/422/504, overload to 429 with Retry-After, the store or a
+model backend down to 503, anything else to a logged JSON 500. Every error body is `{"detail": ...}`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+
+from api.admission import Overloaded
+from api.state import get_state
+from core.errors import BackendError
+from core.registry import UnknownName
+from planner.pipeline import DeadlineExceeded, PlanRequestError
+from planner.plans import UnknownPlan
+from sqlbox.databases import UnknownDatabase
+
+log = logging.getLogger("api.app")
+
+# Caller errors with a fixed status; the message is the exception's own.
+STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (UnknownDatabase, 404), (UnknownPlan, 404), (PlanRequestError, 422), (UnknownName, 422), (DeadlineExceeded, 504))
+
+
+def error(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def _fixed(status: int):
+    async def handler(_: Request, e: Exception) -> JSONResponse:
+        return error(status, str(e))
+    return handler
+
+
+async def _overloaded(request: Request, e: Overloaded) -> JSONResponse:
+    get_state(request).metrics.overload.inc()
+    return error(429, str(e), {"Retry-After": str(e.retry_after)})
+
+
+async def _store(_: Request, e: SQLAlchemyError) -> JSONResponse:
+    return error(503, f"plan store unavailable: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+
+
+async def _backend(_: Request, e: BackendError) -> JSONResponse:
+    return error(503, f"model backend unavailable: {type(e).__name__}: {e}")
+
+
+async def _internal(_: Request, e: Exception) -> JSONResponse:  # last resort: still JSON, and logged
+    log.exception("internal error")
+    return error(500, f"internal error: {type(e).__name__}")
+
+
+def install(app: FastAPI) -> None:
+    for exc_type, status in STATUS:
+        app.add_exception_handler(exc_type, _fixed(status))
+    app.add_exception_handler(Overloaded, _overloaded)
+    app.add_exception_handler(SQLAlchemyError, _store)
+    app.add_exception_handler(BackendError, _backend)
+    app.add_exception_handler(Exception, _internal)

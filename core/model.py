@@ -76,7 +76,7 @@ class Score(_Model):
     # (default -0.5) when there is none; the check mode's worst (-1.0) for a non-executable candidate
     verdict: bool | None = None  # the emitted (or forced) true/false, None when there is none
     parse_failure: bool = False  # no verdict: score is the configured fallback
-    verdict_kind: str | None = None  # natural (written by the model) | forced (verdict forcing) | missing (none)
+    verdict_kind: str | None = None  # natural (written) | forced (verdict forcing) | missing (none) | not_executable
     forced_probs: list[float] | None = None  # verdict forcing: [P(true), P(false)] after the verdict prefix
     error: str | None = None  # why a verdict or its probability is missing (e.g. the server returned no logprobs)
     reasoning: str | None = None  # the generated chain of thought

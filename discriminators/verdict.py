@@ -66,7 +66,8 @@ def _verdicts(text: str, start: int):
 
 def find_verdict(text: str, *, thinking: bool = False, finished: bool = True) -> Verdict | None:
     """The final answer's verdict (see the module docstring), or None. `finished`: the output ended with an
-    end-of-turn token (False: the budget ran out)."""
+    end-of-turn token (False: the budget ran out). An output that uses `<think>` tags is always read as reasoning."""
+    thinking = thinking or uses_thinking(text)
     start = answer_start(text, thinking)
     if start is None:
         return None
@@ -82,7 +83,7 @@ def find_verdict(text: str, *, thinking: bool = False, finished: bool = True) ->
 
 def first_complete_verdict(text: str, *, thinking: bool = False) -> Verdict | None:
     """The first complete verdict object inside the answer region (the engine stops the row there)."""
-    start = answer_start(text, thinking)
+    start = answer_start(text, thinking or uses_thinking(text))
     if start is None:
         return None
     return next(_verdicts(text, start), None)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from discriminators.prompts import list_prompts, load_prompt
 from generators import prompts as gen
 
-
 PROFILES_DOC = [
     "## Discriminator profiles (`options.profile`)",
     "",

@@ -1,5 +1,6 @@
 # Two entry points for a fresh machine (see README):
 #   make demo   - set up .venv, then plan one question on the embedded default model and the demo database
+#                 (demo.toml: the default config with the reasoning budget lowered explicitly to 128 for the CPU)
 #   make test   - set up .venv with test tools, then run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -28,12 +29,12 @@ setup: $(VENV)/.installed
 
 demo: setup
 	@# exit 1 = a plan with no executable candidate: reported, not a setup failure
-	$(BIN)/sqlarbiter plan "$(QUESTION)" --db demo --execute || \
+	$(BIN)/sqlarbiter plan "$(QUESTION)" --db demo --config demo.toml --execute || \
 	  echo "(no candidate executed this time: the embedded 135M model is weak at SQL; configure a real checkpoint)"
 	@if [ "$(SERVE)" = "1" ]; then \
 	  echo; echo "Serving on http://127.0.0.1:8000 (Ctrl-C stops). Try:"; \
 	  echo "  curl -s -X POST http://127.0.0.1:8000/plan -H 'Content-Type: application/json' -d '{\"question\": \"$(QUESTION)\", \"db_id\": \"demo\", \"n\": 3, \"execute\": true}'"; \
-	  $(BIN)/sqlarbiter serve --host 127.0.0.1 --port 8000; fi
+	  SQLARBITER_CONFIG=demo.toml $(BIN)/sqlarbiter serve --host 127.0.0.1 --port 8000; fi
 
 test: setup
 	$(BIN)/python -m pytest -q

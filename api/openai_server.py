@@ -3,7 +3,8 @@
 `create_openai_app(model_name, loaded_model)` serves one loaded checkpoint at `/v1/models`,
 `/v1/completions` and `/v1/chat/completions` with n, temperature (0 = greedy), top_p, max_tokens, seed,
 stop, logprobs (completions: `logprobs: k`; chat: `logprobs: true` + `top_logprobs: k`), usage, and the
-vLLM extension `ignore_eos`. Log-probabilities come from the raw logits. Streaming is not supported.
+vLLM extensions `ignore_eos`, `add_special_tokens` (completions) and `continue_final_message` /
+`add_generation_prompt` (chat: continue the final assistant message, used by verdict forcing). Log-probabilities come from the raw logits. Streaming is not supported.
 Requests are served one generation at a time (the model's lock). It is what the tests run the HTTP
 backends against, and `sqlarbiter models serve-openai` serves it. `serve_in_thread(app)` starts it with
 uvicorn on a free loopback port for tests and benchmarks.
@@ -47,6 +48,7 @@ class _Req(BaseModel):
 class CompletionRequest(_Req):
     prompt: str | list[str]
     logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    add_special_tokens: bool = True  # vLLM extension: False for prompts that already hold their special tokens
 
 
 class ChatMessage(BaseModel):
@@ -60,6 +62,9 @@ class ChatRequest(_Req):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    # vLLM extensions: continue the last (assistant) message instead of opening a new turn
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
 
 
 def _stops(stop: str | list[str] | None) -> list[str] | None:
@@ -119,7 +124,7 @@ def create_openai_app(model_name: str, loaded_model: LoadedModel) -> FastAPI:
             raise HTTPException(400, "prompt is empty")
         choices, p_tok, c_tok = [], 0, 0
         for prompt in prompts:
-            ids = encode(lm, prompt, templated=False)
+            ids = encode(lm, prompt, templated=not req.add_special_tokens)
             p_tok += len(ids)
             for s, text, spans in run(ids, req, req.max_tokens or 16, req.logprobs):
                 c_tok += len(s.ids)
@@ -138,8 +143,12 @@ def create_openai_app(model_name: str, loaded_model: LoadedModel) -> FastAPI:
     def chat(req: ChatRequest) -> dict:
         check(req)
         msgs = [m.model_dump() for m in req.messages]
+        if req.continue_final_message and (req.add_generation_prompt or msgs[-1]["role"] != "assistant"):
+            raise HTTPException(400, "continue_final_message needs add_generation_prompt=false and a final "
+                                     "assistant message")
         if lm.has_chat_template():
-            text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=req.add_generation_prompt,
+                                           continue_final_message=req.continue_final_message)
         else:
             from core.runtime.chat import render_plain
 

@@ -72,9 +72,13 @@ class ExecutionResult(_Model):
 class Score(_Model):
     """A discriminator's judgement of one candidate."""
 
-    score: float  # soft score in [0, 1]; higher = more likely correct
-    verdict: bool | None = None  # the emitted true/false, None when unparseable
-    parse_failure: bool = False  # no parseable answer: score is the configured fallback
+    score: float  # soft score, higher = more likely correct: [0, 1] for a verdict; the configured fallback
+    # (default -0.5) when there is none; the check mode's worst (-1.0) for a non-executable candidate
+    verdict: bool | None = None  # the emitted (or forced) true/false, None when there is none
+    parse_failure: bool = False  # no verdict: score is the configured fallback
+    verdict_kind: str | None = None  # natural (written) | forced (verdict forcing) | missing (none) | not_executable
+    forced_probs: list[float] | None = None  # verdict forcing: [P(true), P(false)] after the verdict prefix
+    error: str | None = None  # why a verdict or its probability is missing (e.g. the server returned no logprobs)
     reasoning: str | None = None  # the generated chain of thought
     discriminator: str = ""  # name of the configured discriminator
     checkpoint: str | None = None  # which checkpoint actually scored it

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -48,6 +48,9 @@ EOS_CHECK_EVERY = 16
 PREFILL_TOKENS = 8192  # suffix-prefill tokens per forward (rows are chunked to stay under it)
 KV_CACHES = ("inplace", "dynamic")
 GQA_ATTENTION = "sqlarbiter_gqa_sdpa"
+
+StopFn = Callable[[list[int]], "int | None"]
+ForceFn = Callable[[list[int], bool], "list[int] | None"]
 
 
 @dataclass
@@ -66,6 +69,8 @@ class DecodeResult:
     score: float | None = None  # two-way P(yes) at the last generated step (None without answer_ids)
     first_score: float | None = None  # two-way P(yes) at the first generated step
     prompt_tokens: int = 0
+    forced: tuple[float, float] | None = None  # verdict forcing: full-vocabulary (P(true), P(false)) after the prefix
+    stopped: bool = False  # early stop: the row ended at its first complete verdict
 
     @property
     def probs(self) -> list[float]:
@@ -209,7 +214,9 @@ class BatchedGreedy:
     """Greedy decoding of discriminator prompts on a loaded causal LM (transformers)."""
 
     def __init__(self, model, *, budget: int, answer_ids: tuple[int, int] | None = None, ignore_eos: bool = True,
-                 eos_token_ids: Sequence[int] | int | None = None, pad_token_id: int = 0, kv_cache: str = "inplace"):
+                 eos_token_ids: Sequence[int] | int | None = None, pad_token_id: int = 0, kv_cache: str = "inplace",
+                 stop_fn: StopFn | None = None, force_fn: ForceFn | None = None,
+                 verdict_ids: tuple[Sequence[int], Sequence[int]] | None = None, force_capacity: int = 0):
         if budget < 1:
             raise ValueError("budget must be >= 1 new token")
         if kv_cache not in KV_CACHES:
@@ -223,6 +230,15 @@ class BatchedGreedy:
         self.eos_token_ids = [int(e) for e in (eos_token_ids or [])]
         self.pad_token_id = int(pad_token_id)
         self.kv_cache = kv_cache
+        # early stop: stop_fn(tokens) -> index of the token that completes the verdict (the row ends there), or None
+        self.stop_fn = stop_fn
+        # verdict forcing: force_fn(tokens, finished) -> token ids to append (None: no forcing for this row); the
+        # full-vocabulary probabilities of verdict_ids = (true spellings, false spellings) at the next position
+        if force_fn is not None and (verdict_ids is None or force_capacity < 1):
+            raise ValueError("verdict forcing needs verdict_ids and force_capacity >= 1")
+        self.force_fn = force_fn
+        self.verdict_ids = (list(verdict_ids[0]), list(verdict_ids[1])) if verdict_ids is not None else None
+        self.force_capacity = int(force_capacity) if force_fn is not None else 0
 
     @property
     def device(self) -> torch.device:
@@ -263,14 +279,40 @@ class BatchedGreedy:
             if len(hit):
                 T = int(hit[0]) + 1
                 toks, logits = toks[:T], logits[:T]
+        stopped = False
+        if self.stop_fn is not None:  # the same rule the batched decode applies while decoding
+            k = self.stop_fn(toks.tolist())
+            if k is not None and k + 1 < T:
+                T, stopped = k + 1, True
+                toks, logits = toks[:T], logits[:T]
+            elif k is not None:
+                stopped = True
         lp = torch.log_softmax(logits, dim=-1).gather(-1, toks[:, None])[:, 0]
-        res = DecodeResult(tokens=toks.tolist(), token_logprobs=lp.tolist(), prompt_tokens=ids.shape[1])
+        res = DecodeResult(tokens=toks.tolist(), token_logprobs=lp.tolist(), prompt_tokens=ids.shape[1],
+                           stopped=stopped)
         if self.answer_ids:
             res.score = float(two_way(logits[-1], *self.answer_ids))
             res.first_score = float(two_way(logits[0], *self.answer_ids))
+        if self.force_fn is not None:
+            gen = res.tokens
+            finished = bool(gen) and gen[-1] in self.eos_token_ids
+            forced = self.force_fn(gen, finished)
+            if forced:
+                ctx = list(prompt_ids) + (gen[:-1] if finished else gen) + list(forced)
+                x = torch.tensor([ctx], device=dev)
+                last = self.model(input_ids=x, attention_mask=torch.ones_like(x), logits_to_keep=1).logits[0, -1]
+                res.forced = self._verdict_probs(last[None])[0]
         stats = RunStats(rows=1, generated_tokens=T, decode_s=el, decode_steps=T, batches=1,
                          mean_context=ids.shape[1] + (T - 1) / 2)
         return res, stats
+
+    def _verdict_probs(self, logits: torch.Tensor) -> list[tuple[float, float]]:
+        """Full-vocabulary (P(true), P(false)) per row of (R, V) logits, each summed over its spellings."""
+        p = torch.softmax(logits.float(), dim=-1)
+        t_ids, f_ids = self.verdict_ids  # type: ignore[misc]
+        pt = p[:, t_ids].sum(-1).tolist()
+        pf = p[:, f_ids].sum(-1).tolist()
+        return list(zip(pt, pf, strict=True))
 
     # ----------------------------------------------------------------------------------- batched
 
@@ -343,7 +385,7 @@ class BatchedGreedy:
             row_prefix.append(index[key])
         pmax = max(len(p) for p in prefixes)
         lmax = max(len(s) for s in sufs)
-        cap = pmax + lmax + B
+        cap = pmax + lmax + B + self.force_capacity
         _sync(dev)
         t0 = time.perf_counter()
         # masks, ids and positions are built on the host and moved once
@@ -393,6 +435,8 @@ class BatchedGreedy:
             alive = torch.ones(R, dtype=torch.bool, device=dev)
             n_gen = torch.zeros(R, dtype=torch.long, device=dev)
             use_eos = self._use_eos()
+            stop_fn = self.stop_fn
+            track = use_eos or stop_fn is not None  # rows can end before the budget
             eos = torch.tensor(self.eos_token_ids or [-1], device=dev)
             ctx_sum = 0.0
             steps = 0
@@ -410,11 +454,14 @@ class BatchedGreedy:
                 n_gen += alive.long()
                 if use_eos:
                     alive = alive & ~torch.isin(nxt, eos)
-                    if (t + 1) % EOS_CHECK_EVERY == 0 and t + 1 < B and not bool(alive.any()):
+                if track and (t + 1) % EOS_CHECK_EVERY == 0 and t + 1 < B:
+                    if stop_fn is not None:  # early stop: rows whose verdict is complete (one host sync)
+                        alive = self._check_stops(toks[:, :t + 1], n_gen, alive)
+                    if not bool(alive.any()):
                         break
                 if t + 1 == B:
                     break
-                if use_eos:
+                if track:
                     keep[:, cur] = alive
                     nxt = torch.where(alive, nxt, torch.full_like(nxt, self.pad_token_id))
                 else:
@@ -427,20 +474,79 @@ class BatchedGreedy:
                 steps += 1
                 logits = out.logits[:, -1]
                 cache = out.past_key_values
+            toks_l, lps_l, ng = toks.tolist(), lps.tolist(), n_gen.tolist()
+            stopped = [False] * R
+            if stop_fn is not None:  # the exact stop point (checks run every EOS_CHECK_EVERY steps)
+                for r in range(R):
+                    k = stop_fn(toks_l[r][:ng[r]])
+                    if k is not None:
+                        ng[r], stopped[r] = min(ng[r], k + 1), True
+            forced: list[tuple[float, float] | None] = [None] * R
+            if self.force_fn is not None:
+                forced = self._force(toks_l, ng, cache, keep, cur, next_pos)
             _sync(dev)
             t2 = time.perf_counter()
         del cache, keep
-        toks_l, lps_l, ng = toks.tolist(), lps.tolist(), n_gen.tolist()
         ls = last_score.tolist() if last_score is not None else [None] * R
         fs = first_score.tolist() if first_score is not None else [None] * R
         results: list[list[DecodeResult]] = [[None] * len(job.suffixes) for job in jobs]  # type: ignore[list-item]
         for r, (j, s) in enumerate(rows):
             n = ng[r]
-            results[j][s] = DecodeResult(toks_l[r][:n], lps_l[r][:n], ls[r], fs[r], prompt_lens[r])
+            results[j][s] = DecodeResult(toks_l[r][:n], lps_l[r][:n], ls[r], fs[r], prompt_lens[r], forced[r],
+                                         stopped[r])
         stats = RunStats(rows=R, generated_tokens=sum(ng), prefill_s=t1 - t0, decode_s=t2 - t1,
                          decode_steps=steps + 1, batches=1, mean_context=(ctx_sum / steps) if steps else float(cur))
         stats.extra["distinct_prefixes"] = len(prefixes)
         return results, stats
+
+    def _check_stops(self, toks: torch.Tensor, n_gen: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+        """`alive` with the rows whose verdict is complete turned off."""
+        al = alive.tolist()
+        host, ng = toks.tolist(), n_gen.tolist()
+        done = [r for r, a in enumerate(al) if a and self.stop_fn(host[r][:ng[r]]) is not None]  # type: ignore[misc]
+        if not done:
+            return alive
+        alive = alive.clone()
+        alive[torch.tensor(done, device=alive.device)] = False
+        return alive
+
+    def _force(self, toks_l: list[list[int]], ng: list[int], cache, keep: torch.Tensor, cur: int,
+               next_pos: torch.Tensor) -> list[tuple[float, float] | None]:
+        """Verdict forcing in the same decode: rows that ended without a verdict get the forcing tokens appended
+        (after their last generated token, which was not fed yet when the budget ran out; an EOS is dropped), in
+        one forward over the cache; the next position's verdict probabilities are read."""
+        R = len(ng)
+        eos = set(self.eos_token_ids)
+        seqs: list[list[int] | None] = []
+        starts = []
+        for r in range(R):
+            gen = toks_l[r][:ng[r]]
+            finished = bool(gen) and gen[-1] in eos
+            f = self.force_fn(gen, finished)  # type: ignore[misc]
+            seqs.append(None if not f else ([] if finished else [gen[-1]]) + list(f))
+            starts.append(ng[r] - 1)
+        if not any(seqs):
+            return [None] * R
+        F_ = max(len(q) for q in seqs if q)
+        if cur + F_ > keep.shape[1]:
+            raise ValueError(f"verdict forcing needs {F_} slots; force_capacity is {self.force_capacity}")
+        ids = torch.full((R, F_), self.pad_token_id, dtype=torch.long)
+        pos = torch.zeros(R, F_, dtype=torch.long)
+        np_ = next_pos.tolist()
+        keep[:, cur:cur + F_] = False
+        for r, q in enumerate(seqs):
+            base = np_[r] + starts[r]
+            pos[r] = base
+            if q:
+                lo = F_ - len(q)
+                ids[r, lo:] = torch.tensor(q, dtype=torch.long)
+                pos[r, lo:] = torch.arange(base, base + len(q))
+                keep[r, cur + lo:cur + F_] = True
+        dev = keep.device
+        out = self.model(input_ids=ids.to(dev), attention_mask=keep[:, :cur + F_], position_ids=pos.to(dev),
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        probs = self._verdict_probs(out.logits[:, -1])
+        return [probs[r] if q else None for r, q in enumerate(seqs)]
 
     def run_many(self, jobs: Sequence[ScoringJob], batch_size: int, *, on_batch=None):
         """Static batching: rows of all jobs in order, chunks of at most `batch_size` rows (a job may span chunks;

@@ -1,5 +1,7 @@
-"""The "check" mode: a wrapper that gives non-executable candidates the worst score (0.0) without
-running the model and lets the inner discriminator score the rest.
+"""The "check" mode: a wrapper that gives non-executable candidates the worst score (-1.0) without
+running the model and lets the inner discriminator score the rest. -1.0 is strictly below every model score:
+verdicts score in [0, 1] (a confident false is exactly 0.0 in fp32) and "no verdict" gets the fallback (-0.5),
+as in the paper's scale (1 invalid, 0.5 evaluator failed, -p valid; lower is better there).
 
 A candidate is non-executable when `request.executions[i]` is given and `.ok` is False; candidates
 with no execution result (None, or no `executions` at all) are scored by the inner discriminator.
@@ -12,15 +14,21 @@ from typing import Any
 from core.model import Score
 from discriminators.base import DiscriminationRequest
 
+WORST = -1.0
+
 
 class CheckDiscriminator:
     """Wraps any discriminator. `score_many` is forwarded in one call when the inner one has it."""
 
     mode = "check"
 
-    def __init__(self, inner: Any, *, worst: float = 0.0, name: str | None = None):
+    def __init__(self, inner: Any, *, worst: float = WORST, name: str | None = None):
         self.inner = inner
         self.worst = float(worst)
+        fb = getattr(inner, "fallback", None)
+        if self.worst >= min(0.0, fb if fb is not None else 0.0):
+            raise ValueError(f"the check mode's worst score ({self.worst}) must be below every model score "
+                             f"(0.0 and the fallback {fb})")
         self.name = name or getattr(inner, "name", "check")
 
     def _split(self, request: DiscriminationRequest) -> tuple[list[int], DiscriminationRequest]:
@@ -43,7 +51,7 @@ class CheckDiscriminator:
                 e = request.executions[i]  # type: ignore[index]
                 why = f"{e.error_kind}: {e.error}" if e.error_kind else (e.error or "failed")
                 out[i] = Score(score=self.worst, verdict=False, reasoning=f"not executable ({why}); not scored by the model",
-                               discriminator=self.name, checkpoint=None, mode=self.mode)
+                               discriminator=self.name, checkpoint=None, mode=self.mode, verdict_kind="not_executable")
         return out  # type: ignore[return-value]
 
     def score(self, request: DiscriminationRequest) -> list[Score]:

@@ -1,11 +1,15 @@
 """CoT and Yes/No discriminators over an OpenAI-compatible server, scored from returned logprobs.
 
-`openai-cot`: greedy (temperature 0) completion up to the reasoning budget with token logprobs; the last
-`"correct": true|false` in the text is mapped to its token through the returned per-token strings
+`openai-cot`: greedy (temperature 0) completion up to the reasoning budget with token logprobs; the final
+answer's verdict (`discriminators.verdict`) is mapped to its token through the returned per-token strings
 (chat: `logprobs.content[*].token`; completions: `logprobs.tokens` + `text_offset`), and the score is that
 token's probability exp(logprob): p for true, 1 - p for false, the same quantity the local `cot`
-discriminator computes. No parseable answer -> fallback with parse_failure. If the server returns no
-logprobs, the verdict maps to a hard 1.0/0.0 score.
+discriminator computes (same prompt framing: the chat template on both endpoints, given options.tokenizer
+for completions). Servers with a reasoning parser (vLLM `--reasoning-parser`) return the reasoning in
+`message.reasoning_content`: the answer is `content`, located at the end of the logprob tokens. No verdict ->
+verdict forcing (one more completion of max 1 token continuing the answer with the verdict prefix, read from
+its top logprobs) or, without forcing, the fallback with `verdict_kind="missing"`. Missing logprobs are an
+explicit failure (`verdict_kind="missing"`, `error` says why), never a hard 1.0/0.0.
 
 `openai-logit`: one token with top-k logprobs; P(Yes) vs P(No) summed over Yes/No spellings found among
 the top k, normalized. Neither among the top k -> fallback with parse_failure.
@@ -23,7 +27,7 @@ from core.errors import BackendError
 from core.model import Score
 from core.runtime.openai_http import OpenAIClient, choice_text, client_from_spec
 from discriminators.base import DISCRIMINATORS, DiscriminationRequest, spec_mode, wrap_check
-from discriminators.cot import ANSWER_RE, opt
+from discriminators.cot import opt
 from discriminators.prompts import DEFAULT_PROMPTS, load_prompt, render_plain
 
 YES = {"yes"}
@@ -62,6 +66,8 @@ class _HTTPDiscriminator:
 
     def __init__(self, spec: Any, *, client: OpenAIClient | None = None, prompt: str | None = None,
                  fallback: float | None = None):
+        from discriminators.cot import FALLBACK
+
         self.spec = spec
         self.name = spec.name
         self.model = spec.model or spec.name
@@ -69,7 +75,7 @@ class _HTTPDiscriminator:
         if self.endpoint not in ("chat", "completions"):
             raise ValueError(f"model {spec.name!r}: options.endpoint must be chat or completions")
         self.template = load_prompt(prompt or opt(spec, "prompt", DEFAULT_PROMPTS[self.mode]))
-        self.fallback = float(fallback if fallback is not None else opt(spec, "fallback", 0.5))
+        self.fallback = float(fallback if fallback is not None else opt(spec, "fallback", FALLBACK))
         self.client = client or client_from_spec(spec)
 
     def _call(self, user: str, **kw: Any) -> dict:
@@ -104,41 +110,158 @@ class _HTTPDiscriminator:
 
 
 class OpenAICotDiscriminator(_HTTPDiscriminator):
-    """Options: budget (1024), fallback (0.5), prompt (cot-v1), endpoint (chat|completions), top_logprobs (1),
-    ignore_eos (False; sent as the vLLM extension), seed (0)."""
+    """Options: profile (default | paper), budget (512), fallback (-0.5), prompt (cot-v1; paper: cot-paper),
+    endpoint (chat|completions), tokenizer (a tokenizer path or id: the completions endpoint then frames the prompt
+    with the model's chat template, as the local path does), chat_template (True; paper: False = raw text on the
+    completions endpoint), force (verdict forcing: one more 1-token completion with logprobs; True, paper: False),
+    early_stop (True: the output is cut at its first complete verdict, as the local engine stops there),
+    scoring (full | normalized), top_logprobs (20), ignore_eos (False; sent as the vLLM extension), seed (0)."""
 
     mode = "cot"
 
     def __init__(self, spec: Any, *, budget: int | None = None, **kw: Any):
+        from discriminators.cot import DEFAULT_BUDGET, FALLBACK, SCORINGS, profile_options
+
+        self.profile_opts = profile_options(spec)
+        self.profile = self.profile_opts["profile"]
+        d = self.profile_opts.get
+        kw.setdefault("prompt", opt(spec, "prompt", d("prompt")))
+        kw.setdefault("fallback", opt(spec, "fallback", d("fallback", FALLBACK)))
         super().__init__(spec, **kw)
-        self.budget = int(budget if budget is not None else opt(spec, "budget", opt(spec, "max_new_tokens", 1024)))
-        self.top_logprobs = int(opt(spec, "top_logprobs", 1))
+        self.budget = int(budget if budget is not None
+                          else opt(spec, "budget", opt(spec, "max_new_tokens", d("budget", DEFAULT_BUDGET))))
+        self.top_logprobs = int(opt(spec, "top_logprobs", 20))
         self.ignore_eos = bool(opt(spec, "ignore_eos", False))
         self.seed = opt(spec, "seed", 0)
+        self.chat_template = bool(opt(spec, "chat_template", d("chat_template", True)))
+        self.force = bool(opt(spec, "force", d("force", True)))
+        self.early_stop = bool(opt(spec, "early_stop", d("early_stop", True)))
+        self.scoring = str(opt(spec, "scoring", "full"))
+        if self.scoring not in SCORINGS:
+            raise ValueError(f"scoring must be one of {', '.join(SCORINGS)} (got {self.scoring!r})")
+        if not self.chat_template and self.endpoint == "chat":
+            raise ValueError(f"model {spec.name!r}: raw-text prompts (chat_template=false, the paper profile) need "
+                             "options.endpoint = \"completions\"")
+        self._tokenizer = None
+        self.tokenizer_id = opt(spec, "tokenizer")
+
+    def settings(self) -> dict:
+        from discriminators.cot import _sha
+
+        return {"profile": self.profile, "prompt": self.template.id, "prompt_sha": _sha(self.template.text),
+                "chat_template": self.chat_template, "budget": self.budget, "fallback": self.fallback,
+                "force": self.force, "early_stop": self.early_stop, "scoring": self.scoring,
+                "endpoint": self.endpoint, "tokenizer": self.tokenizer_id}
+
+    def _prompt_text(self, user: str) -> str:
+        """The completions endpoint's prompt: raw text, the model's chat template (options.tokenizer), or the
+        "### Instruction" framing when no tokenizer is configured."""
+        from discriminators.prompts import render_prompt
+
+        if not self.chat_template:
+            return user
+        if self.tokenizer_id and self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_id)
+        return render_prompt(self._tokenizer, user, "chat")[0] if self._tokenizer is not None else render_plain(user)
+
+    def _complete(self, user: str, prefill: str | None, **kw: Any) -> dict:
+        """One completion of the candidate's prompt; `prefill` continues the assistant's answer (forcing)."""
+        if self.endpoint == "chat":
+            msgs = [{"role": "user", "content": user}]
+            if prefill is not None:
+                msgs.append({"role": "assistant", "content": prefill})
+                kw.update(continue_final_message=True, add_generation_prompt=False)
+            return self.client.chat(msgs, model=self.model, logprobs=True, top_logprobs=self.top_logprobs, **kw)
+        return self.client.completions(self._prompt_text(user) + (prefill or ""), model=self.model,
+                                       logprobs=self.top_logprobs, add_special_tokens=False, **kw)
 
     def _score_one(self, user: str) -> Score:
-        resp = self._call(user, temperature=0.0, max_tokens=self.budget, logprobs=True,
-                          top_logprobs=self.top_logprobs, seed=self.seed, ignore_eos=self.ignore_eos or None)
+        from discriminators.cot import forced_score, verdict_score
+        from discriminators.verdict import find_verdict, first_complete_verdict, forcing_text, uses_thinking
+
+        resp = self._complete(user, None, temperature=0.0, max_tokens=self.budget, seed=self.seed,
+                              ignore_eos=self.ignore_eos or None)
         choices = resp.get("choices") or []
         if not choices:
             raise BackendError(f"{self.client.base}: the server returned no choices")
         ch = choices[0]
-        content = choice_text(ch)
+        content = choice_text(ch) or ""
+        msg = ch.get("message") or {}
+        reasoning = msg.get("reasoning_content") or msg.get("reasoning")  # vLLM --reasoning-parser
+        finished = ch.get("finish_reason") == "stop"
         tl = token_offsets(ch)
-        text = tl[0] if tl else content
-        matches = list(ANSWER_RE.finditer(text))
-        if not matches:
-            return self._mk(resp, score=self.fallback, verdict=None, parse_failure=True, reasoning=content)
-        m = matches[-1]
-        verdict = m.group(1).lower() == "true"
-        if tl is None:
-            return self._mk(resp, score=1.0 if verdict else 0.0, verdict=verdict, reasoning=content)
-        _, spans, lps, _ = tl
-        idx = next((i for i, (s, e) in enumerate(spans) if s <= m.start(1) < e), None)
-        if idx is None or idx >= len(lps) or lps[idx] is None:
-            return self._mk(resp, score=1.0 if verdict else 0.0, verdict=verdict, reasoning=content)
-        p = math.exp(float(lps[idx]))
-        return self._mk(resp, score=p if verdict else 1.0 - p, verdict=verdict, reasoning=content)
+        lp_text = tl[0] if tl and tl[0] else None
+        prompt_tail = self._prompt_text("") if self.endpoint == "completions" else ""
+        if reasoning is not None:  # the answer is `content`; the logprobs (when given) cover reasoning + answer
+            text, thinking, base = content, False, None
+            if lp_text is not None:
+                k = lp_text.rfind(content) if content else -1
+                base = k if k >= 0 else None
+        else:
+            text = lp_text if lp_text is not None else content
+            thinking, base = uses_thinking(text, prompt_tail), 0 if lp_text is not None else None
+        stopped = False
+        if self.early_stop:  # the local engine stops a row at its first complete verdict: same rule, after the fact
+            v0 = first_complete_verdict(text, thinking=thinking)
+            if v0 is not None:
+                text, stopped = text[:v0.end], True
+        v = find_verdict(text, thinking=thinking, finished=finished or stopped)
+        shown = content if reasoning is None else f"<think>{reasoning}</think>{content}"
+        if v is not None:
+            if tl is None or base is None:
+                return self._mk(resp, score=self.fallback, verdict=v.value, parse_failure=True, reasoning=shown,
+                                verdict_kind="missing",
+                                error="the server returned no token logprobs for the answer: no probability")
+            _, spans, lps, tops = tl
+            pos = base + v.start
+            idx = next((i for i, (a, b) in enumerate(spans) if a <= pos < b), None)
+            if idx is None or idx >= len(lps) or lps[idx] is None:
+                return self._mk(resp, score=self.fallback, verdict=v.value, parse_failure=True, reasoning=shown,
+                                verdict_kind="missing", error="no logprob for the verdict token")
+            p = math.exp(float(lps[idx]))
+            score = verdict_score(v.value, p)
+            if self.scoring == "normalized":
+                pt, pf = _top_pair(tops[idx] if idx < len(tops) else None)
+                if pt + pf <= 0:
+                    return self._mk(resp, score=self.fallback, verdict=v.value, parse_failure=True, reasoning=shown,
+                                    verdict_kind="missing", error="normalized scoring needs top_logprobs")
+                _, score = forced_score(pt, pf, "normalized")
+            return self._mk(resp, score=score, verdict=v.value, reasoning=shown, verdict_kind="natural")
+        if not self.force:
+            return self._mk(resp, score=self.fallback, verdict=None, parse_failure=True, reasoning=shown,
+                            verdict_kind="missing")
+        # verdict forcing: one more completion of 1 token after the reasoning and the verdict prefix
+        gen = content if reasoning is None else f"{reasoning}</think>{content}"
+        prefill = gen + forcing_text(gen, thinking or reasoning is not None and "</think>" not in gen)
+        fresp = self._complete(user, prefill, temperature=0.0, max_tokens=1, seed=self.seed)
+        fch = (fresp.get("choices") or [{}])[0]
+        ftl = token_offsets(fch)
+        pt, pf = _top_pair(ftl[3][0] if ftl and ftl[3] else None)
+        usage = {k: int((resp.get("usage") or {}).get(k, 0)) + int((fresp.get("usage") or {}).get(k, 0))
+                 for k in ("prompt_tokens", "completion_tokens")}
+        if pt + pf <= 0:
+            return self._mk({**resp, "usage": usage}, score=self.fallback, verdict=None, parse_failure=True,
+                            reasoning=shown, verdict_kind="missing",
+                            error="verdict forcing: neither true nor false among the returned top logprobs")
+        verdict, score = forced_score(pt, pf, self.scoring)
+        return self._mk({**resp, "usage": usage}, score=score, verdict=verdict, reasoning=shown, verdict_kind="forced",
+                        forced_probs=[pt, pf])
+
+
+def _top_pair(top: dict | None) -> tuple[float, float]:
+    """(P(true), P(false)) summed over the spellings ("true", " true") among one step's top logprobs."""
+    pt = pf = 0.0
+    for k, v in (top or {}).items():
+        if v is None:
+            continue
+        w = k.strip()
+        if w == "true" and k in ("true", " true"):
+            pt += math.exp(v)
+        elif w == "false" and k in ("false", " false"):
+            pf += math.exp(v)
+    return pt, pf
 
 
 class OpenAILogitDiscriminator(_HTTPDiscriminator):

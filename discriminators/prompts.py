@@ -1,8 +1,9 @@
 """Versioned discriminator prompt templates: the one place prompts live.
 
-Templates are the files `discriminators/prompts/<id>.txt` (`cot-v1`, `logit-v1`, ...), with the
-placeholders `{schema}`, `{question}`, `{evidence}` (a "Hint: ..." line or nothing) and `{sql}`. A
-template is the user message; `render_parts` applies the model's chat template (with the generation
+Templates are the files `discriminators/prompts/<id>.txt` (`cot-v1`, `cot-paper`, `logit-v1`, ...), with the
+placeholders `{question}` and `{sql}` (required), `{schema}` and `{evidence}` (a "Hint: ..." line or nothing;
+optional: the paper's prompt has no schema). A template is the user message (framing "chat") or the whole
+prompt text (framing "raw", the paper's); `render_parts` applies the model's chat template (with the generation
 prompt) and splits the result at the SQL, so the part before it -- instructions, schema, question --
 is shared by all candidates of a question (its KV cache is computed once) and only
 `sql + suffix` differs per candidate. `planner.prompt_docs.render_docs()` writes docs/prompts.md from these files.
@@ -54,9 +55,10 @@ def load_prompt(prompt_id: str) -> PromptTemplate:
     if not re.fullmatch(r"[a-z0-9_-]+", prompt_id or "") or not f.is_file():
         raise PromptError(f"unknown discriminator prompt {prompt_id!r}; choose one of: {', '.join(list_prompts())}")
     text = f.read_text(encoding="utf-8").rstrip("\n")
-    missing = {"schema", "question", "sql"} - set(_PLACEHOLDER.findall(text))
+    missing = {"question", "sql"} - set(_PLACEHOLDER.findall(text))
     if missing or text.count("{sql}") != 1:
-        raise PromptError(f"prompt {prompt_id!r} must contain {{schema}}, {{question}} and exactly one {{sql}}")
+        raise PromptError(f"prompt {prompt_id!r} must contain {{question}} and exactly one {{sql}} "
+                          "({schema} and {evidence} are optional)")
     return PromptTemplate(prompt_id, text)
 
 
@@ -65,17 +67,29 @@ def render_plain(user: str) -> str:
     return f"### Instruction:\n{user}\n\n### Response:\n"
 
 
+FRAMINGS = ("chat", "raw")
+
+
+def render_prompt(tokenizer: Any, user: str, framing: str = "chat") -> tuple[str, bool]:
+    """(full prompt text, templated) for one filled template: "chat" applies the model's chat template (with
+    the generation prompt; "### Instruction:" framing without one), "raw" is the text itself (the paper's
+    framing). Both discriminator backends frame prompts through this function."""
+    if framing not in FRAMINGS:
+        raise PromptError(f"unknown prompt framing {framing!r}; choose one of: {', '.join(FRAMINGS)}")
+    if framing == "raw":
+        return user, False
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                             add_generation_prompt=True), True
+    return render_plain(user), False
+
+
 def render_parts(tokenizer: Any, template: PromptTemplate, *, question: str, schema: str,
-                 evidence: str | None = None) -> tuple[str, str, bool]:
+                 evidence: str | None = None, framing: str = "chat") -> tuple[str, str, bool]:
     """(prefix, suffix, templated): the full prompt for a candidate is prefix + sql + suffix.
     `templated` says a chat template was applied (tokenize without adding special tokens)."""
     user = template.fill(question=question, schema=schema, sql=_SQL_SENTINEL, evidence=evidence)
-    if getattr(tokenizer, "chat_template", None):
-        full = tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
-                                             add_generation_prompt=True)
-        templated = True
-    else:
-        full, templated = render_plain(user), False
+    full, templated = render_prompt(tokenizer, user, framing)
     if full.count(_SQL_SENTINEL) != 1:
         raise PromptError("the chat template altered the prompt; cannot locate the SQL slot")
     prefix, suffix = full.split(_SQL_SENTINEL)

@@ -107,6 +107,11 @@ def _dataset_args(d: argparse.ArgumentParser, spec) -> None:
                       "those that rank by scores need --discriminator in replay)")
     mode.add_argument("--discriminator", default=None, help="configured discriminator name (replay: scores candidates)")
     mode.add_argument("--budget", type=int, default=None, help="discriminator reasoning budget (tokens)")
+    mode.add_argument("--profile", choices=("default", "paper"), default=None,
+                      help="replay: discriminator profile (paper = the paper's prompt, raw text, budget 512, no forcing)")
+    mode.add_argument("--force", dest="force", action="store_true", default=None,
+                      help="replay: verdict forcing on (the default profile's default)")
+    mode.add_argument("--no-force", dest="force", action="store_false", help="replay: verdict forcing off")
     mode.add_argument("--scores-cache", default=None, help="replay: scores cache file (default under the cache dir)")
     mode.add_argument("--score-batch", type=int, default=8,
                       help="replay: questions whose candidates the discriminator scores in one batch (default 8)")
@@ -239,8 +244,14 @@ def _replay(args, examples, out, meta, progress):
     disc = None
     cache = None
     if args.discriminator:
-        disc = make_discriminator(args.discriminator, budget=args.budget, config=args.config)
+        overrides = {}
+        if getattr(args, "profile", None):
+            overrides["profile"] = args.profile
+        if getattr(args, "force", None) is not None:
+            overrides["force"] = args.force
+        disc = make_discriminator(args.discriminator, budget=args.budget, config=args.config, options=overrides)
         meta["discriminator"] = args.discriminator
+        meta["discriminator_options"] = overrides
         meta["budget"] = getattr(disc, "budget", args.budget)
         path = args.scores_cache or (cache_dir() / "eval" / "scores" / f"{args.discriminator}.jsonl")
         cache = ScoresCache(path)

@@ -1,23 +1,32 @@
 """Discriminator metrics over candidates labelled correct/incorrect by EX, and EX aggregation helpers.
 
 Input: one group per question, the candidates in their original order, each a (soft score, label) pair.
-Definitions (as in "When Reasoning Beats Scale", Anjum 2025, plus standard ranking metrics):
+Two conventions are reported side by side (docs/evaluation.md):
 
-* pairwise accuracy: over every (correct, incorrect) pair of candidates of the same question, the share
-  with `score(correct) > score(incorrect)`, strictly; a tie counts as an error. `pairwise_accuracy` pools
-  all pairs (micro); `pairwise_accuracy_macro` averages the per-question shares.
-* macro F1 at threshold t (0.5): a candidate is predicted correct when `score >= t`; the unweighted mean
-  of the F1 of the "correct" and of the "incorrect" class over all candidates (sklearn, average="macro").
-* Hit@1: the top-scored candidate is correct; ties go to the earliest candidate (what `planner.select`'s
-  rerank does).
-* MRR: mean reciprocal rank of the first correct candidate in the score ranking (same tie rule).
-* AUROC: sklearn `roc_auc_score` over all candidates pooled (None when only one class is present).
-* ECE and a reliability table: 10 equal-width score bins, |accuracy - mean score| weighted by bin size.
+**paper** (the headline, `discriminator_metrics(...)["paper"]`): the definitions of "When Reasoning Beats
+Scale" (Anjum 2025) as its public code computes them (`utils/functions.py: eval_intrinsic`):
 
-Pairwise accuracy, Hit@1 and MRR are computed over the *mixed* questions (at least one correct and one
-incorrect candidate): elsewhere a ranking cannot be right or wrong. Questions whose candidates are all
-correct or all wrong are counted separately (`n_all_correct`, `n_all_wrong`); `hit_at_1_all` gives Hit@1
-over every question (all-wrong questions count as misses, all-correct ones as hits).
+* pairwise accuracy: over every (correct, incorrect) pair of candidates of the same question, pooled over all
+  questions, the share with `score(correct) > score(incorrect)`, strictly (a tie is an error);
+* macro F1: a candidate is predicted correct when `score > 0.5` (strictly); the mean of the F1 of the
+  "correct" and of the "incorrect" class over all candidates;
+* Hit@1 and MRR over ALL questions: candidates sorted by score, descending, with a stable sort (ties keep the
+  earliest candidate first); a question with no correct candidate counts 0;
+* end-to-end selection (`hit_at_1_e2e`, when the SQL texts are given): the paper's planner picks the best
+  score and, among equal scores, the lexicographically smallest SQL text.
+
+**project** (the top-level keys, kept for comparison with earlier runs):
+
+* `pairwise_accuracy` (micro, as above) and `pairwise_accuracy_macro` (the mean of per-question shares);
+* `macro_f1` with `score >= 0.5`;
+* `hit_at_1` / `mrr` over the *mixed* questions only (at least one correct and one incorrect candidate:
+  elsewhere a ranking cannot be right or wrong), ties to the earliest candidate (`planner.select`'s rerank);
+  `hit_at_1_all` over every question;
+* AUROC: sklearn `roc_auc_score` over all candidates pooled (None when only one class is present);
+* ECE and a reliability table: 10 equal-width score bins, |accuracy - mean score| weighted by bin size
+  (scores outside [0, 1], e.g. the -0.5 "no verdict" fallback, are clipped into the end bins).
+
+Questions whose candidates are all correct or all wrong are counted (`n_all_correct`, `n_all_wrong`).
 """
 
 from __future__ import annotations
@@ -39,9 +48,47 @@ def _pairwise(group: Group) -> tuple[int, int]:
     return sum(1 for p in pos for n in neg if p > n), len(pos) * len(neg)
 
 
-def discriminator_metrics(groups: Iterable[Group], threshold: float = 0.5, bins: int = 10) -> dict:
-    """All the metrics above for a list of per-question groups."""
-    groups = [list(g) for g in groups if len(g) > 0]
+def paper_metrics(groups: Sequence[Group], sqls: Sequence[Sequence[str]] | None = None) -> dict:
+    """The paper's definitions (module docstring): pairwise accuracy, macro F1 at `> 0.5`, Hit@1 and MRR over all
+    questions with a stable descending sort, and with `sqls` the end-to-end pick (best score, then smallest SQL)."""
+    wins = pairs = 0
+    hits = 0
+    rr = 0.0
+    e2e = 0
+    for qi, g in enumerate(groups):
+        w, p = _pairwise(g)
+        wins, pairs = wins + w, pairs + p
+        ranked = sorted(g, key=lambda x: x[0], reverse=True)  # stable: equal scores keep their order
+        hits += bool(ranked[0][1])
+        first = next((r for r, (_, y) in enumerate(ranked, start=1) if y), None)
+        rr += 1.0 / first if first else 0.0
+        if sqls is not None:
+            best = max(s for s, _ in g)
+            pick = min((sqls[qi][i], i) for i, (s, _) in enumerate(g) if s == best)[1]
+            e2e += bool(g[pick][1])
+    scores = [s for g in groups for s, _ in g]
+    labels = [bool(y) for g in groups for _, y in g]
+    n = len(groups)
+    return {
+        "convention": "paper (Anjum 2025, utils/functions.py eval_intrinsic)",
+        "n_questions": n,
+        "n_pairs": pairs,
+        "pairwise_accuracy": wins / pairs if pairs else None,
+        "macro_f1": macro_f1(scores, labels, 0.5, strict=True),
+        "hit_at_1": hits / n if n else None,
+        "mrr": rr / n if n else None,
+        "hit_at_1_e2e": (e2e / n if n else None) if sqls is not None else None,
+    }
+
+
+def discriminator_metrics(groups: Iterable[Group], threshold: float = 0.5, bins: int = 10,
+                          sqls: Sequence[Sequence[str]] | None = None) -> dict:
+    """All the metrics above for a list of per-question groups: the project's convention at the top level,
+    the paper's under "paper". `sqls` (per group, same order) enables the paper's end-to-end tie-break."""
+    groups = [list(g) for g in groups]
+    if sqls is not None:
+        sqls = [s for s, g in zip(sqls, groups, strict=True) if len(g) > 0]
+    groups = [g for g in groups if len(g) > 0]
     n_all_correct = sum(1 for g in groups if all(y for _, y in g))
     n_all_wrong = sum(1 for g in groups if not any(y for _, y in g))
     mixed = [g for g in groups if any(y for _, y in g) and not all(y for _, y in g)]
@@ -83,15 +130,19 @@ def discriminator_metrics(groups: Iterable[Group], threshold: float = 0.5, bins:
     cal = reliability(scores, labels, bins)
     out["ece"] = cal["ece"]
     out["reliability"] = cal["bins"]
+    out["convention"] = "project (F1 at >= threshold; Hit@1/MRR over mixed questions)"
+    out["paper"] = paper_metrics(groups, sqls)
     return out
 
 
-def macro_f1(scores: Sequence[float], labels: Sequence[bool], threshold: float = 0.5) -> float | None:
+def macro_f1(scores: Sequence[float], labels: Sequence[bool], threshold: float = 0.5, *,
+             strict: bool = False) -> float | None:
+    """Macro F1 with "predicted correct" = score >= threshold (strict: score > threshold, the paper's)."""
     if not scores:
         return None
     from sklearn.metrics import f1_score
 
-    pred = [s >= threshold for s in scores]
+    pred = [(s > threshold) if strict else (s >= threshold) for s in scores]
     return float(f1_score(list(labels), pred, average="macro", labels=[False, True], zero_division=0))
 
 
@@ -110,9 +161,10 @@ def reliability(scores: Sequence[float], labels: Sequence[bool], bins: int = 10)
     n = len(scores)
     for b in range(bins):
         lo, hi = b / bins, (b + 1) / bins
-        idx = [i for i, s in enumerate(scores) if (lo <= s < hi) or (b == bins - 1 and s == 1.0)]
+        idx = [i for i, s in enumerate(scores)
+               if (lo <= min(max(s, 0.0), 1.0) < hi) or (b == bins - 1 and s >= 1.0)]
         if idx:
-            conf = sum(scores[i] for i in idx) / len(idx)
+            conf = sum(min(max(scores[i], 0.0), 1.0) for i in idx) / len(idx)
             acc = sum(1 for i in idx if labels[i]) / len(idx)
             ece += len(idx) / n * abs(acc - conf)
         else:

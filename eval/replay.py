@@ -50,8 +50,9 @@ SCORE_POLICIES = tuple(p for p in ALL_POLICIES if p not in reported_policies(Fal
 # --------------------------------------------------------------------------------------------------
 
 
-def make_discriminator(name: str, *, budget: int | None = None, config=None):
-    """A configured discriminator by name (from the project config), with an optional reasoning budget."""
+def make_discriminator(name: str, *, budget: int | None = None, config=None, options: dict | None = None):
+    """A configured discriminator by name (from the project config), with an optional reasoning budget and
+    option overrides (e.g. {"force": False} or {"profile": "paper"})."""
     from planner.config import load_config
 
     cfg = config if config is not None and not isinstance(config, (str, os.PathLike)) else load_config(config)
@@ -62,18 +63,70 @@ def make_discriminator(name: str, *, budget: int | None = None, config=None):
     if name not in cfg.discriminators:
         raise ValueError(f"unknown discriminator {name!r}; configured: {', '.join(cfg.discriminators) or '(none)'}")
     spec = cfg.discriminators[name]
-    options = dict(spec.options)
+    opts = {**dict(spec.options), **(options or {})}
     if budget is not None:
-        options["budget"] = int(budget)
-    elif "budget" not in options and "max_new_tokens" not in options:
-        options["budget"] = cfg.defaults.reasoning_budget
-    spec = spec.model_copy(update={"options": options})
+        opts["budget"] = int(budget)
+    elif "budget" not in opts and "max_new_tokens" not in opts and opts.get("profile") != "paper":
+        opts["budget"] = cfg.defaults.reasoning_budget
+    spec = spec.model_copy(update={"options": opts})
     return discs.create(spec.backend, spec)
 
 
+_FINGERPRINTS: dict[str, str] = {}
+
+
+def checkpoint_fingerprint(path: str | os.PathLike | None) -> str | None:
+    """A fingerprint of a checkpoint's files (relative name, size, mtime of each), so a changed or converted
+    checkpoint under the same name gets new cache keys."""
+    if not path:
+        return None
+    p = Path(path)
+    key = str(p.resolve()) if p.exists() else str(p)
+    if key not in _FINGERPRINTS:
+        h = hashlib.sha256()
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p] if p.is_file() else []
+        for f in files:
+            st = f.stat()
+            h.update(f"{f.relative_to(p) if p.is_dir() else f.name}\x1f{st.st_size}\x1f{st.st_mtime_ns}\n".encode())
+        _FINGERPRINTS[key] = h.hexdigest()[:16] if files else f"missing:{key}"
+    return _FINGERPRINTS[key]
+
+
 def discriminator_key(disc) -> str:
-    """What identifies a discriminator's scores: its name, reasoning budget and mode."""
-    return f"{getattr(disc, 'name', type(disc).__name__)}|budget={getattr(disc, 'budget', None)}|mode={getattr(disc, 'mode', None)}"
+    """What identifies a discriminator's scores: its name, mode, every setting that changes a score (budget,
+    profile, prompt id and text hash, framing, fallback, forcing, early stop, scoring, check wrapping and its
+    worst score) and the checkpoint's identity (a fingerprint of its files; model and server URL over HTTP)."""
+    parts = {"name": getattr(disc, "name", type(disc).__name__), "mode": getattr(disc, "mode", None)}
+    inner = disc
+    if hasattr(disc, "inner"):  # the check wrapper
+        parts["check_worst"] = getattr(disc, "worst", None)
+        inner = disc.inner
+    settings = getattr(inner, "settings", None)
+    parts.update(settings() if callable(settings) else {"budget": getattr(inner, "budget", None)})
+    loaded = getattr(inner, "loaded", None)
+    if loaded is not None:
+        parts["checkpoint"] = getattr(loaded, "name", None)
+        parts["files"] = checkpoint_fingerprint(getattr(loaded, "path", None))
+    elif hasattr(inner, "client"):
+        parts["checkpoint"] = getattr(inner, "model", None)
+        parts["url"] = getattr(inner.client, "base", None)
+    return "|".join(f"{k}={parts[k]}" for k in sorted(parts))
+
+
+VERDICT_KINDS = ("natural", "forced", "missing")
+
+
+def verdict_counts(scores: Sequence[Score | None]) -> dict:
+    """Counts of natural, forced and missing verdicts (candidates the check mode did not send to the model are
+    counted apart, as not_executable)."""
+    out = {k: 0 for k in VERDICT_KINDS}
+    out["not_executable"] = 0
+    for s in scores:
+        if s is None:
+            continue
+        kind = s.verdict_kind or ("missing" if s.parse_failure else ("not_executable" if s.mode == "check" else "natural"))
+        out[kind] = out.get(kind, 0) + 1
+    return out
 
 
 class ScoresCache:
@@ -247,9 +300,11 @@ def replay(
             "difficulty": e.difficulty,
             "n_candidates": len(p.candidates),
             "sources": [c.source for c in p.candidates],
+            "sqls": [c.sql for c in p.candidates],
             "labels": lab,
             "executable": [bool(sc.execution and sc.execution.ok) for sc in cands[qi]],
             "scores": [s.score if s is not None else None for s in scores[qi]],
+            "verdict_kinds": [_kind(s) for s in scores[qi]],
             "oracle": any(lab),
             "chosen": {},
             "ex": {},
@@ -260,6 +315,12 @@ def replay(
             rec["ex"][pol] = bool(idx is not None and lab[idx])
         questions.append(rec)
     return {"questions": questions, "summary": summarize(questions, discriminator=disc_key)}
+
+
+def _kind(s: Score | None) -> str | None:
+    if s is None:
+        return None
+    return s.verdict_kind or ("missing" if s.parse_failure else ("not_executable" if s.mode == "check" else "natural"))
 
 
 def summarize(questions: Sequence[dict], discriminator: str | None = None) -> dict:
@@ -292,8 +353,15 @@ def summarize(questions: Sequence[dict], discriminator: str | None = None) -> di
     scored = [q for q in questions if q["scores"] and all(s is not None for s in q["scores"])]
     if scored:
         out["discriminator_metrics"] = discriminator_metrics(
-            [list(zip(q["scores"], q["labels"], strict=True)) for q in scored]
+            [list(zip(q["scores"], q["labels"], strict=True)) for q in scored],
+            sqls=[q.get("sqls") for q in scored] if all(q.get("sqls") for q in scored) else None,
         )
+        kinds = {k: 0 for k in (*VERDICT_KINDS, "not_executable")}
+        for q in scored:
+            for k in q.get("verdict_kinds") or []:
+                if k is not None:
+                    kinds[k] = kinds.get(k, 0) + 1
+        out["discriminator_metrics"]["verdicts"] = kinds
         # The same questions without the discriminator, so score-based policies compare like with like.
         out["scored_subset"] = {
             "n": len(scored),

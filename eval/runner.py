@@ -173,6 +173,7 @@ def run_replay(
                 "ex": q["ex"].get(main, False), "policy": main, "ex_by_policy": q["ex"], "oracle": q["oracle"],
                 "chosen": chosen, "n_candidates": q["n_candidates"], "labels": q["labels"], "scores": q["scores"],
                 "executable": q["executable"], "sources": q["sources"],
+                "verdict_kinds": q.get("verdict_kinds"),
             }, sync=False)
         w.sync()
     return read_results(out_dir), r["summary"]

@@ -33,10 +33,20 @@ _SQL_LINE = re.compile(
 _LABEL = re.compile(r"^\s*(?:SQL(?:ite)?(?:\s+query)?|Query|Answer|Final answer)\s*:\s*", re.IGNORECASE)
 
 
-def strip_reasoning(text: str) -> str:
+def opens_thinking(prompt: str) -> bool:
+    """The prompt leaves a `<think>` block open (R1-style chat templates): the output starts inside reasoning."""
+    low = (prompt or "").lower()
+    return low.rfind("<think>") > low.rfind("</think>")
+
+
+def strip_reasoning(text: str, *, thinking: bool = False) -> str:
     """Drop `<think>` blocks. If a `</think>` closes a block opened in the prompt, keep what follows it;
     an unclosed `<think>` (the budget ran out while reasoning) keeps only what precedes it: SQL drafted
-    inside unfinished reasoning is not an answer."""
+    inside unfinished reasoning is not an answer. `thinking`: the prompt opened the block, so an output without
+    `</think>` is all unfinished reasoning (no answer)."""
+    low = text.lower()
+    if thinking and "</think>" not in low:
+        return ""
     text = _THINK_BLOCK.sub("\n", text)
     low = text.lower()
     if "</think>" in low:
@@ -158,11 +168,13 @@ def _first_select(text: str, *, strict_case: bool) -> str:
     return ""
 
 
-def extract_sql(text: str) -> str:
-    """The SQL a model answered with ("" when there is none). See the module docstring."""
+def extract_sql(text: str, *, thinking: bool = False) -> str:
+    """The SQL a model answered with ("" when there is none). See the module docstring. `thinking`: the prompt
+    opened a `<think>` block (`opens_thinking(prompt)`): only text after `</think>` is an answer."""
     if not text or not text.strip():
         return ""
-    body = strip_reasoning(_END_OF_TURN.split(text, maxsplit=1)[0] if _END_OF_TURN.search(text) else text)
+    body = strip_reasoning(_END_OF_TURN.split(text, maxsplit=1)[0] if _END_OF_TURN.search(text) else text,
+                           thinking=thinking)
     # 1. code fences: sql-tagged first, then untagged/other; the first fence holding a SELECT/WITH statement
     fences = [(lang.lower(), content) for lang, content in _FENCE.findall(body)]
     ordered = [f for f in fences if f[0] in ("sql", "sqlite", "postgresql", "mysql", "duckdb")] + [

@@ -11,7 +11,7 @@ from core.runtime.chat import render_prompt
 from core.runtime.checkpoint import LoadedModel, load_checkpoint
 from core.runtime.hf import encode, sample
 from generators.base import GENERATORS, GenerationRequest, GenerationResult
-from generators.extract import extract_sql
+from generators.extract import extract_sql, opens_thinking
 from generators.prompts import build_messages
 
 
@@ -44,10 +44,12 @@ class TransformersGenerator:
     def generate(self, request: GenerationRequest) -> GenerationResult:
         lm = self._lm()
         p = request.params
-        ids = self.prompt_ids(request)
+        prompt = render_prompt(lm.tokenizer, build_messages(request))
+        ids = encode(lm, prompt, templated=lm.has_chat_template())
+        thinking = opens_thinking(prompt)  # the template opened <think>: SQL drafted before </think> is no answer
         samples = sample(lm, ids, n=p.n, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens, seed=p.seed)
         return GenerationResult(
-            sqls=[extract_sql(s.text) for s in samples], raw=[s.text for s in samples], model=self.name,
+            sqls=[extract_sql(s.text, thinking=thinking) for s in samples], raw=[s.text for s in samples], model=self.name,
             prompt_tokens=len(ids), completion_tokens=sum(len(s.ids) for s in samples),
         )
 

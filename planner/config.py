@@ -55,9 +55,9 @@ class Defaults(_Strict):
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_tokens: int = Field(192, ge=1, le=8192, description="generator max new tokens per sample")
     reasoning_budget: int = Field(
-        256, ge=1, le=32768,
-        description="discriminator max new tokens (its chain of thought); the paper uses 1024, "
-        "the CPU default is smaller. A discriminator spec's options.budget wins over this.",
+        512, ge=1, le=32768,
+        description="discriminator max new tokens (its chain of thought); the paper uses 512 end to end "
+        "(512/768 intrinsic). The CPU demo lowers it explicitly. A discriminator spec's options.budget wins over this.",
     )
     seed: int | None = 0
     policy: str = "check-rerank"

@@ -6,6 +6,43 @@ from __future__ import annotations
 from discriminators.prompts import list_prompts, load_prompt
 from generators import prompts as gen
 
+PROFILES_DOC = [
+    "## Discriminator profiles (`options.profile`)",
+    "",
+    "| setting | `default` (the project's) | `paper` (Anjum 2025, public code) |",
+    "|---|---|---|",
+    "| prompt | `cot-v1` (with the schema) | `cot-paper` (no schema) |",
+    "| framing | the model's chat template | raw text, no special tokens added |",
+    "| budget | `defaults.reasoning_budget` (512) | 512 (`eval_end2end_batch.py`) |",
+    "| verdict | the final answer only (after `</think>`; JSON object keyed exactly `correct`) | same parser |",
+    "| no verdict | -0.5 (below every verdict), `verdict_kind=missing` | -0.5 (the paper's `evaluator_faliValue`) |",
+    "| verdict forcing | on | off |",
+    "| early stop at the complete verdict | on | off (the paper decodes to EOS or the budget) |",
+    "| score | full-vocabulary p (`scoring=normalized`: p(true)/(p(true)+p(false))) | full-vocabulary p |",
+    "",
+    "Deviations from the paper, and why:",
+    "",
+    "- **Verdict parser.** The paper's `extract_correct_valueV2` takes the last `{...}` holding a `correct` key",
+    "  anywhere in the output, so the prompt's examples restated inside unfinished reasoning count as verdicts. Both",
+    "  profiles read only the final answer (after `</think>`; without think tags, a verdict must end an output cut",
+    "  by the budget) and require a JSON object whose only key is `correct` with a boolean value.",
+    "- **Token mapping.** The paper re-tokenizes the decoded text with offsets and takes the nearest token; we map",
+    "  the answer to the generated token by incremental detokenization (exact).",
+    "- **Default profile: schema and chat template.** The paper's evaluator sees no schema; a reviewer that cannot",
+    "  see the tables cannot check column or join errors, and instruction-tuned checkpoints expect their template.",
+    "- **Verdict forcing** (default on). When the budget runs out without a verdict, the reasoning is closed",
+    "  (`</think>` where the model uses it) and `{\"correct\":` appended; the verdict is the likelier of true/false",
+    "  at the next position (probabilities summed over the single-token spellings `true` / ` true`), its score the",
+    "  same quantity as a written verdict. The paper reports over 94% parse failures at very low budgets; forcing",
+    "  gives every candidate a score. Locally it runs in the same batched decode; over HTTP it is one more",
+    "  completion of max 1 token with top logprobs (chat: `continue_final_message`).",
+    "- **Early stop** (default on): a row stops at its first complete verdict in the answer; the tokens after it",
+    "  would not change its score under the final-answer parser.",
+    "- **Check mode.** Non-executable candidates get -1.0 (the paper: 1 on its lower-is-better scale), strictly",
+    "  below a confident false (0.0) and the fallback (-0.5).",
+    "",
+]
+
 
 def render_docs() -> str:
     """docs/prompts.md: every shipped template verbatim, plus the generator prompt."""
@@ -28,11 +65,17 @@ def render_docs() -> str:
         t = load_prompt(pid)
         how = {
             "cot": "Chain-of-thought soft score (Anjum 2025): greedy decoding up to the reasoning budget; the score is "
-                   "the probability of the last `\"correct\": true|false` value token (p for true, 1 - p for false).",
+                   "the full-vocabulary probability of the final answer's `{\"correct\": true|false}` value token "
+                   "(p for true, 1 - p for false).",
             "logit": "No reasoning: the next-token probabilities of Yes vs No right after the prompt, normalized "
                      "over the two.",
         }.get(t.mode, "")
+        if pid == "cot-paper":
+            how += (" The paper's prompt (`TEMP_REASONING_EVAL_NOSCHEMA` in `utils/constants.py` of "
+                    "MDFahimAnjum/llm-planning-with-reasoning, quoted verbatim with attribution), used as raw text "
+                    "without a chat template, ending `<think>\\nOkay,`.")
         out += [f"### `{pid}`", "", how, "", "```text", t.text, "```", ""]
+    out += PROFILES_DOC
     out += [
         "## Generator prompt",
         "",

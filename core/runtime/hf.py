@@ -79,7 +79,9 @@ def sample(loaded: LoadedModel, prompt_ids: list[int], *, n: int = 1, temperatur
     cfg = GenerationConfig(
         max_new_tokens=int(max_tokens), do_sample=not greedy, num_return_sequences=1 if greedy else n,
         temperature=None if greedy else float(temperature), top_p=None if greedy else float(top_p),
-        top_k=None, pad_token_id=loaded.pad_token_id, eos_token_id=None if ignore_eos else eos,
+        top_k=None, pad_token_id=loaded.pad_token_id,
+        # [] (not None) for ignore_eos: generate() fills a None eos_token_id from the model config and stops there
+        eos_token_id=[] if ignore_eos else eos,
         bos_token_id=None, output_logits=logprobs is not None, return_dict_in_generate=True,
     )
     inp = torch.tensor([prompt_ids], device=loaded.device)

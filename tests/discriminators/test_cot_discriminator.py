@@ -59,7 +59,7 @@ def test_score_is_the_model_probability_of_the_answer_token(traces, tiny_model):
         P = len(t.prompt_ids)
         probs = torch.softmax(logits[P - 1: P - 1 + len(t.generated_ids)], -1)
         assert probs.argmax(-1).tolist() == t.generated_ids  # greedy
-        if t.parse_failure:
+        if t.verdict_kind != "natural":  # forced verdicts: tests/discriminators/test_verdict.py
             continue
         p = probs[t.answer_token, t.generated_ids[t.answer_token]].item()
         assert abs(t.answer_prob - p) < TOL
@@ -94,12 +94,13 @@ def test_padding_in_mixed_batch_changes_nothing(disc, traces):
 
 
 def test_budget_too_small_falls_back(tiny_model):
-    d = CotDiscriminator(loaded=tiny_model, name="tiny-cot", budget=3, fallback=0.25)
+    d = CotDiscriminator(loaded=tiny_model, name="tiny-cot", budget=3, fallback=0.25, force=False)
     scores = d.score(REQ)
     assert len(scores) == len(REQ.sqls)
     assert [s.score for s in d.score_many([REQ])[0]] == pytest.approx([s.score for s in scores])
     for s in scores:
         assert s.parse_failure and s.verdict is None and s.score == 0.25 and s.completion_tokens <= 3
+        assert s.verdict_kind == "missing"
 
 
 def test_ignore_eos_uses_the_full_budget(tiny_model):

@@ -1,0 +1,161 @@
+"""Issue 12 ("a discriminator you can trust"): each defect reproduced with scripted model outputs through the
+real parser and scoring code (the real SmolLM2 tokenizer), and verdict forcing on the real model, locally and
+over the loopback OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.model import Candidate, ExecutionResult, Score, ScoredCandidate
+from discriminators.base import DiscriminationRequest
+from discriminators.check import CheckDiscriminator
+from discriminators.cot import FALLBACK, CotDiscriminator, parse_answer
+from discriminators.verdict import find_verdict, forcing_text
+from eval.metrics import discriminator_metrics, macro_f1
+from eval.replay import discriminator_key
+from generators.extract import extract_sql
+
+RESTATED = ('I must answer {"correct": true} if the query is right, or {"correct": false} if it is not. '
+            "Let me check the joins and the filter on age")
+
+
+def _parse(tok, text, **kw):
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    return parse_answer(tok, ids, [0.9] * len(ids), FALLBACK, **kw)
+
+
+def test_restated_prompt_examples_are_not_a_verdict(tiny_model):
+    out = _parse(tiny_model.tokenizer, RESTATED, finished=False)  # the budget ran out mid-thought
+    assert out["parse_failure"] and out["verdict"] is None and out["score"] == FALLBACK
+    done = _parse(tiny_model.tokenizer, RESTATED + '. It is right.\n{"correct": true}', finished=False)
+    assert done["verdict"] is True and not done["parse_failure"]
+
+
+@pytest.mark.parametrize("text", ['{"incorrect": true}', "correct: true", '"correct": false', '{"correct": "yes"}',
+                                  '{"correct": true, "why": "x"}'])
+def test_only_a_json_object_keyed_correct_is_a_verdict(tiny_model, text):
+    assert _parse(tiny_model.tokenizer, text)["parse_failure"]
+
+
+def test_only_the_answer_after_the_reasoning_counts(tiny_model):
+    tok = tiny_model.tokenizer
+    assert _parse(tok, '{"correct": true} hmm, still thinking', thinking=True)["parse_failure"]  # unclosed <think>
+    out = _parse(tok, 'maybe {"correct": true}?</think>\n{"correct": false}', thinking=True)
+    assert out["verdict"] is False
+    assert find_verdict('<think>{"correct": true}</think>', finished=True) is None
+    assert forcing_text("still thinking", True).startswith("\n</think>") and forcing_text("x", False) == '\n{"correct":'
+
+
+def test_no_verdict_ranks_below_every_parsed_verdict():
+    confident_false = Score(score=0.0, verdict=False)
+    failure = Score(score=FALLBACK, parse_failure=True, verdict_kind="missing")
+    assert failure.score < confident_false.score
+    assert macro_f1([FALLBACK, 0.9], [False, True]) == 1.0  # predicted incorrect, not "correct" at 0.5
+
+
+def test_check_mode_non_executable_is_strictly_worst():
+    from planner.select import select
+
+    class Confident:
+        name, fallback = "c", FALLBACK
+
+        def score(self, req):
+            return [Score(score=0.0, verdict=False) for _ in req.sqls]
+
+    disc = CheckDiscriminator(Confident())
+    bad, good = ExecutionResult(ok=False, error="no such table"), ExecutionResult(ok=True)
+    req = DiscriminationRequest(question="q", schema="", sqls=["SELECT x FROM nope", "SELECT 1"], executions=[bad, good])
+    scores = disc.score(req)
+    assert scores[0].score < scores[1].score == 0.0 and scores[0].verdict_kind == "not_executable"
+    cands = [ScoredCandidate(candidate=Candidate(sql=s, source="t"), execution=e, scores=[sc])
+             for s, e, sc in zip(req.sqls, [bad, good], scores, strict=True)]
+    assert select("rerank", cands)[0] == 1
+    with pytest.raises(ValueError):
+        CheckDiscriminator(Confident(), worst=-0.5)
+
+
+def test_replay_cache_key_covers_every_score_setting(tiny_model):
+    def key(**kw):
+        return discriminator_key(CheckDiscriminator(CotDiscriminator(loaded=tiny_model, name="e", **kw)))
+
+    assert key(budget=512) != key(budget=1024)
+    assert key(budget=512) != key(budget=512, fallback=-0.25)
+    assert key(budget=512) != key(budget=512, prompt="cot-paper")
+    assert key(budget=512) != key(budget=512, force=False)
+    assert key(budget=512) == key(budget=512)
+    assert "files=" in key(budget=512) and "files=None" not in key(budget=512)
+
+
+def test_default_budget_is_512():
+    from planner.config import Defaults
+
+    assert Defaults().reasoning_budget == 512
+    assert CotDiscriminator.__init__.__defaults__ is None or True  # budget default read from the profile below
+    from discriminators.cot import DEFAULT_BUDGET, PROFILES
+
+    assert DEFAULT_BUDGET == 512 and PROFILES["paper"]["budget"] == 512
+
+
+def test_metrics_paper_convention():
+    groups = [[(0.5, True), (0.2, False)], [(0.9, False), (0.9, True)], [(0.1, False)]]
+    m = discriminator_metrics(groups, sqls=[["b", "a"], ["z", "a"], ["x"]])
+    p = m["paper"]
+    assert p["hit_at_1"] == pytest.approx(1 / 3)  # all 3 questions; the tie goes to the earliest candidate
+    assert p["mrr"] == pytest.approx((1 + 0.5 + 0) / 3)
+    assert p["hit_at_1_e2e"] == pytest.approx(2 / 3)  # tie: the lexicographically smallest SQL ("a") wins
+    assert p["macro_f1"] != m["macro_f1"]  # 0.5 is "correct" only at >= 0.5
+    assert m["hit_at_1"] == pytest.approx(1 / 2)  # project convention: mixed questions only
+
+
+def test_extraction_ignores_sql_in_unfinished_reasoning():
+    assert extract_sql("we need names, so SELECT name FROM singer might", thinking=True) == ""
+    assert extract_sql("draft SELECT a FROM b</think>\nSELECT name FROM singer", thinking=True) == "SELECT name FROM singer"
+
+
+def test_sample_ignore_eos_keeps_decoding(tiny_model):
+    from core.runtime.hf import encode, sample
+
+    lm = tiny_model
+    text = lm.tokenizer.apply_chat_template([{"role": "user", "content": "Say hi."}], tokenize=False,
+                                           add_generation_prompt=True)
+    ids = encode(lm, text, templated=True)
+    free = sample(lm, ids, temperature=0, max_tokens=48)[0]
+    assert free.finish_reason == "stop" and len(free.ids) < 48
+    forced = sample(lm, ids, temperature=0, max_tokens=48, ignore_eos=True)[0]
+    assert len(forced.ids) == 48 and forced.ids[:len(free.ids)] == free.ids
+
+
+SCHEMA = "CREATE TABLE singer (singer_id INT PRIMARY KEY, name TEXT, age INT, country TEXT);"
+REQ = DiscriminationRequest(question="How many singers are older than 30?", schema=SCHEMA,
+                            sqls=["SELECT count(*) FROM singer WHERE age > 30", "SELECT name FROM singer"])
+
+
+def test_forcing_gives_every_candidate_a_verdict_on_all_paths(tiny_model):
+    d = CotDiscriminator(loaded=tiny_model, name="t", budget=8)
+    ref, pre, many = d.traces(REQ, "reference"), d.traces(REQ, "prefix"), d.traces(REQ, "batch")
+    for a, b, c in zip(ref, pre, many, strict=True):
+        assert a.verdict_kind == b.verdict_kind == c.verdict_kind == "forced"
+        assert a.score == pytest.approx(b.score, abs=1e-4) and b.score == pytest.approx(c.score, abs=1e-4)
+        assert 0.0 <= b.score <= 1.0 and not b.parse_failure
+    off = CotDiscriminator(loaded=tiny_model, name="t", budget=8, force=False)
+    assert all(s.verdict_kind == "missing" and s.score == FALLBACK for s in off.score(REQ))
+    norm = CotDiscriminator(loaded=tiny_model, name="t", budget=8, scoring="normalized").score(REQ)
+    for s in norm:
+        pt, pf = s.forced_probs
+        assert s.score == pytest.approx(pt / (pt + pf), abs=1e-6)
+
+
+@pytest.mark.parametrize("endpoint", ["chat", "completions"])
+def test_http_path_matches_local_forced(tiny_model, tiny_checkpoint, endpoint):
+    from api.openai_server import create_openai_app, serve_in_thread
+    from core.specs import ModelSpec
+    from discriminators.openai import OpenAICotDiscriminator
+
+    local = CotDiscriminator(loaded=tiny_model, name="t", budget=8).score(REQ)
+    with serve_in_thread(create_openai_app("tiny", tiny_model)) as url:
+        spec = ModelSpec(name="tiny", role="discriminator", backend="openai-cot", url=url, model="tiny",
+                         options={"budget": 8, "endpoint": endpoint, "tokenizer": str(tiny_checkpoint)})
+        remote = OpenAICotDiscriminator(spec).score(REQ)
+    for a, b in zip(local, remote, strict=True):
+        assert a.verdict_kind == b.verdict_kind == "forced"
+        assert a.verdict == b.verdict and abs(a.score - b.score) <= 1e-4, (a.score, b.score)

@@ -154,12 +154,16 @@ def replay(
     score_limit: int | None = None,
     score_batch: int = 8,
     progress: bool = True,
+    keep: list | None = None,
+    preview_rows: int = 0,
 ) -> dict:
     """Replay a pool. `examples` must cover the pool's indices (dataset file positions). `limit` keeps the
     first N pool questions; `score_limit` scores only the first N of those (the rest get no scores, and
     score-based policies are reported over the scored questions only). Candidates of up to `score_batch`
     questions are scored in one `score_many` call when the discriminator has one (cross-question batching);
-    scores are cached after each such group. Returns {"questions", "summary"}."""
+    scores are cached after each such group. `keep`, when a list, receives per question (question text,
+ScoredCandidates, EX labels) for `eval.select_fit`; `preview_rows` keeps that many result rows (the
+ranker's result-shape features). Returns {"questions", "summary"}."""
     from sqlbox.executor import Executor
 
     by_index = {e.index: e for e in examples}
@@ -180,7 +184,7 @@ def replay(
     # 2. Execution results through the project executor.
     registry = _registry_for([by_index[p.index] for p in entries])
     execs: list[list[ExecutionResult]] = []
-    with Executor(registry, engine=engine, timeout_s=exec_timeout, preview_rows=0) as ex:
+    with Executor(registry, engine=engine, timeout_s=exec_timeout, preview_rows=preview_rows) as ex:
         for p in tqdm(entries, desc="execute candidates", disable=not progress, unit="q", dynamic_ncols=True):
             memo: dict[str, ExecutionResult] = {}
             row = []
@@ -273,6 +277,11 @@ def replay(
             rec["chosen"][pol] = idx
             rec["ex"][pol] = bool(idx is not None and lab[idx])
         questions.append(rec)
+        if keep is not None:
+            keep.append((e.question, [ScoredCandidate(candidate=Candidate(sql=c.sql, source=c.source, sample_index=k),
+                                                      execution=execs[qi][k],
+                                                      scores=[scores[qi][k]] if scores[qi][k] is not None else [])
+                                      for k, c in enumerate(p.candidates)], lab))
     return {"questions": questions, "summary": summarize(questions, discriminator=disc_key)}
 
 

@@ -50,6 +50,7 @@ from api.schemas import (
     HealthResponse,
     ModelsResponse,
     PlanRequest,
+    RankerResponse,
     SwitchRequest,
 )
 from core.model import Plan, Question
@@ -278,7 +279,7 @@ def create_app(config: Config | str | None = None, *, planner: Planner | None = 
             if left <= 0:
                 raise DeadlineExceeded("queue", time.monotonic() - admitted, deadline)
             p = planner.plan(question, n=req.n, policy=req.policy, pair=req.pair, router=req.router,
-                             execute=req.execute, deadline_s=left)
+                             execute=req.execute, deadline_s=left, abstain_below=req.abstain_below)
             store.save(p)  # committed before the client hears of it
             return p
 
@@ -387,6 +388,25 @@ def create_app(config: Config | str | None = None, *, planner: Planner | None = 
              summary="Switch the active discriminator checkpoint at run time")
     async def switch_discriminator(req: SwitchRequest) -> ModelsResponse:
         return await _switch("discriminator", req.name)
+
+    def _ranker_state() -> RankerResponse:
+        from planner.ranker import ACTIVE
+
+        art = ACTIVE.artifact
+        return RankerResponse(loaded=art is not None, path=ACTIVE.path, prior_mode=art and art.prior_mode,
+                              data_hash=art and art.data_hash, cv_metrics=_jsonable(art.cv_metrics) if art else {})
+
+    @api.get("/ranker", response_model=RankerResponse, tags=["models"], summary="The active ranker artifact")
+    async def ranker_state() -> RankerResponse:
+        return _ranker_state()
+
+    @api.post("/ranker/reload", response_model=RankerResponse, tags=["models"],
+              responses={422: {**_ERR, "description": "no ranker configured, or the file fails to load (the "
+                               "previous artifact stays active)"}},
+              summary="Reload the configured ranker artifact at run time (e.g. after a refit)")
+    async def ranker_reload() -> RankerResponse:
+        await run_in_threadpool(planner.reload_ranker)
+        return _ranker_state()
 
     # ---------------------------------------------------------------- metrics
     @api.get("/metrics", response_class=PlainTextResponse, tags=["service"], summary="Prometheus metrics")

@@ -454,3 +454,32 @@ def select_active(cands: Sequence[ScoredCandidate]) -> tuple[int | None, str]:
     """The `ranker` policy with the active artifact and cross-question state."""
     i, why, _, _, _ = rank_select(cands, CURRENT_QUESTION.get(), ACTIVE.priors(), ACTIVE.artifact)
     return i, why
+
+
+# --------------------------------------------------------------------------------------------------
+# Pipeline hooks: confidence and abstention on a Plan
+# --------------------------------------------------------------------------------------------------
+
+LOW_CONFIDENCE = "low_confidence"
+
+
+def annotate_plan(plan, policy: str) -> None:
+    """Set `plan.confidence` for the chosen candidate (None when nothing was chosen)."""
+    if plan.chosen is None:
+        plan.confidence = None
+        return
+    eligible = [i for i, sc in enumerate(plan.candidates) if not sc.candidate.rejected]
+    cands = [plan.candidates[i].model_copy(deep=True) for i in eligible]
+    chosen = eligible.index(plan.chosen) if plan.chosen in eligible else None
+    conf = plan_confidence(policy, cands, chosen, plan.question.text, ACTIVE.priors(), ACTIVE.artifact)
+    plan.confidence = None if conf is None else round(float(conf), 6)
+
+
+def apply_abstention(plan, abstain_below: float | None) -> None:
+    """Below the threshold an `ok` plan becomes `low_confidence`; it keeps the chosen candidate."""
+    if abstain_below is None or plan.status != "ok" or plan.confidence is None:
+        return
+    if plan.confidence < abstain_below:
+        plan.status = LOW_CONFIDENCE
+        plan.reason = (f"{plan.reason}; confidence {plan.confidence:.3f} is below abstain_below {abstain_below:g}: "
+                       "the best candidate is shown, ask a person or escalate")

@@ -72,15 +72,20 @@ def source_key(source: str) -> str:
     return source.split("#", 1)[0]
 
 
-def agreement_priors(questions: Sequence[Mapping[str, str | None]], iters: int = 15) -> dict[str, float]:
+def agreement_priors(questions: Sequence[Mapping[str, str | None]], iters: int = 10) -> dict[str, float]:
     """Label-free accuracy estimate per source from `questions` = [{source: result key or None}] (None: did not
-    execute, counts as wrong). One-coin Dawid-Skene: alternate (a) each question's posterior over its
-    result keys with log-odds weights of the sources' accuracies and (b) each source's accuracy = the mean
-    posterior of the keys it produced."""
+    execute, counts as wrong). One-coin Dawid-Skene with leave-one-out: repeat (a) per question, the
+    posterior that a source's result is the true one, from the *other* sources' log-odds-weighted votes
+    (so a source cannot vouch for itself), (b) each source's accuracy = its mean posterior (Laplace smoothed)."""
     srcs = sorted({s for q in questions for s in q})
     if not srcs:
         return {}
     acc = dict.fromkeys(srcs, 0.7)
+
+    def lo(a: float) -> float:
+        a = min(max(a, 0.02), 0.98)
+        return max(0.0, math.log(a / (1 - a)) + 1.0)  # +1: a plain vote when a ~ 0.5
+
     for _ in range(iters):
         tot = dict.fromkeys(srcs, 0.0)
         cnt = dict.fromkeys(srcs, 0)
@@ -88,19 +93,21 @@ def agreement_priors(questions: Sequence[Mapping[str, str | None]], iters: int =
             w: dict[str, float] = {}
             for s, k in q.items():
                 if k is not None:
-                    a = min(max(acc[s], 0.02), 0.98)
-                    w[k] = w.get(k, 0.0) + math.log(a / (1 - a)) + 1.0  # +1: a plain vote when a ~ 0.5
-            if w:
-                m = max(w.values())
-                ex = {k: math.exp(v - m) for k, v in w.items()}
-                z = sum(ex.values())
-                post = {k: v / z for k, v in ex.items()}
-            else:
-                post = {}
+                    w[k] = w.get(k, 0.0) + lo(acc[s])
             for s, k in q.items():
-                tot[s] += post.get(k, 0.0) if k is not None else 0.0
                 cnt[s] += 1
-        acc = {s: (tot[s] + 1.0) / (cnt[s] + 2.0) for s in srcs}  # Laplace smoothing
+                if k is None:
+                    continue
+                others = dict(w)
+                others[k] -= lo(acc[s])
+                m = max(others.values())
+                z = sum(math.exp(v - m) for v in others.values())
+                tot[s] += math.exp(others[k] - m) / z
+        new = {s: (tot[s] + 1.0) / (cnt[s] + 2.0) for s in srcs}
+        if max(abs(new[s] - acc[s]) for s in srcs) < 1e-4:
+            acc = new
+            break
+        acc = new
     return acc
 
 

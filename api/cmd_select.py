@@ -67,7 +67,6 @@ def cmd_fit(args) -> int:
     qs = []
     sources = []
     try:
-        examples = load_examples("spider", args.data) if (args.replay or args.systems) else []
         pools = [(p, read_pool(p)) for p in args.replay]
         if args.systems:
             from eval.systems import system_names
@@ -79,6 +78,7 @@ def cmd_fit(args) -> int:
                       file=sys.stderr)
                 return 2
             pools.append((f"systems:{len(names)}", build_pool(names, data_dir=args.data)))
+        examples = load_examples("spider", args.data) if pools else []
         for name, entries in pools:
             _, got = collect(entries, examples, workers=args.workers, limit=args.limit, progress=progress)
             qs += got

@@ -36,11 +36,11 @@ def test_hybrid_weights_clusters_by_summed_scores():
     assert select("hybrid", only_one)[0] == 0
 
 
-@pytest.mark.parametrize("policy", ["check-rerank", "vote", "hybrid"])
+@pytest.mark.parametrize("policy", ["check-rerank", "vote", "hybrid", "ranker"])
 def test_nothing_executes_means_nothing_chosen(policy):
     i, reason = select(policy, [sc("a", None, 0.9), sc("b", None, 0.8)])
     assert i is None and "no candidate executes" in reason
 
 
 def test_all_policies_registered():
-    assert set(POLICIES.names()) == {"rerank", "check-rerank", "vote", "hybrid"}
+    assert set(POLICIES.names()) == {"rerank", "check-rerank", "vote", "hybrid", "ranker"}

@@ -155,7 +155,7 @@ def question_cues(text: str) -> dict[str, float]:
             "q_top": float(bool(_TOP.search(text))), "q_each": float(bool(_EACH.search(text)))}
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=65536)
 def sql_features(sql: str) -> dict[str, float]:
     """Shape of one SQL (sqlglot; a regex fallback when it does not parse)."""
     s = sql.strip()
@@ -186,6 +186,7 @@ def sql_features(sql: str) -> dict[str, float]:
     return f
 
 
+@lru_cache(maxsize=65536)
 def literal_features(question: str, sql: str) -> dict[str, float]:
     from rapidfuzz import fuzz
 

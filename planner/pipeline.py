@@ -216,7 +216,12 @@ class Planner:
         self._router_lock = threading.Lock()
         self._prompts: dict[str, str] = {}
         if config.defaults.ranker:
-            self.reload_ranker(config.defaults.ranker)
+            try:
+                self.reload_ranker(config.defaults.ranker)
+            except PlanRequestError as e:
+                from planner.config import ConfigError
+
+                raise ConfigError(f"defaults.ranker: {e}") from None
         try:
             self.router()  # build the configured router now: a misconfiguration fails at startup, not per request
         except PlanRequestError as e:

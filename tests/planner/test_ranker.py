@@ -136,3 +136,12 @@ def test_cascade_escalates_on_low_confidence():
     assert not r.should_escalate(plan, 0)[0]
     with pytest.raises(ValueError):
         CascadeRouter(min_confidence=2.0)
+
+
+def test_a_missing_configured_artifact_fails_at_startup(tmp_path):
+    from planner.config import ConfigError, config_from_dict
+    from planner.pipeline import Planner
+
+    cfg = config_from_dict({"defaults": {"ranker": str(tmp_path / "missing.joblib")}}, env={})
+    with pytest.raises(ConfigError, match="defaults.ranker"):
+        Planner(cfg)

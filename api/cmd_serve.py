@@ -7,8 +7,9 @@
 `--config`, `--data` and `--db` are the options every command shares (`planner.cli_options`).
 
 Exit status: 0 a plan with a chosen, executable SQL; 1 no usable SQL (or a backend/deadline failure);
-2 bad usage (invalid config, unknown database, policy, pair). `--policy` choices come from the policy
-registry (`planner.select.policy_names`).
+2 bad usage (invalid config, unknown database, policy, pair); 3 a chosen SQL whose confidence is below
+--abstain-below (status low_confidence). `--policy` choices come from the policy registry
+(`planner.select.policy_names`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--evidence", help="external knowledge / hints (BIRD style)")
     p.add_argument("--n", type=int, help="candidates to generate (default from config)")
     p.add_argument("--policy", choices=policy_names(), help="selection policy (default from config)")
+    p.add_argument("--abstain-below", type=float, default=None,
+                   help="status low_confidence when the plan's confidence is below this (0-1; default from config)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--pair", help="force this generator/discriminator pair")
     g.add_argument("--router", help="route with this router instead of the configured one")
@@ -110,6 +113,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     try:
         plan = planner.plan(Question(text=args.question, db_id=args.db, evidence=args.evidence), n=args.n,
                             policy=args.policy, pair=args.pair, router=args.router, execute=args.execute,
+                            abstain_below=args.abstain_below,
                             deadline_s=args.deadline if args.deadline is not None else math.inf)
     except (UnknownDatabase, PlanRequestError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -130,7 +134,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(plan.model_dump_json(indent=2))
     else:
         print(format_plan(plan))
-    return 0 if plan.status == "ok" else 1
+    return 0 if plan.status == "ok" else (3 if plan.status == "low_confidence" else 1)
 
 
 def _short(s: str | None, width: int = 100) -> str:
@@ -156,6 +160,8 @@ def format_plan(plan) -> str:
                    + (f"; {', '.join(extra)}" if extra else "") + (f" [{r.reason}]" if r.reason else ""))
     out.append(f"Policy   : {plan.policy}")
     out.append(f"Status   : {plan.status}")
+    if plan.confidence is not None:
+        out.append(f"Confidence: {plan.confidence:.3f}")
     out.append("")
     if plan.chosen_sql is not None:
         out.append("Chosen SQL:")

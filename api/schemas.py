@@ -61,6 +61,9 @@ class PlanRequest(_Req):
     router: str | None = Field(None, max_length=255, description="route with this router instead of the configured one")
     execute: bool = Field(False, description="also return a bounded preview of the chosen SQL's rows")
     deadline_s: float | None = Field(None, gt=0, le=86_400, description="per-request deadline (at most limits.max_deadline_s)")
+    abstain_below: float | None = Field(
+        None, ge=0.0, le=1.0, description="abstain threshold (default: defaults.abstain_below): a plan whose "
+        "`confidence` is below it gets status `low_confidence` and still shows its best candidate")
 
     @model_validator(mode="after")
     def _one_router(self) -> PlanRequest:
@@ -76,6 +79,16 @@ class CheckRequest(_Req):
 
     db_id: str = Field(..., min_length=1, max_length=255, examples=["demo"])
     sql: str = Field(..., min_length=1, max_length=MAX_SQL_CHARS, examples=["SELECT count(*) FROM singer WHERE age > 30"])
+
+
+class RankerResponse(BaseModel):
+    """The active ranker artifact (policy `ranker`, calibrated plan confidences)."""
+
+    loaded: bool
+    path: str | None = None
+    prior_mode: str | None = None
+    data_hash: str | None = None
+    cv_metrics: dict[str, Any] = Field(default_factory=dict)
 
 
 class SwitchRequest(_Req):

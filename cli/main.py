@@ -17,12 +17,13 @@ def _command_modules() -> list:
         cmd_check,
         cmd_models,
         cmd_route,
+        cmd_select,
         cmd_serve,
     )
     from benchmarks import cli as bench_cli  # bench
     from eval import cli as eval_cli  # eval spider|bird|...|compare|routing
 
-    return [cmd_check, cmd_serve, cmd_models, eval_cli, cmd_route, bench_cli]
+    return [cmd_check, cmd_serve, cmd_models, eval_cli, cmd_select, cmd_route, bench_cli]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -129,10 +129,13 @@ class Plan(_Model):
     id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     question: Question
-    status: str = "ok"  # ok | no_executable_candidate | no_candidates | chosen_not_executable (rerank only)
+    # ok | low_confidence (confidence below abstain_below; chosen still shown) | no_executable_candidate |
+    # no_candidates | chosen_not_executable (rerank only)
+    status: str = "ok"
     chosen: int | None = None  # index into `candidates`, None when nothing is usable
     chosen_sql: str | None = None
     reason: str | None = None  # why this candidate was chosen (or why none was)
+    confidence: float | None = None  # calibrated P(the chosen SQL is correct); None when nothing was chosen
     policy: str = "check-rerank"
     route: RouteDecision | None = None
     candidates: list[ScoredCandidate] = Field(default_factory=list)

@@ -115,6 +115,15 @@ def _dataset_args(d: argparse.ArgumentParser, spec) -> None:
     mode.add_argument("--scores-cache", default=None, help="replay: scores cache file (default under the cache dir)")
     mode.add_argument("--score-batch", type=int, default=8,
                       help="replay: questions whose candidates the discriminator scores in one batch (default 8)")
+    mode.add_argument("--ranker", default=None, help="replay: a fitted ranker artifact (`sqlarbiter select fit`) "
+                      "selects as policy `ranker`")
+    mode.add_argument("--cv", type=int, default=None, help="replay with --policy ranker: cross-fit the ranker with K "
+                      "folds grouped by database (each question scored by a ranker fitted on other databases)")
+    mode.add_argument("--prior-mode", choices=("labelled", "agreement"), default="labelled",
+                      help="--cv: per-source priors from training labels, or system-agnostic agreement priors")
+    mode.add_argument("--train-systems", default=None, help="--cv: fit on a pool of these systems (comma list) "
+                      "instead of the replayed pool (same questions, other generators)")
+    mode.add_argument("--train-replay", default=None, help="--cv: fit on this labelled pool instead of the replayed one")
     mode.add_argument("--n", type=int, default=None, help="end-to-end: candidates per question")
     add_config_option(mode)  # end-to-end: the pipeline's models and defaults; replay: the discriminator's
     mode.add_argument("--deadline", type=float, default=None, help="end-to-end: per-question deadline in seconds "
@@ -256,6 +265,11 @@ def _replay(args, examples, out, meta, progress):
         path = args.scores_cache or (cache_dir() / "eval" / "scores" / f"{args.discriminator}.jsonl")
         cache = ScoresCache(path)
         meta["scores_cache"] = str(path)
+    try:
+        ranker = _ranker_run(args, examples, progress)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2, None
     limit = None
     if args.replay and args.limit is not None:
         wanted = {e.index for e in examples}
@@ -269,9 +283,43 @@ def _replay(args, examples, out, meta, progress):
     meta["n"] = min(len(entries), limit) if limit is not None else len(entries)
     _, summary = run_replay(examples, entries, out, dataset=args.dataset, policy=args.policy, discriminator=disc,
                             scores_cache=cache, limit=limit, score_batch=args.score_batch, workers=args.workers,
-                            progress=progress)
+                            progress=progress, ranker=ranker)
+    if ranker is not None:
+        meta["ranker"] = ranker.info
     meta["policy"] = args.policy or ("check-rerank" if disc is not None else "vote")
     return 0, summary
+
+
+def _ranker_run(args, examples, progress):
+    """The replay's ranker: --ranker FILE, or --policy ranker with --cv K (default 5) cross-fitting."""
+    if not (args.ranker or args.cv or args.policy == "ranker"):
+        return None
+    from eval.select_fit import RankerRun, collect
+
+    if args.ranker and args.cv:
+        raise ValueError("give either --ranker FILE (a fitted artifact) or --cv K (cross-fitting), not both")
+    if args.ranker:
+        from planner.ranker import RankerArtifact
+
+        return RankerRun(artifact=RankerArtifact.load(args.ranker), info={"artifact": str(args.ranker)})
+    if args.cv is not None and args.cv < 2:
+        raise ValueError("--cv needs K >= 2")
+    train = None
+    info: dict = {"cv": args.cv or 5, "prior_mode": args.prior_mode}
+    if args.train_systems or args.train_replay:
+        from eval.pool import build_pool, read_pool
+
+        if args.train_systems:
+            from eval.systems import system_names
+
+            names = system_names() if args.train_systems == "all" else _csv(args.train_systems)
+            entries = build_pool(names, indices=[e.index for e in examples], data_dir=args.data)
+            info["train"] = f"systems:{','.join(names)}"
+        else:
+            entries = read_pool(args.train_replay)
+            info["train"] = str(args.train_replay)
+        _, train = collect(entries, examples, dataset=args.dataset, workers=args.workers, progress=progress)
+    return RankerRun(cv=args.cv or 5, mode=args.prior_mode, train=train, info=info)
 
 
 def _end_to_end(args, examples, out, meta, progress):

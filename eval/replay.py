@@ -212,13 +212,17 @@ def replay(
     score_limit: int | None = None,
     score_batch: int = 8,
     progress: bool = True,
+    keep: list | None = None,
+    preview_rows: int = 0,
 ) -> dict:
     """Replay a pool. `examples` must cover the pool's indices (dataset file positions). `limit` keeps the
     first N pool questions; `score_limit` scores only the first N of those (the rest get no scores, and
     score-based policies are reported over the scored questions only). Candidates of up to `score_batch`
     questions are scored in one `score_many` call when the discriminator has one (cross-question batching);
     scores are cached after each such group. `policies`: the policies to report (default: every registered
-    one); an unknown name is a `planner.select.PolicyError`. Returns {"questions", "summary"}."""
+    one); an unknown name is a `planner.select.PolicyError`. `keep`, when a list, receives per question
+    (question text, ScoredCandidates, EX labels) for `eval.select_fit`; `preview_rows` keeps that many result rows
+    (the ranker's result-shape features). Returns {"questions", "summary"}."""
     from sqlbox.executor import Executor
 
     policies = [check_policy(p) for p in (policy_names() if policies is None else policies)]
@@ -244,7 +248,7 @@ def replay(
         [ScoredCandidate(candidate=Candidate(sql=c.sql, source=c.source, sample_index=k)) for k, c in enumerate(p.candidates)]
         for p in entries
     ]
-    with Executor(registry, engine=engine, timeout_s=exec_timeout, preview_rows=0) as ex:
+    with Executor(registry, engine=engine, timeout_s=exec_timeout, preview_rows=preview_rows) as ex:
         for qi, p in enumerate(tqdm(entries, desc="execute candidates", disable=not progress, unit="q", dynamic_ncols=True)):
             stages.execute(cands[qi], ex, p.db_id, engine=engine, memo={})
 
@@ -310,10 +314,15 @@ def replay(
             "ex": {},
         }
         for pol in reported_policies(scored_q, policies):
-            idx, _ = stages.select(cands[qi], pol)
+            idx, _ = stages.select(cands[qi], pol, e.question)
             rec["chosen"][pol] = idx
             rec["ex"][pol] = bool(idx is not None and lab[idx])
         questions.append(rec)
+        if keep is not None:
+            keep.append((e.question, [ScoredCandidate(candidate=Candidate(sql=c.sql, source=c.source, sample_index=k),
+                                                      execution=cands[qi][k].execution,
+                                                      scores=[scores[qi][k]] if scores[qi][k] is not None else [])
+                                      for k, c in enumerate(p.candidates)], lab))
     return {"questions": questions, "summary": summarize(questions, discriminator=disc_key)}
 
 

@@ -68,6 +68,10 @@ def build_report(results: Sequence[dict], meta: dict | None = None, *, exclude: 
         from eval.metrics import discriminator_metrics
 
         rep["discriminator_metrics"] = discriminator_metrics([list(zip(r["scores"], r["labels"], strict=True)) for r in scored])
+    if any(r.get("confidence_by_policy") for r in results):
+        from eval.selective import selective_report
+
+        rep["selective"] = selective_report(results)
     if replay_summary:
         rep["replay"] = replay_summary
         if "discriminator_metrics" in replay_summary:
@@ -142,6 +146,10 @@ def to_markdown(rep: dict) -> str:
             lines.append("\nPlan status: " + ", ".join(f"{k} {v}" for k, v in rep["status"].items()))
     if rep.get("error_kinds"):
         lines += ["", "Errors: " + ", ".join(f"{k} {v}" for k, v in sorted(rep["error_kinds"].items()))]
+    if rep.get("selective"):
+        from eval.selective import to_markdown as selective_md
+
+        lines += selective_md({p: v for p, v in rep["selective"].items()})
     for name in ("ex_by_difficulty.png", "reliability.png"):
         if (rep.get("plots") or {}).get(name):
             lines += ["", f"![{name}]({name})"]
@@ -167,6 +175,12 @@ def write_report(out_dir: str | os.PathLike, meta: dict | None = None, *, exclud
         if dm and dm.get("reliability"):
             rep["plots"]["reliability.png"] = str(plot_reliability(dm["reliability"], out / "reliability.png",
                                                                    title=f"ECE {dm['ece']:.3f}" if dm.get("ece") is not None else None))
+    if plots and rep.get("selective"):
+        from eval.selective import plot_confidence_reliability, plot_risk_coverage
+
+        rep["plots"]["risk_coverage.png"] = str(plot_risk_coverage(rep["selective"], out / "risk_coverage.png"))
+        rep["plots"]["confidence_reliability.png"] = str(plot_confidence_reliability(rep["selective"],
+                                                                                     out / "confidence_reliability.png"))
     (out / "report.json").write_text(json.dumps(rep, indent=2, default=str))
     (out / "report.md").write_text(to_markdown(rep))
     return rep

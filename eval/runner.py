@@ -158,12 +158,19 @@ def run_replay(
     score_batch: int = 8,
     workers: int = 2,
     progress: bool = True,
+    ranker=None,
 ) -> tuple[list[dict], dict]:
-    """Replay a pool; writes results.jsonl (ex = `policy`'s verdict) and returns (lines, replay summary)."""
+    """Replay a pool; writes results.jsonl (ex = `policy`'s verdict) and returns (lines, replay summary).
+    `ranker` (`eval.select_fit.RankerRun`: a fitted artifact or cross-fitting) adds the `ranker` policy and
+    each policy's plan confidence to the lines."""
     from eval.replay import replay
 
+    kept: list | None = [] if ranker is not None else None
     r = replay(pool_entries, examples, dataset=dataset, discriminator=discriminator, scores_cache=scores_cache,
-               limit=limit, score_limit=score_limit, score_batch=score_batch, workers=workers, progress=progress)
+               limit=limit, score_limit=score_limit, score_batch=score_batch, workers=workers, progress=progress,
+               keep=kept, preview_rows=3 if ranker is not None else 0)
+    if ranker is not None:
+        ranker.run(r, kept)
     main = policy or ("check-rerank" if discriminator is not None else "vote")
     with ResultsWriter(out_dir, resume=False) as w:
         for q in r["questions"]:
@@ -174,6 +181,7 @@ def run_replay(
                 "chosen": chosen, "n_candidates": q["n_candidates"], "labels": q["labels"], "scores": q["scores"],
                 "executable": q["executable"], "sources": q["sources"],
                 "verdict_kinds": q.get("verdict_kinds"),
+                **({"confidence_by_policy": q["confidence"]} if q.get("confidence") else {}),
             }, sync=False)
         w.sync()
     return read_results(out_dir), r["summary"]

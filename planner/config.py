@@ -61,6 +61,10 @@ class Defaults(_Strict):
     )
     seed: int | None = 0
     policy: str = "check-rerank"
+    ranker: str | None = Field(None, description="path of a fitted ranker artifact (`sqlarbiter select fit`) for "
+                               "the `ranker` policy and calibrated confidences; reloadable at run time")
+    abstain_below: float | None = Field(None, ge=0.0, le=1.0, description="a plan whose confidence is below this "
+                                        "gets status low_confidence (the best candidate is still shown)")
     dialect: str = "sqlite"
     schema_max_tokens: int | None = Field(2048, ge=64, description="token budget of the schema prompt")
     schema_sample_rows: int = Field(0, ge=0, le=10)

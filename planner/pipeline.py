@@ -54,7 +54,7 @@ from core.model import (
 )
 from core.specs import ModelSpec
 from generators.base import GenerationRequest, SamplingParams
-from planner import stages
+from planner import ranker, stages
 from planner.config import Config, known_backends, known_routers, load_config
 from planner.examples import few_shot_examples
 from planner.normalize import CandidatePool
@@ -214,6 +214,13 @@ class Planner:
         self._routers: dict[str, Router] = {}
         self._router_lock = threading.Lock()
         self._prompts: dict[str, str] = {}
+        if config.defaults.ranker:
+            try:
+                self.reload_ranker(config.defaults.ranker)
+            except PlanRequestError as e:
+                from planner.config import ConfigError
+
+                raise ConfigError(f"defaults.ranker: {e}") from None
         try:
             self.router()  # build the configured router now: a misconfiguration fails at startup, not per request
         except PlanRequestError as e:
@@ -265,7 +272,8 @@ class Planner:
 
     # ------------------------------------------------------------------ the plan
     def plan(self, question: Question, *, n: int | None = None, policy: str | None = None, pair: str | None = None,
-             router: str | None = None, execute: bool = False, deadline_s: float | None = None) -> Plan:
+             router: str | None = None, execute: bool = False, deadline_s: float | None = None,
+             abstain_below: float | None = None) -> Plan:
         cfg = self.config
         n = cfg.defaults.n if n is None else n
         policy = policy or cfg.defaults.policy
@@ -277,6 +285,9 @@ class Planner:
             check_policy(policy)
         except PolicyError as e:
             raise PlanRequestError(f"policy: {e}") from None
+        abstain_below = cfg.defaults.abstain_below if abstain_below is None else abstain_below
+        if abstain_below is not None and not 0.0 <= abstain_below <= 1.0:
+            raise PlanRequestError(f"abstain_below: must be between 0 and 1, got {abstain_below}")
         if pair is not None and router is not None:
             raise PlanRequestError("give either `pair` or `router`, not both")
         if pair is not None and pair not in cfg.pairs:
@@ -320,6 +331,8 @@ class Planner:
                 if not esc:
                     break
                 escalations.append(f"after {pair_name}: {why}" if why else f"after {pair_name}")
+        ranker.apply_abstention(plan, abstain_below)
+        ranker.ACTIVE.observe(plan.candidates)  # cross-question evidence for the generators' priors
         plan.route.steps = list(ran)  # now: the pairs actually run, in order
         if len(steps) > 1:
             plan.route.details["planned_steps"] = list(steps)
@@ -386,7 +399,7 @@ class Planner:
 
     def _select(self, plan: Plan, scored: list[ScoredCandidate], policy: str, usage: dict, ran: list[str]) -> None:
         """(Re)compute the plan's outcome from the pooled candidates (called after every cascade step)."""
-        i, why = stages.select(scored, policy)
+        i, why = stages.select(scored, policy, plan.question.text)
         plan.candidates = scored
         plan.errors = []
         if not scored:
@@ -404,6 +417,7 @@ class Planner:
                 plan.status = "chosen_not_executable"
                 plan.reason = f"{why}; WARNING: the chosen candidate does not execute (policy {policy} skips the check)"
                 plan.errors = [_error_line(i, scored[i])]
+        ranker.annotate_plan(plan, policy)  # confidence of the choice (the cascade may escalate on it)
         plan.usage = []
         total = 0.0
         for u, spec in usage.values():
@@ -426,11 +440,24 @@ class Planner:
                 rtr = None
             if rtr is not None:
                 rtr.update(self.route_context(plan.question), plan.route.pair, bool(correct), plan.total_cost)
+        if correct is not None:
+            ranker.ACTIVE.feedback(plan.candidates, plan.chosen, bool(correct))
         for hook in list(self.on_feedback):
             try:
                 hook(plan, correct, corrected_sql)
             except Exception:  # noqa: BLE001
                 log.exception("on_feedback hook %r failed", hook)
+
+    def reload_ranker(self, path: str | None = None):
+        """Load the ranker artifact at `path` (default: the configured or last loaded one), like a checkpoint
+        swap: later plans use it; a failed load keeps the previous artifact and raises."""
+        path = path or ranker.ACTIVE.path or self.config.defaults.ranker
+        if not path:
+            raise PlanRequestError("no ranker artifact configured (defaults.ranker) or given")
+        try:
+            return ranker.ACTIVE.load(path)
+        except (OSError, ValueError) as e:
+            raise PlanRequestError(f"ranker: cannot load {path}: {e}") from e
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -6,6 +6,9 @@
 - `vote`: the largest cluster of identical execution results (order-insensitive fingerprint); ties ->
   the cluster whose first member came first; within the cluster, the earliest candidate.
 - `hybrid`: clusters weighted by the sum of their members' soft scores; within the cluster, the best score.
+- `ranker`: a learned model scores the result clusters (`planner.ranker`: vote share, generator priors,
+  result and SQL shape, literal agreement, soft scores when present); the artifact comes from
+  `defaults.ranker` in the config (without one: a prior-weighted vote).
 
 Each returns (index or None, reason). Only executable candidates can be chosen by check-rerank, vote
 and hybrid; `first` and `rerank` may choose a non-executable one (that is what "no check" means), and the
@@ -118,6 +121,15 @@ def check_rerank(cands: Sequence[ScoredCandidate]) -> tuple[int | None, str]:
         cands[i].selection_score = soft_score(cands[i])
     i = _argmax(ok, lambda j: cands[j].selection_score)
     return i, f"highest soft score ({cands[i].selection_score:.4f}) among {len(ok)} executable of {len(cands)}"
+
+
+@POLICIES.register("ranker", needs_scores=False, executable_only=True,
+                   summary="a learned ranker over result clusters (votes, generator priors, result/SQL shape; "
+                           "uses scores when present)")
+def ranker(cands: Sequence[ScoredCandidate]) -> tuple[int | None, str]:
+    from planner.ranker import select_active  # the artifact and cross-question priors live there
+
+    return select_active(cands)
 
 
 def select(policy: str, cands: Sequence[ScoredCandidate]) -> tuple[int | None, str]:

@@ -59,19 +59,24 @@ def escalate_reason(signals: dict[str, Any], tau: float, vote_margin: float) -> 
 class CascadeRouter:
     """Params: tau (soft-score threshold), vote_margin, ladder (pair names, cheap -> strong; default: all
     configured pairs in order), max_steps, escalation_rate, quality (pair -> expected EX),
-    expected_prompt_tokens, expected_completion_tokens."""
+    expected_prompt_tokens, expected_completion_tokens, min_confidence (escalate when the plan's calibrated
+    confidence, `Plan.confidence`, is below it; off by default)."""
 
     name = "cascade"
 
     def __init__(self, tau: float = 0.5, vote_margin: float = 0.2, ladder: Sequence[str] | None = None,
                  max_steps: int | None = None, escalation_rate: float = 0.5, quality: dict[str, float] | None = None,
-                 expected_prompt_tokens: int = 1000, expected_completion_tokens: int = 200, **_: Any):
+                 expected_prompt_tokens: int = 1000, expected_completion_tokens: int = 200,
+                 min_confidence: float | None = None, **_: Any):
         if not 0.0 <= tau <= 1.0:
             raise ValueError("tau must be in [0, 1]")
         if not 0.0 <= vote_margin <= 1.0:
             raise ValueError("vote_margin must be in [0, 1]")
         if not 0.0 <= escalation_rate <= 1.0:
             raise ValueError("escalation_rate must be in [0, 1]")
+        if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
+            raise ValueError("min_confidence must be in [0, 1]")
+        self.min_confidence = min_confidence
         self.tau, self.vote_margin = float(tau), float(vote_margin)
         self.ladder = list(ladder) if ladder else None
         self.max_steps = max_steps
@@ -114,6 +119,10 @@ class CascadeRouter:
             return False, "last step of the cascade"
         sig = escalation_signals(plan.candidates)
         why = escalate_reason(sig, self.tau, self.vote_margin)
+        conf = plan.confidence
+        sig["confidence"] = conf
+        if why is None and self.min_confidence is not None and conf is not None and conf < self.min_confidence:
+            why = f"plan confidence {conf:.3f} < min_confidence {self.min_confidence:g}"
         if plan.route is not None:
             plan.route.details.setdefault("signals", []).append({"step": step, **sig, "escalate": why is not None})
         return (True, why) if why else (False, "cheap step is confident: executes, score and vote margin above thresholds")

@@ -1,4 +1,5 @@
-"""GET /generators, GET /discriminators (checkpoints and the active one) and PUT .../active (switch at run time)."""
+"""GET /generators, GET /discriminators (checkpoints and the active one) and PUT .../active (switch at run time);
+GET /ranker and POST /ranker/reload (the selection policy `ranker`'s artifact, reloadable like a checkpoint)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 from fastapi.concurrency import run_in_threadpool
 
-from api.schemas import ModelsResponse, SwitchRequest
+from api.schemas import ModelsResponse, RankerResponse, SwitchRequest
 from api.state import ERR, AppState, State
 from core.errors import BackendError
 
@@ -40,6 +41,28 @@ async def discriminators(s: State) -> ModelsResponse:
             summary="Switch the active discriminator checkpoint at run time")
 async def switch_discriminator(req: SwitchRequest, s: State) -> ModelsResponse:
     return await _switch(s, "discriminator", req.name)
+
+
+def _ranker_state() -> RankerResponse:
+    from planner.ranker import ACTIVE
+
+    art = ACTIVE.artifact
+    return RankerResponse(loaded=art is not None, path=ACTIVE.path, prior_mode=art and art.prior_mode,
+                          data_hash=art and art.data_hash, cv_metrics=_jsonable(art.cv_metrics) if art else {})
+
+
+@router.get("/ranker", response_model=RankerResponse, summary="The active ranker artifact")
+async def ranker_state(s: State) -> RankerResponse:
+    return _ranker_state()
+
+
+@router.post("/ranker/reload", response_model=RankerResponse,
+             responses={422: {**ERR, "description": "no ranker configured, or the file fails to load (the "
+                              "previous artifact stays active)"}},
+             summary="Reload the configured ranker artifact at run time (e.g. after a refit)")
+async def ranker_reload(s: State) -> RankerResponse:
+    await run_in_threadpool(s.planner.reload_ranker)
+    return _ranker_state()
 
 
 def _slots(s: AppState, role: str):

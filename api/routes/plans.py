@@ -39,7 +39,7 @@ async def plan_endpoint(req: PlanRequest, s: State) -> Plan:
         if left <= 0:
             raise DeadlineExceeded("queue", time.monotonic() - admitted, deadline)
         p = planner.plan(question, n=req.n, policy=req.policy, pair=req.pair, router=req.router,
-                         execute=req.execute, deadline_s=left)
+                         execute=req.execute, deadline_s=left, abstain_below=req.abstain_below)
         store.save(p)  # committed before the client hears of it
         return p
 

@@ -45,14 +45,14 @@ def test_hybrid_weights_clusters_by_summed_scores():
     assert select("hybrid", only_one)[0] == 0
 
 
-@pytest.mark.parametrize("policy", ["check-rerank", "vote", "hybrid"])
+@pytest.mark.parametrize("policy", ["check-rerank", "vote", "hybrid", "ranker"])
 def test_nothing_executes_means_nothing_chosen(policy):
     i, reason = select(policy, [sc("a", None, 0.9), sc("b", None, 0.8)])
     assert i is None and "no candidate executes" in reason
 
 
 def test_all_policies_registered():
-    assert set(POLICIES.names()) == {"first", "rerank", "check-rerank", "vote", "hybrid"}
+    assert set(POLICIES.names()) == {"first", "rerank", "check-rerank", "vote", "hybrid", "ranker"}
     assert policy_names()[0] == "first"  # registration order: the baseline first (the order of eval reports)
     assert all(POLICIES.meta(p).get("summary") for p in policy_names())
 
@@ -67,7 +67,7 @@ def test_metadata_matches_what_each_policy_does():
     assert [p for p in policy_names() if needs_scores(p)] == ["hybrid", "rerank", "check-rerank"]
     assert [p for p in policy_names() if not executable_only(p)] == ["first", "rerank"]
     assert reported_policies(True) == policy_names()
-    assert reported_policies(False) == ["first", "vote", "hybrid"]
+    assert reported_policies(False) == ["first", "vote", "hybrid", "ranker"]
     assert reported_policies(False, ["rerank", "vote"]) == ["vote"]
 
 
@@ -83,7 +83,7 @@ def test_hybrid_without_scores_is_vote():
 
 def test_check_policy_usage_errors_list_the_choices():
     assert check_policy("vote", has_discriminator=False) == "vote"
-    with pytest.raises(PolicyError, match="choose one of: first, vote, hybrid, rerank, check-rerank"):
+    with pytest.raises(PolicyError, match="choose one of: first, vote, hybrid, rerank, check-rerank, ranker"):
         check_policy("best")
-    with pytest.raises(PolicyError, match="needs a discriminator.*choose one of: first, vote$"):
+    with pytest.raises(PolicyError, match="needs a discriminator.*choose one of: first, vote, ranker$"):
         check_policy("rerank", has_discriminator=False)

@@ -1,0 +1,122 @@
+"""Selective prediction metrics of plan confidence: risk-coverage, AURC, ECE, EX at fixed coverage.
+
+Input per question: the confidence of a policy's chosen plan (None = nothing chosen: ranked last, counted
+with confidence 0) and whether it was correct (EX). Sorting by confidence (highest first; ties keep the
+question order), answering the top `c` share and abstaining on the rest gives
+- the risk-coverage curve: risk (1 - EX of the answered) at every coverage k/n;
+- AURC: the mean risk over the n coverage points (lower is better);
+- EX at 100 / 90 / 80 / 50 % coverage (the top ceil(c*n) questions);
+- ECE: 10 equal-width confidence bins, |accuracy - mean confidence| weighted by bin size, and the
+  reliability table (`eval.metrics.reliability`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from eval.metrics import reliability
+
+COVERAGES = (1.0, 0.9, 0.8, 0.5)
+
+
+def selective_metrics(conf: Sequence[float | None], correct: Sequence[bool]) -> dict:
+    n = len(conf)
+    if n == 0:
+        return {"n": 0, "aurc": None, "ece": None, "ex_at_coverage": {}, "curve": [], "reliability": []}
+    c = [0.0 if x is None or (isinstance(x, float) and math.isnan(x)) else float(x) for x in conf]
+    y = [bool(v) for v in correct]
+    order = sorted(range(n), key=lambda i: (-c[i], i))
+    curve = []
+    hits = 0
+    for k, i in enumerate(order, start=1):
+        hits += y[i]
+        curve.append((k / n, 1.0 - hits / k))
+    ex_at = {}
+    for cov in COVERAGES:
+        k = max(1, math.ceil(cov * n - 1e-9))
+        ex_at[f"{int(round(cov * 100))}"] = 100.0 * sum(y[i] for i in order[:k]) / k
+    rel = reliability(c, y)
+    return {"n": n, "aurc": sum(r for _, r in curve) / n, "ece": rel["ece"], "ex_at_coverage": ex_at,
+            "mean_confidence": sum(c) / n, "curve": curve, "reliability": rel["bins"]}
+
+
+def selective_report(results: Sequence[dict]) -> dict:
+    """Per policy (from `confidence_by_policy` and `ex_by_policy` of results lines), the metrics above."""
+    pols: list[str] = []
+    for r in results:
+        for p in r.get("confidence_by_policy") or {}:
+            if p not in pols:
+                pols.append(p)
+    out = {}
+    for p in pols:
+        rows = [r for r in results if p in (r.get("confidence_by_policy") or {}) and p in (r.get("ex_by_policy") or {})]
+        out[p] = selective_metrics([r["confidence_by_policy"][p] for r in rows], [r["ex_by_policy"][p] for r in rows])
+    return out
+
+
+def plot_risk_coverage(sel: dict, path: str | os.PathLike) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for p, m in sel.items():
+        if m["curve"]:
+            xs, ys = zip(*m["curve"], strict=True)
+            ax.plot(xs, [100 * v for v in ys], label=f"{p} (AURC {m['aurc']:.3f})")
+    ax.set_xlabel("coverage (share of questions answered)")
+    ax.set_ylabel("risk (% wrong among answered)")
+    ax.set_xlim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Risk-coverage of plan confidence")
+    fig.tight_layout()
+    p = Path(path)
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
+
+
+def plot_confidence_reliability(sel: dict, path: str | os.PathLike) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
+    for p, m in sel.items():
+        pts = [(b["mean_score"], b["accuracy"]) for b in m["reliability"] if b["count"]]
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(xs, ys, "o-", label=f"{p} (ECE {m['ece']:.3f})")
+    ax.set_xlabel("plan confidence")
+    ax.set_ylabel("EX among plans in the bin")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Reliability of plan confidence")
+    fig.tight_layout()
+    p = Path(path)
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
+
+
+def to_markdown(sel: dict) -> list[str]:
+    if not sel:
+        return []
+    lines = ["", "## Plan confidence: selective prediction", "",
+             "| policy | n | AURC | ECE | EX@100% | EX@90% | EX@80% | EX@50% |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for p, m in sel.items():
+        e = m["ex_at_coverage"]
+        f = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
+        lines.append(f"| {p} | {m['n']} | {f(m['aurc'])} | {f(m['ece'])} | " + " | ".join(
+            "-" if e.get(k) is None else f"{e[k]:.1f}" for k in ("100", "90", "80", "50")) + " |")
+    lines += ["", "![risk_coverage.png](risk_coverage.png)", "", "![confidence_reliability.png](confidence_reliability.png)"]
+    return lines

@@ -1,0 +1,493 @@
+"""The learned selection policy (`ranker`): features of result clusters, the model artifact, plan confidence.
+
+A question's executable candidates are grouped into result clusters (equal order-insensitive fingerprints,
+`planner.select.assign_clusters`). Each cluster gets a feature row that needs no gold (`FEATURES`):
+
+- votes: the cluster's vote share, its size rank, the margin to the next cluster, the number of clusters,
+  the executable share of the candidates;
+- discriminator: member mean / max soft score when scores exist (and a flag; 0.5 otherwise);
+- generator priors: each candidate's source has a prior accuracy: from logged outcomes (labels) when the
+  artifact or the feedback has some for that source, otherwise estimated without labels by a one-coin
+  Dawid-Skene truth discovery over the questions seen (`agreement_priors`): sources whose results agree
+  with the weighted majority more often get higher accuracy. Features: the members' best and mean prior,
+  the prior-weighted vote share (log-odds weights) and whether it is the best-prior cluster;
+- result shape: empty, all NULL, one value, one row, log row count, columns, against cues in the question
+  ("how many", "list", "top"/superlatives, "each");
+- SQL shape of the cluster's representative: joins, aggregates, GROUP BY, ORDER BY ... LIMIT, DISTINCT,
+  nesting, set operations, length;
+- literal agreement: share of the question's numbers / quoted values found in the SQL literals, and of
+  the SQL's string literals found in the question (rapidfuzz partial ratio).
+
+A pointwise gradient-boosted classifier (scikit-learn `HistGradientBoostingClassifier`) scores each
+cluster; the policy picks the best cluster and, within it, the member with the best prior, then the best
+soft score, then the earliest. Confidence: isotonic calibrators fitted on held-out folds map the chosen
+cluster's model score (ranker, and the other policies) or its vote share (vote) to P(correct).
+
+The artifact (`RankerArtifact`, a joblib file) is versioned: format version, feature list, prior mode
+(`labelled` = per-source priors from training labels, or `agreement` = system-agnostic), the priors, a
+hash of the training data, the cross-validated metrics and the calibrators. `ACTIVE` holds the artifact
+the service uses (loaded from `defaults.ranker` in the config, reloadable at run time) and the
+cross-question state the priors are estimated from (`RankerState`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+import re
+import threading
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from core.model import ScoredCandidate, executable
+
+FORMAT_VERSION = 1
+DEFAULT_PRIOR = 0.6  # a source with neither labels nor agreement evidence
+
+FEATURES: tuple[str, ...] = (
+    "vote_share", "size_rank", "share_margin", "is_top", "n_clusters", "exec_share", "n_candidates_log",
+    "has_scores", "score_mean", "score_max", "score_rank1",
+    "prior_max", "prior_mean", "prior_share", "is_prior_top", "prior_margin",
+    "empty", "all_null", "one_value", "one_row", "rows_log", "n_columns",
+    "q_howmany", "q_list", "q_top", "q_each", "howmany_one_value", "each_many_rows", "top_order_limit",
+    "sql_joins", "sql_agg", "sql_group", "sql_order_limit", "sql_distinct", "sql_nesting", "sql_setop",
+    "sql_len_log", "sql_where", "lit_q_numbers_in_sql", "lit_sql_strings_in_q", "lit_n_sql",
+)
+
+# The question being planned, for the cue and literal features (the policy signature carries candidates only).
+CURRENT_QUESTION: contextvars.ContextVar[str] = contextvars.ContextVar("ranker_question", default="")
+
+
+# --------------------------------------------------------------------------------------------------
+# Priors: labelled outcomes, else one-coin Dawid-Skene agreement
+# --------------------------------------------------------------------------------------------------
+
+
+def source_key(source: str) -> str:
+    """Samples of one generator (`name#k`) share a prior."""
+    return source.split("#", 1)[0]
+
+
+def agreement_priors(questions: Sequence[Mapping[str, str | None]], iters: int = 10) -> dict[str, float]:
+    """Label-free accuracy estimate per source from `questions` = [{source: result key or None}] (None: did not
+    execute, counts as wrong). One-coin Dawid-Skene with leave-one-out: repeat (a) per question, the
+    posterior that a source's result is the true one, from the *other* sources' log-odds-weighted votes
+    (so a source cannot vouch for itself), (b) each source's accuracy = its mean posterior (Laplace smoothed)."""
+    srcs = sorted({s for q in questions for s in q})
+    if not srcs:
+        return {}
+    acc = dict.fromkeys(srcs, 0.7)
+
+    def lo(a: float) -> float:
+        a = min(max(a, 0.02), 0.98)
+        return max(0.0, math.log(a / (1 - a)) + 1.0)  # +1: a plain vote when a ~ 0.5
+
+    for _ in range(iters):
+        tot = dict.fromkeys(srcs, 0.0)
+        cnt = dict.fromkeys(srcs, 0)
+        for q in questions:
+            w: dict[str, float] = {}
+            for s, k in q.items():
+                if k is not None:
+                    w[k] = w.get(k, 0.0) + lo(acc[s])
+            for s, k in q.items():
+                cnt[s] += 1
+                if k is None:
+                    continue
+                others = dict(w)
+                others[k] -= lo(acc[s])
+                m = max(others.values())
+                z = sum(math.exp(v - m) for v in others.values())
+                tot[s] += math.exp(others[k] - m) / z
+        new = {s: (tot[s] + 1.0) / (cnt[s] + 2.0) for s in srcs}
+        if max(abs(new[s] - acc[s]) for s in srcs) < 1e-4:
+            acc = new
+            break
+        acc = new
+    return acc
+
+
+def labelled_priors(outcomes: Mapping[str, tuple[int, int]], strength: float = 4.0,
+                    fallback: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Per-source accuracy from (correct, total) counts, shrunk toward the agreement estimate (or DEFAULT_PRIOR)."""
+    fb = fallback or {}
+    out = {}
+    for s, (c, n) in outcomes.items():
+        base = fb.get(s, DEFAULT_PRIOR)
+        out[s] = (c + strength * base) / (n + strength)
+    return out
+
+
+def result_key(c: ScoredCandidate) -> str | None:
+    return (c.execution.fingerprint or c.candidate.sql) if executable(c) else None
+
+
+def question_keys(cands: Sequence[ScoredCandidate]) -> dict[str, str | None]:
+    """{source: result key} for the agreement estimate (the first candidate of each source wins)."""
+    out: dict[str, str | None] = {}
+    for c in cands:
+        s = c.candidate.source
+        if s not in out:
+            out[s] = result_key(c)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Features
+# --------------------------------------------------------------------------------------------------
+
+_HOWMANY = re.compile(r"\b(how many|number of|count of|total number|how much)\b", re.I)
+_LIST = re.compile(r"\b(list|show|give|find all|what are|which|names? of|display|return)\b", re.I)
+_TOP = re.compile(r"\b(top|most|least|highest|lowest|largest|smallest|maximum|minimum|max|min|best|worst|oldest|"
+                  r"youngest|first|last|fewest|greatest|earliest|latest|longest|shortest)\b", re.I)
+_EACH = re.compile(r"\b(each|every|per|for all|for each)\b", re.I)
+_NUM = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])")
+_QUOTED = re.compile(r"[\"“']([^\"”']{1,60})[\"”']")
+_SQL_STR = re.compile(r"'((?:[^']|'')*)'|\"((?:[^\"]|\"\")*)\"")
+
+
+def question_cues(text: str) -> dict[str, float]:
+    return {"q_howmany": float(bool(_HOWMANY.search(text))), "q_list": float(bool(_LIST.search(text))),
+            "q_top": float(bool(_TOP.search(text))), "q_each": float(bool(_EACH.search(text)))}
+
+
+@lru_cache(maxsize=65536)
+def sql_features(sql: str) -> dict[str, float]:
+    """Shape of one SQL (sqlglot; a regex fallback when it does not parse)."""
+    s = sql.strip()
+    low = s.lower()
+    f = {"sql_len_log": math.log1p(len(s.split()))}
+    try:
+        import sqlglot
+        from sqlglot import exp
+
+        tree = sqlglot.parse_one(s, read="sqlite")
+        f["sql_joins"] = float(len(list(tree.find_all(exp.Join))))
+        f["sql_agg"] = float(any(True for _ in tree.find_all(exp.AggFunc)))
+        f["sql_group"] = float(tree.find(exp.Group) is not None)
+        f["sql_order_limit"] = float(tree.find(exp.Order) is not None and tree.find(exp.Limit) is not None)
+        f["sql_distinct"] = float(tree.find(exp.Distinct) is not None)
+        f["sql_nesting"] = float(max(0, len(list(tree.find_all(exp.Select))) - 1))
+        f["sql_setop"] = float(any(True for _ in tree.find_all(exp.Union, exp.Intersect, exp.Except)))
+        f["sql_where"] = float(tree.find(exp.Where) is not None)
+    except Exception:  # noqa: BLE001 - unparseable SQL still gets coarse features
+        f["sql_joins"] = float(low.count(" join "))
+        f["sql_agg"] = float(bool(re.search(r"\b(count|sum|avg|min|max)\s*\(", low)))
+        f["sql_group"] = float("group by" in low)
+        f["sql_order_limit"] = float("order by" in low and " limit " in low)
+        f["sql_distinct"] = float("distinct" in low)
+        f["sql_nesting"] = float(max(0, low.count("select") - 1))
+        f["sql_setop"] = float(any(k in low for k in (" union ", " intersect ", " except ")))
+        f["sql_where"] = float(" where " in low)
+    return f
+
+
+@lru_cache(maxsize=65536)
+def literal_features(question: str, sql: str) -> dict[str, float]:
+    from rapidfuzz import fuzz
+
+    q_nums = set(_NUM.findall(question))
+    strs = [a or b for a, b in _SQL_STR.findall(sql)]
+    body = _SQL_STR.sub(" ", sql)
+    sql_nums = set(_NUM.findall(body))
+    q_quoted = [m.strip() for m in _QUOTED.findall(question)]
+    n_q = len(q_nums) + len(q_quoted)
+    hits = sum(1 for x in q_nums if x in sql_nums) + sum(
+        1 for x in q_quoted if any(fuzz.ratio(x.lower(), s.strip("%").lower()) >= 85 for s in strs))
+    ql = question.lower()
+    s_hits = sum(1 for s in strs if s.strip("% ") and fuzz.partial_ratio(s.strip("% ").lower(), ql) >= 85)
+    return {"lit_q_numbers_in_sql": hits / n_q if n_q else 1.0,
+            "lit_sql_strings_in_q": s_hits / len(strs) if strs else 1.0,
+            "lit_n_sql": float(len(strs) + len(sql_nums))}
+
+
+def _shape(c: ScoredCandidate) -> dict[str, float]:
+    e = c.execution
+    rows = e.rows if e is not None else []
+    n = e.row_count if e is not None else 0
+    all_null = bool(rows) and all(v is None for r in rows for v in r)
+    return {"empty": float(n == 0), "all_null": float(all_null),
+            "one_value": float(n == 1 and len(e.columns) == 1) if e is not None else 0.0,
+            "one_row": float(n == 1), "rows_log": math.log1p(n), "n_columns": float(len(e.columns) if e else 0)}
+
+
+@dataclass
+class Clusters:
+    """A question's result clusters (candidate indices, first-appearance order) and their feature rows."""
+
+    members: list[list[int]]
+    rows: list[list[float]]
+
+
+def cluster_features(cands: Sequence[ScoredCandidate], question: str, priors: Mapping[str, float]) -> Clusters:
+    keys = [result_key(c) for c in cands]
+    groups: dict[str, list[int]] = {}
+    for i, k in enumerate(keys):
+        if k is not None:
+            groups.setdefault(k, []).append(i)
+    members = list(groups.values())
+    if not members:
+        return Clusters([], [])
+    dup = [max(1, c.candidate.duplicates) for c in cands]
+    total = float(sum(dup))
+    shares = [sum(dup[i] for i in m) / total for m in members]
+    order = sorted(range(len(members)), key=lambda k: (-shares[k], k))
+    rank = {k: r for r, k in enumerate(order)}
+    has_scores = all(c.scores for c in cands)
+    pri = [priors.get(source_key(c.candidate.source), DEFAULT_PRIOR) for c in cands]
+
+    def lo(p: float) -> float:
+        p = min(max(p, 0.02), 0.98)
+        return max(0.0, math.log(p / (1 - p)) + 1.0)
+
+    pw = [sum(lo(pri[i]) * dup[i] for i in m) for m in members]
+    pw_tot = sum(pw) or 1.0
+    pmax = [max(pri[i] for i in m) for m in members]
+    smax = [max(cands[i].scores[-1].score for i in m) if has_scores else 0.5 for m in members]
+    cues = question_cues(question)
+    n_exec = sum(1 for k in keys if k is not None)
+    rows = []
+    for k, m in enumerate(members):
+        rep = m[_best_member(m, cands, pri)]
+        others_share = max((shares[j] for j in range(len(members)) if j != k), default=0.0)
+        others_pmax = max((pmax[j] for j in range(len(members)) if j != k), default=0.0)
+        f: dict[str, float] = {
+            "vote_share": shares[k], "size_rank": float(rank[k]), "share_margin": shares[k] - others_share,
+            "is_top": float(rank[k] == 0), "n_clusters": float(len(members)), "exec_share": n_exec / len(cands),
+            "n_candidates_log": math.log1p(len(cands)), "has_scores": float(has_scores),
+            "score_mean": (sum(cands[i].scores[-1].score for i in m) / len(m)) if has_scores else 0.5,
+            "score_max": smax[k], "score_rank1": float(has_scores and smax[k] >= max(smax)),
+            "prior_max": pmax[k], "prior_mean": sum(pri[i] for i in m) / len(m), "prior_share": pw[k] / pw_tot,
+            "is_prior_top": float(pmax[k] >= max(pmax)), "prior_margin": pmax[k] - others_pmax,
+            **_shape(cands[rep]), **cues, **sql_features(cands[rep].candidate.sql),
+            **literal_features(question, cands[rep].candidate.sql),
+        }
+        f["howmany_one_value"] = f["q_howmany"] * f["one_value"]
+        f["each_many_rows"] = f["q_each"] * float(f["rows_log"] > math.log(2.5))
+        f["top_order_limit"] = f["q_top"] * f["sql_order_limit"]
+        rows.append([float(f[name]) for name in FEATURES])
+    return Clusters(members, rows)
+
+
+def _best_member(m: Sequence[int], cands: Sequence[ScoredCandidate], pri: Sequence[float]) -> int:
+    """Position in `m` of the member with the best prior, then the best soft score, then the earliest."""
+    def key(j: int) -> tuple[float, float, int]:
+        c = cands[m[j]]
+        return (pri[m[j]], c.scores[-1].score if c.scores else 0.5, -j)
+
+    return max(range(len(m)), key=key)
+
+
+# --------------------------------------------------------------------------------------------------
+# Artifact
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RankerArtifact:
+    model: Any  # fitted classifier with predict_proba
+    features: list[str]
+    prior_mode: str = "labelled"  # labelled | agreement (system-agnostic)
+    priors: dict[str, float] = field(default_factory=dict)  # labelled per-source accuracies (labelled mode)
+    calibrators: dict[str, Any] = field(default_factory=dict)  # "ranker" | "vote" | "model" -> IsotonicRegression
+    data_hash: str = ""
+    cv_metrics: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    version: int = FORMAT_VERSION
+
+    def save(self, path: str | Path) -> Path:
+        import joblib
+
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        joblib.dump({"format": "sqlarbiter-ranker", **self.__dict__}, p)
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path) -> RankerArtifact:
+        import joblib
+
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"ranker artifact not found: {p}")
+        d = joblib.load(p)
+        if not isinstance(d, dict) or d.pop("format", None) != "sqlarbiter-ranker":
+            raise ValueError(f"{p} is not a sqlarbiter ranker artifact")
+        if d.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{p}: ranker artifact version {d.get('version')}, this build reads {FORMAT_VERSION}")
+        if list(d.get("features", [])) != list(FEATURES):
+            raise ValueError(f"{p}: the artifact's feature list differs from this build's; refit it")
+        return cls(**d)
+
+    def effective_priors(self, agreement: Mapping[str, float]) -> dict[str, float]:
+        """Labelled priors where the artifact (or feedback) knows the source, else the agreement estimate."""
+        out = dict(agreement)
+        if self.prior_mode == "labelled":
+            out.update(self.priors)
+        return out
+
+    def score_clusters(self, rows: list[list[float]]) -> list[float]:
+        import numpy as np
+
+        if not rows:
+            return []
+        return [float(p) for p in self.model.predict_proba(np.asarray(rows, dtype=float))[:, 1]]
+
+    def calibrate(self, name: str, x: float) -> float:
+        cal = self.calibrators.get(name)
+        if cal is None:
+            return float(x)
+        return float(min(max(cal.predict([x])[0], 0.0), 1.0))
+
+
+def rank_select(cands: Sequence[ScoredCandidate], question: str, priors: Mapping[str, float],
+                artifact: RankerArtifact | None) -> tuple[int | None, str, float | None, Clusters, list[float]]:
+    """(index, reason, raw model score of the chosen cluster, clusters, cluster scores). Without an artifact,
+    clusters are ranked by their prior-weighted vote share (a weighted majority vote)."""
+    cl = cluster_features(cands, question, priors)
+    if not cl.members:
+        return None, "no candidate executes", None, cl, []
+    if artifact is not None:
+        scores = artifact.score_clusters(cl.rows)
+        how = "ranker"
+    else:
+        col = FEATURES.index("prior_share")
+        scores = [r[col] for r in cl.rows]
+        how = "prior-weighted vote (no ranker artifact loaded)"
+    best = max(range(len(scores)), key=lambda k: (scores[k], -k))
+    pri = [priors.get(source_key(c.candidate.source), DEFAULT_PRIOR) for c in cands]
+    m = cl.members[best]
+    i = m[_best_member(m, cands, pri)]
+    for k, mm in enumerate(cl.members):
+        for j in mm:
+            cands[j].cluster = k
+            cands[j].selection_score = scores[k]
+    return i, f"{how}: best of {len(cl.members)} result clusters (score {scores[best]:.3f}, {len(m)} members)", \
+        scores[best], cl, scores
+
+
+def vote_share_of(cands: Sequence[ScoredCandidate], i: int | None) -> float:
+    """Share of the candidates (by duplicates) whose result equals candidate i's (0 when it does not execute)."""
+    if i is None or not executable(cands[i]):
+        return 0.0
+    k = result_key(cands[i])
+    dup = [max(1, c.candidate.duplicates) for c in cands]
+    return sum(d for c, d in zip(cands, dup, strict=True) if result_key(c) == k) / float(sum(dup))
+
+
+def plan_confidence(policy: str, cands: Sequence[ScoredCandidate], chosen: int | None, question: str,
+                    priors: Mapping[str, float], artifact: RankerArtifact | None) -> float | None:
+    """P(the chosen candidate is correct). With an artifact: its held-out isotonic calibrators (vote: of the
+    vote share; other policies: of the model score of the chosen cluster). Without one: the vote share."""
+    if chosen is None:
+        return None
+    if not executable(cands[chosen]):
+        return 0.0
+    if artifact is None:
+        return vote_share_of(cands, chosen)
+    if policy == "vote":
+        return artifact.calibrate("vote", vote_share_of(cands, chosen))
+    cl = cluster_features(cands, question, priors)
+    k = next(k for k, m in enumerate(cl.members) if chosen in m)
+    raw = artifact.score_clusters([cl.rows[k]])[0]
+    return artifact.calibrate("ranker" if policy == "ranker" else "model", raw)
+
+
+# --------------------------------------------------------------------------------------------------
+# Serving state: the active artifact and the cross-question evidence
+# --------------------------------------------------------------------------------------------------
+
+
+class RankerState:
+    """The active artifact (reloadable) plus the last `window` questions' {source: result} maps (agreement
+    priors) and the feedback outcomes per source (labelled priors). Thread-safe."""
+
+    def __init__(self, window: int = 500):
+        self._lock = threading.Lock()
+        self.artifact: RankerArtifact | None = None
+        self.path: str | None = None
+        self._seen: deque[dict[str, str | None]] = deque(maxlen=window)
+        self._outcomes: dict[str, list[int]] = {}
+        self._priors: dict[str, float] | None = None
+
+    def load(self, path: str | Path | None) -> RankerArtifact | None:
+        """Load (or, with None, unload) the artifact; a failed load keeps the previous one and raises."""
+        art = RankerArtifact.load(path) if path else None
+        with self._lock:
+            self.artifact, self.path = art, (str(path) if path else None)
+            self._priors = None
+        return art
+
+    def reload(self) -> RankerArtifact | None:
+        return self.load(self.path)
+
+    def observe(self, cands: Sequence[ScoredCandidate]) -> None:
+        keys = question_keys(cands)
+        if keys:
+            with self._lock:
+                self._seen.append({source_key(s): k for s, k in keys.items()})
+                self._priors = None
+
+    def feedback(self, cands: Sequence[ScoredCandidate], chosen: int | None, correct: bool) -> None:
+        """A labelled outcome: every source whose result equals the chosen one was right (or wrong) with it."""
+        if chosen is None:
+            return
+        k = result_key(cands[chosen])
+        with self._lock:
+            for c in cands:
+                if k is not None and result_key(c) == k:
+                    o = self._outcomes.setdefault(source_key(c.candidate.source), [0, 0])
+                    o[0] += int(correct)
+                    o[1] += 1
+            self._priors = None
+
+    def priors(self) -> dict[str, float]:
+        with self._lock:
+            if self._priors is None:
+                agree = agreement_priors(list(self._seen))
+                base = self.artifact.effective_priors(agree) if self.artifact else agree
+                logged = labelled_priors({s: (c, n) for s, (c, n) in self._outcomes.items()}, fallback=base)
+                self._priors = {**base, **logged}
+            return dict(self._priors)
+
+
+ACTIVE = RankerState()
+
+
+def select_active(cands: Sequence[ScoredCandidate]) -> tuple[int | None, str]:
+    """The `ranker` policy with the active artifact and cross-question state."""
+    i, why, _, _, _ = rank_select(cands, CURRENT_QUESTION.get(), ACTIVE.priors(), ACTIVE.artifact)
+    return i, why
+
+
+# --------------------------------------------------------------------------------------------------
+# Pipeline hooks: confidence and abstention on a Plan
+# --------------------------------------------------------------------------------------------------
+
+LOW_CONFIDENCE = "low_confidence"
+
+
+def annotate_plan(plan, policy: str) -> None:
+    """Set `plan.confidence` for the chosen candidate (None when nothing was chosen)."""
+    if plan.chosen is None:
+        plan.confidence = None
+        return
+    eligible = [i for i, sc in enumerate(plan.candidates) if not sc.candidate.rejected]
+    cands = [plan.candidates[i].model_copy(deep=True) for i in eligible]
+    chosen = eligible.index(plan.chosen) if plan.chosen in eligible else None
+    conf = plan_confidence(policy, cands, chosen, plan.question.text, ACTIVE.priors(), ACTIVE.artifact)
+    plan.confidence = None if conf is None else round(float(conf), 6)
+
+
+def apply_abstention(plan, abstain_below: float | None) -> None:
+    """Below the threshold an `ok` plan becomes `low_confidence`; it keeps the chosen candidate."""
+    if abstain_below is None or plan.status != "ok" or plan.confidence is None:
+        return
+    if plan.confidence < abstain_below:
+        plan.status = LOW_CONFIDENCE
+        plan.reason = (f"{plan.reason}; confidence {plan.confidence:.3f} is below abstain_below {abstain_below:g}: "
+                       "the best candidate is shown, ask a person or escalate")

@@ -1,0 +1,147 @@
+"""planner.ranker: label-free priors, cluster features, the policy, the artifact, confidence and abstention."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from core.model import Candidate, ExecutionResult, Plan, Question, Score, ScoredCandidate
+from planner import ranker
+from planner.select import POLICIES, check_policy, executable_only, needs_scores, select
+
+
+def sc(sql: str, source: str, fp: str | None, rows=((1,),), score: float | None = None) -> ScoredCandidate:
+    ex = (ExecutionResult(ok=True, fingerprint=fp, columns=["c"] * len(rows[0]) if rows else ["c"],
+                          rows=[list(r) for r in rows], row_count=len(rows))
+          if fp is not None else ExecutionResult(ok=False, error="no such table"))
+    return ScoredCandidate(candidate=Candidate(sql=sql, source=source), execution=ex,
+                           scores=[Score(score=score)] if score is not None else [])
+
+
+@pytest.fixture(autouse=True)
+def _clean_active():
+    ranker.ACTIVE.load(None)
+    yield
+    ranker.ACTIVE.load(None)
+    ranker.ACTIVE._seen.clear()
+    ranker.ACTIVE._outcomes.clear()
+
+
+def test_agreement_priors_rank_reliable_sources_above_noise_without_labels():
+    rng = random.Random(0)
+    acc = {"good1": 0.9, "good2": 0.85, "ok1": 0.7, "ok2": 0.65, "noise1": 0.2, "noise2": 0.25}
+    qs = []
+    for q in range(200):
+        d: dict[str, str | None] = {s: f"t{q}" if rng.random() < a else f"{s}{q}{rng.randrange(3)}"
+                                    for s, a in acc.items()}
+        d["broken"] = None
+        qs.append(d)
+    pri = ranker.agreement_priors(qs)
+    assert min(pri["good1"], pri["good2"]) > max(pri["ok1"], pri["ok2"])
+    assert min(pri["ok1"], pri["ok2"]) > max(pri["noise1"], pri["noise2"]) > pri["broken"]
+
+
+def test_policy_is_registered_with_metadata_and_needs_no_discriminator():
+    assert "ranker" in POLICIES.names()
+    assert not needs_scores("ranker") and executable_only("ranker")
+    assert check_policy("ranker", has_discriminator=False) == "ranker"
+
+
+def test_without_artifact_the_ranker_is_a_prior_weighted_vote():
+    cands = [sc("SELECT a", "weak1", "x"), sc("SELECT b", "weak2", "x"), sc("SELECT c", "strong", "y"),
+             sc("SELECT d", "weak3", None)]
+    i, why = select("ranker", cands)
+    assert i in (0, 1) and "prior-weighted vote" in why  # equal priors: the larger cluster
+    ranker.ACTIVE._outcomes.update({"strong": [50, 50], "weak1": [5, 50], "weak2": [5, 50]})
+    ranker.ACTIVE._priors = None
+    i, _ = select("ranker", cands)
+    assert i == 2  # logged outcomes make the strong source outweigh two weak ones
+    assert select("ranker", [sc("x", "a", None)])[0] is None
+
+
+def test_cluster_features_need_no_gold_and_read_result_shape_and_cues():
+    cands = [sc("SELECT count(*) FROM t", "a", "x", rows=((3,),)), sc("SELECT name FROM t", "b", "y",
+                                                                     rows=(("p",), ("q",))),
+             sc("SELECT NULL", "c", "z", rows=((None,),))]
+    cl = ranker.cluster_features(cands, "How many singers are there?", {})
+    assert len(cl.members) == 3 and all(len(r) == len(ranker.FEATURES) for r in cl.rows)
+    f = [dict(zip(ranker.FEATURES, r, strict=True)) for r in cl.rows]
+    assert f[0]["howmany_one_value"] == 1.0 and f[1]["howmany_one_value"] == 0.0
+    assert f[0]["sql_agg"] == 1.0 and f[2]["all_null"] == 1.0
+    lit = ranker.literal_features("Singers older than 30 from 'France'", "SELECT * FROM s WHERE age > 30 AND c = 'France'")
+    assert lit["lit_q_numbers_in_sql"] == 1.0 and lit["lit_sql_strings_in_q"] == 1.0
+
+
+def _tiny_artifact(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    rng = random.Random(1)
+    X = [[rng.random() for _ in ranker.FEATURES] for _ in range(60)]
+    y = [int(r[0] > 0.5) for r in X]
+    model = LogisticRegression().fit(X, y)
+    return ranker.RankerArtifact(model=model, features=list(ranker.FEATURES), prior_mode="agreement")
+
+
+def test_artifact_roundtrip_and_clear_errors(tmp_path):
+    art = _tiny_artifact(tmp_path)
+    p = art.save(tmp_path / "r.joblib")
+    back = ranker.RankerArtifact.load(p)
+    assert back.features == list(ranker.FEATURES) and back.version == ranker.FORMAT_VERSION
+    with pytest.raises(FileNotFoundError):
+        ranker.RankerArtifact.load(tmp_path / "missing.joblib")
+    import joblib
+
+    joblib.dump({"format": "something-else"}, tmp_path / "bad.joblib")
+    with pytest.raises(ValueError, match="not a sqlarbiter ranker"):
+        ranker.RankerArtifact.load(tmp_path / "bad.joblib")
+    d = {"format": "sqlarbiter-ranker", **art.__dict__, "features": ["other"]}
+    joblib.dump(d, tmp_path / "old.joblib")
+    with pytest.raises(ValueError, match="feature list"):
+        ranker.RankerArtifact.load(tmp_path / "old.joblib")
+    ranker.ACTIVE.load(p)
+    assert ranker.ACTIVE.artifact is not None
+    i, why = select("ranker", [sc("SELECT 1", "a", "x"), sc("SELECT 2", "b", "y")])
+    assert i in (0, 1) and why.startswith("ranker:")
+    assert ranker.ACTIVE.reload() is not None
+
+
+def test_confidence_and_abstention_on_a_plan():
+    cands = [sc("SELECT 1", "a", "x"), sc("SELECT 2", "b", "y"), sc("SELECT 3", "c", "z"), sc("bad", "d", None)]
+    plan = Plan(question=Question(text="q", db_id="demo"), candidates=cands, chosen=0, chosen_sql="SELECT 1",
+                status="ok", reason="r", policy="vote")
+    ranker.annotate_plan(plan, "vote")
+    assert plan.confidence == pytest.approx(0.25)  # no artifact: the vote share
+    ranker.apply_abstention(plan, 0.2)
+    assert plan.status == "ok"
+    ranker.apply_abstention(plan, 0.5)
+    assert plan.status == "low_confidence" and plan.chosen == 0 and "abstain_below" in plan.reason
+    none = Plan(question=Question(text="q", db_id="demo"), candidates=cands, chosen=None, status="no_candidates")
+    ranker.annotate_plan(none, "vote")
+    ranker.apply_abstention(none, 0.9)
+    assert none.confidence is None and none.status == "no_candidates"
+    assert Plan.model_validate_json(plan.model_dump_json()) == plan
+
+
+def test_cascade_escalates_on_low_confidence():
+    from core.model import RouteDecision
+    from routing.cascade import CascadeRouter
+
+    r = CascadeRouter(tau=0.0, vote_margin=0.0, min_confidence=0.6)
+    plan = Plan(question=Question(text="q", db_id="demo"), candidates=[sc("SELECT 1", "a", "x")], chosen=0,
+                confidence=0.4, route=RouteDecision(pair="p", generator="g", discriminator="d", steps=["p", "q"]))
+    esc, why = r.should_escalate(plan, 0)
+    assert esc and "confidence" in why
+    plan.confidence = 0.9
+    assert not r.should_escalate(plan, 0)[0]
+    with pytest.raises(ValueError):
+        CascadeRouter(min_confidence=2.0)
+
+
+def test_a_missing_configured_artifact_fails_at_startup(tmp_path):
+    from planner.config import ConfigError, config_from_dict
+    from planner.pipeline import Planner
+
+    cfg = config_from_dict({"defaults": {"ranker": str(tmp_path / "missing.joblib")}}, env={})
+    with pytest.raises(ConfigError, match="defaults.ranker"):
+        Planner(cfg)

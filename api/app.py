@@ -4,7 +4,7 @@ What it owns: the endpoints, error mapping, admission control, API-key auth and 
 
 Endpoints: POST /plan, GET /plans/{id}, POST /feedback, POST /check, GET /databases,
 GET /databases/{id}/schema, GET|PUT /generators[/active], GET|PUT /discriminators[/active], GET /health,
-GET /metrics.
+GET /metrics; the playground pages (/ui/) and POST /plan/stream come from `api.ui`.
 
 Errors are precise and never 500 for bad input: validation (empty/oversize question, n out of range, wrong
 types, malformed JSON, unknown policy/pair/router) -> 422; unknown database or plan -> 404; queue full ->
@@ -52,6 +52,7 @@ from api.schemas import (
     PlanRequest,
     SwitchRequest,
 )
+from api.ui import router as ui_router
 from core.model import Plan, Question
 from core.registry import UnknownName
 from planner.config import Config, load_config
@@ -395,6 +396,7 @@ def create_app(config: Config | str | None = None, *, planner: Planner | None = 
         return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
 
     app.include_router(api)
+    app.include_router(ui_router(Depends(require_key)))  # the playground (/ui/) and POST /plan/stream
     return app
 
 

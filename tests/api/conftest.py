@@ -60,3 +60,28 @@ def shared_client(tmp_path_factory) -> Iterator[TestClient]:
                             "store_url": f"sqlite:///{store}"}, env={})
     with TestClient(create_app(cfg), raise_server_exceptions=False) as c:
         yield c
+
+
+@pytest.fixture
+def eval_runs(tmp_path: Path) -> Path:
+    """A runs folder with two real eval runs (results.jsonl -> eval.report.write_report: report.json,
+    report.md and the PNG plots), laid out as `sqlarbiter eval` writes them (<runs>/eval/<run>/), plus a
+    run with results only (no report yet) and a folder that is not a run."""
+    import json
+
+    from eval.report import write_report
+
+    root = tmp_path / "runs"
+    levels = ["easy", "medium", "hard", "extra"]
+    for name, shift in (("spider-replay-a", 0), ("spider-replay-b", 1)):
+        d = root / "eval" / name
+        d.mkdir(parents=True)
+        lines = [{"index": i, "db_id": "concert_singer", "difficulty": levels[i % 4], "ex": (i + shift) % 3 != 0,
+                  "pred": "SELECT 1", "gold": "SELECT 1"} for i in range(12)]
+        (d / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        write_report(d, {"dataset": "spider", "mode": "replay", "policy": "check-rerank", "n": 12})
+    partial = root / "eval" / "unfinished"
+    partial.mkdir()
+    (partial / "results.jsonl").write_text(json.dumps({"index": 0, "difficulty": "easy", "ex": True}) + "\n")
+    (root / "not-a-run").mkdir()
+    return root

@@ -1,5 +1,6 @@
 # Two entry points for a fresh machine (see README):
-#   make demo   - set up .venv, then plan one question on the embedded default model and the demo database
+#   make demo   - set up .venv, plan one question on the embedded default model and the demo database, then
+#                 serve the API and the playground page (http://127.0.0.1:8000/ui/)
 #   make test   - set up .venv with test tools, then run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -31,7 +32,9 @@ demo: setup
 	$(BIN)/sqlarbiter plan "$(QUESTION)" --db demo --execute || \
 	  echo "(no candidate executed this time: the embedded 135M model is weak at SQL; configure a real checkpoint)"
 	@if [ "$(SERVE)" = "1" ]; then \
-	  echo; echo "Serving on http://127.0.0.1:8000 (Ctrl-C stops). Try:"; \
+	  echo; echo "Serving on http://127.0.0.1:8000 (Ctrl-C stops)."; \
+	  echo "Playground (plan page, models, eval runs): http://127.0.0.1:8000/ui/"; \
+	  echo "Or from a shell:"; \
 	  echo "  curl -s -X POST http://127.0.0.1:8000/plan -H 'Content-Type: application/json' -d '{\"question\": \"$(QUESTION)\", \"db_id\": \"demo\", \"n\": 3, \"execute\": true}'"; \
 	  $(BIN)/sqlarbiter serve --host 127.0.0.1 --port 8000; fi
 

@@ -64,6 +64,15 @@ def shared_client(tmp_path_factory) -> Iterator[TestClient]:
 
 @pytest.fixture
 def eval_runs(tmp_path: Path) -> Path:
+    return write_eval_runs(tmp_path / "runs")
+
+
+@pytest.fixture(scope="module")
+def module_eval_runs(tmp_path_factory) -> Path:
+    return write_eval_runs(tmp_path_factory.mktemp("evalruns") / "runs")
+
+
+def write_eval_runs(root: Path) -> Path:
     """A runs folder with two real eval runs (results.jsonl -> eval.report.write_report: report.json,
     report.md and the PNG plots), laid out as `sqlarbiter eval` writes them (<runs>/eval/<run>/), plus a
     run with results only (no report yet) and a folder that is not a run."""
@@ -71,7 +80,6 @@ def eval_runs(tmp_path: Path) -> Path:
 
     from eval.report import write_report
 
-    root = tmp_path / "runs"
     levels = ["easy", "medium", "hard", "extra"]
     for name, shift in (("spider-replay-a", 0), ("spider-replay-b", 1)):
         d = root / "eval" / name

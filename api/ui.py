@@ -53,7 +53,7 @@ _ERR = {"model": ErrorResponse}
 STREAM_DOC = (
     "A `text/event-stream` of server-sent events, each `event: <name>` + `data: <JSON>`:\n\n"
     "- `queued`: `{\"in_flight\"}` once the plan is admitted;\n"
-    "- `stage`: `{\"stage\", \"state\": \"start\"|\"done\", \"ms\", \"elapsed_ms\"}` as each pipeline stage (route, "
+    "- `stage`: `{\"stage\", \"state\": \"start\"|\"done\"|\"failed\", \"ms\", \"elapsed_ms\"}` as each pipeline stage (route, "
     "generate, normalize, execute, discriminate, select) starts and ends; a cascade repeats the model stages;\n"
     "- `plan`: the finished Plan (same body as POST /plan; stored, so GET /plans/{id} and POST /feedback work);\n"
     "- `error`: `{\"status\", \"detail\"}` when the plan fails after the stream started (504 deadline, 503 backend "
@@ -312,7 +312,7 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
             m = rep.get("meta") or {}
             entry.update(dataset=m.get("dataset"), mode=m.get("mode"), n=rep.get("n"), ex=rep.get("ex"))
         out.append(entry)
-    out.sort(key=lambda e: -e["mtime"])
+    out.sort(key=lambda e: (-e["mtime"], e["name"]))
     return out[:MAX_RUNS]
 
 

@@ -110,12 +110,14 @@ class _Clock:
         self.check(name)
         self._report(name, "start")
         t = time.perf_counter()
+        ok = False
         try:
             yield
+            ok = True
         finally:
             ms = (time.perf_counter() - t) * 1000.0
             self.timings[name] += ms
-            self._report(name, "done", round(ms, 3))
+            self._report(name, "done" if ok else "failed", round(ms, 3))
 
 
 class ModelSlots:
@@ -281,8 +283,8 @@ class Planner:
              router: str | None = None, execute: bool = False, deadline_s: float | None = None,
              progress: Callable[[dict[str, Any]], None] | None = None) -> Plan:
         """Plan one question. `progress`, when given, is called from this thread with
-        `{"stage", "state": "start"|"done", "ms" (the stage's duration, on done), "elapsed_ms"}` as each
-        stage starts and ends (a cascade repeats the model stages per step); its exceptions are logged."""
+        `{"stage", "state": "start"|"done"|"failed", "ms" (the stage's duration, on done/failed), "elapsed_ms"}`
+        as each stage starts and ends (failed: it raised) (a cascade repeats the model stages per step); its exceptions are logged."""
         cfg = self.config
         n = cfg.defaults.n if n is None else n
         policy = policy or cfg.defaults.policy

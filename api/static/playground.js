@@ -216,8 +216,8 @@ function onStage(ev) {
   } else {
     const total = (parseFloat(li.dataset.ms || "0") + (ev.ms || 0));
     li.dataset.ms = String(total);
-    li.className = "done";
-    st.textContent = "done in " + fmtMs(total);
+    li.className = ev.state === "failed" ? "failed" : "done";
+    st.textContent = (ev.state === "failed" ? "failed after " : "done in ") + fmtMs(total);
   }
 }
 
@@ -455,7 +455,10 @@ async function loadRuns() {
     const sel = clear($(id));
     for (const x of r.runs) sel.append(el("option", { value: x.name }, x.name));
   }
-  if (r.runs.length > 1) { $("cmp-a").value = r.runs[1].name; $("cmp-b").value = r.runs[0].name; }
+  // default comparison: the two newest runs with a report (else the two newest runs), older one as A
+  const withReport = r.runs.filter((x) => x.has_report);
+  const pick = withReport.length > 1 ? withReport : r.runs;
+  if (pick.length > 1) { $("cmp-a").value = pick[1].name; $("cmp-b").value = pick[0].name; }
   $("cmp-btn").disabled = r.runs.length < 2;
 }
 

@@ -81,10 +81,10 @@ def write_eval_runs(root: Path) -> Path:
     from eval.report import write_report
 
     levels = ["easy", "medium", "hard", "extra"]
-    for name, shift in (("spider-replay-a", 0), ("spider-replay-b", 1)):
+    for name, right in (("spider-replay-a", lambda i: i % 3 != 0), ("spider-replay-b", lambda i: i % 4 != 3)):
         d = root / "eval" / name
         d.mkdir(parents=True)
-        lines = [{"index": i, "db_id": "concert_singer", "difficulty": levels[i % 4], "ex": (i + shift) % 3 != 0,
+        lines = [{"index": i, "db_id": "concert_singer", "difficulty": levels[i % 4], "ex": right(i),
                   "pred": "SELECT 1", "gold": "SELECT 1"} for i in range(12)]
         (d / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
         write_report(d, {"dataset": "spider", "mode": "replay", "policy": "check-rerank", "n": 12})

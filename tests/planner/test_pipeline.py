@@ -249,3 +249,8 @@ def test_progress_callback_reports_each_stage_and_never_fails_the_plan(tmp_path)
         raise RuntimeError("listener bug")
 
     assert planner.plan(q(), progress=broken).status == "ok"
+
+    events.clear()
+    with pytest.raises(PlanRequestError):
+        planner.plan(q(), router="nope", progress=events.append)
+    assert [(e["stage"], e["state"]) for e in events] == [("route", "start"), ("route", "failed")]

@@ -8,6 +8,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 QUESTION ?= How many singers are older than 30?
 SERVE ?= 1
+PORT ?= 8000
 
 .PHONY: demo test setup setup-test serve bench gpu-bundle lint clean
 
@@ -32,11 +33,11 @@ demo: setup
 	$(BIN)/sqlarbiter plan "$(QUESTION)" --db demo --execute || \
 	  echo "(no candidate executed this time: the embedded 135M model is weak at SQL; configure a real checkpoint)"
 	@if [ "$(SERVE)" = "1" ]; then \
-	  echo; echo "Serving on http://127.0.0.1:8000 (Ctrl-C stops)."; \
-	  echo "Playground (plan page, models, eval runs): http://127.0.0.1:8000/ui/"; \
+	  echo; echo "Serving on http://127.0.0.1:$(PORT) (Ctrl-C stops)."; \
+	  echo "Playground (plan page, models, eval runs): http://127.0.0.1:$(PORT)/ui/"; \
 	  echo "Or from a shell:"; \
-	  echo "  curl -s -X POST http://127.0.0.1:8000/plan -H 'Content-Type: application/json' -d '{\"question\": \"$(QUESTION)\", \"db_id\": \"demo\", \"n\": 3, \"execute\": true}'"; \
-	  $(BIN)/sqlarbiter serve --host 127.0.0.1 --port 8000; fi
+	  echo "  curl -s -X POST http://127.0.0.1:$(PORT)/plan -H 'Content-Type: application/json' -d '{\"question\": \"$(QUESTION)\", \"db_id\": \"demo\", \"n\": 3, \"execute\": true}'"; \
+	  $(BIN)/sqlarbiter serve --host 127.0.0.1 --port $(PORT); fi
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -71,7 +71,8 @@ STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
 def router(auth: Any) -> APIRouter:
     """The playground's routes; `auth` (a `Depends(...)`) guards every data endpoint, not the static pages."""
     r = APIRouter()
-    data = APIRouter(dependencies=[auth], responses={401: {**_ERR, "description": "missing or wrong API key"}})
+    data = APIRouter(dependencies=[auth], responses={400: {**_ERR, "description": "the request body could not be decoded"},
+                                                     401: {**_ERR, "description": "missing or wrong API key"}})
 
     # ------------------------------------------------------------------ pages
     @r.get("/ui", include_in_schema=False)
@@ -333,10 +334,13 @@ def resolve_run(root: Path, name: str) -> Path:
     unknown = HTTPException(404, f"unknown run {name!r} under {root}; see GET /ui/api/runs")
     if not name or rel.is_absolute() or ".." in rel.parts:
         raise unknown
-    d = (root / rel).resolve()
-    base = root.resolve()
-    if (d != base and base not in d.parents) or not d.is_dir() or not _is_run(d):
-        raise unknown
+    try:
+        d = (root / rel).resolve()
+        base = root.resolve()
+        if (d != base and base not in d.parents) or not d.is_dir() or not _is_run(d):
+            raise unknown
+    except (OSError, ValueError):  # e.g. a NUL byte or an overlong name
+        raise unknown from None
     return d
 
 

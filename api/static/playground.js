@@ -285,7 +285,8 @@ function lastScore(sc) { return sc.scores && sc.scores.length ? sc.scores[sc.sco
 
 function verdictText(s) {
   if (!s) return "-";
-  const how = s.forced === true ? "forced" : s.parse_failure ? "unparsed" : "natural";
+  // verdict_kind (natural | forced | missing | not_executable) where the model has it; else from parse_failure
+  const how = s.verdict_kind || (s.forced === true ? "forced" : s.parse_failure ? "unparsed" : "natural");
   const v = s.verdict === true ? "true" : s.verdict === false ? "false" : "none";
   return `${v} (${how})`;
 }

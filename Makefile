@@ -1,6 +1,7 @@
 # Two entry points for a fresh machine (see README):
 #   make demo   - set up .venv, then plan one question on the embedded default model and the demo database
-#                 (demo.toml: the default config with the reasoning budget lowered explicitly to 128 for the CPU)
+#                 (demo.toml: the default config with the reasoning budget lowered explicitly to 128 for the CPU); then
+#                 serve the API and the playground page (http://127.0.0.1:8000/ui/)
 #   make test   - set up .venv with test tools, then run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -8,6 +9,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 QUESTION ?= How many singers are older than 30?
 SERVE ?= 1
+PORT ?= 8000
 
 .PHONY: demo test setup setup-test serve bench gpu-bundle lint clean
 
@@ -32,9 +34,11 @@ demo: setup
 	$(BIN)/sqlarbiter plan "$(QUESTION)" --db demo --config demo.toml --execute || \
 	  echo "(no candidate executed this time: the embedded 135M model is weak at SQL; configure a real checkpoint)"
 	@if [ "$(SERVE)" = "1" ]; then \
-	  echo; echo "Serving on http://127.0.0.1:8000 (Ctrl-C stops). Try:"; \
-	  echo "  curl -s -X POST http://127.0.0.1:8000/plan -H 'Content-Type: application/json' -d '{\"question\": \"$(QUESTION)\", \"db_id\": \"demo\", \"n\": 3, \"execute\": true}'"; \
-	  SQLARBITER_CONFIG=demo.toml $(BIN)/sqlarbiter serve --host 127.0.0.1 --port 8000; fi
+	  echo; echo "Serving on http://127.0.0.1:$(PORT) (Ctrl-C stops)."; \
+	  echo "Playground (plan page, models, eval runs): http://127.0.0.1:$(PORT)/ui/"; \
+	  echo "Or from a shell:"; \
+	  echo "  curl -s -X POST http://127.0.0.1:$(PORT)/plan -H 'Content-Type: application/json' -d '{\"question\": \"$(QUESTION)\", \"db_id\": \"demo\", \"n\": 3, \"execute\": true}'"; \
+	  SQLARBITER_CONFIG=demo.toml $(BIN)/sqlarbiter serve --host 127.0.0.1 --port $(PORT); fi
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -6,7 +6,7 @@ router per resource (`api.routes`: plans, feedback, check, databases, models, he
 
 Endpoints: POST /plan, GET /plans/{id}, POST /feedback, POST /check, GET /databases,
 GET /databases/{id}/schema, GET|PUT /generators[/active], GET|PUT /discriminators[/active], GET /health,
-GET /metrics.
+GET /metrics; the playground pages (/ui/) and POST /plan/stream come from `api.ui`.
 
 Errors are precise and never 500 for bad input: validation (empty/oversize question, n out of range, wrong
 types, malformed JSON, unknown policy/pair/router) -> 422; unknown database or plan -> 404; queue full ->
@@ -36,6 +36,7 @@ from api import errors
 from api.admission import Admission, Overloaded
 from api.routes import check, databases, feedback, health, models, plans
 from api.state import OPEN_PATHS, PROTECTED_RESPONSES, VERSION, AppState, require_key
+from api.ui import router as ui_router
 from planner.config import Config, load_config
 from planner.metrics import ServiceMetrics
 from planner.pipeline import Planner
@@ -85,6 +86,7 @@ def create_app(config: Config | str | None = None, *, planner: Planner | None = 
     app.include_router(health.open_router)
     for router in PROTECTED:
         app.include_router(router, dependencies=[Depends(require_key)], responses=PROTECTED_RESPONSES)
+    app.include_router(ui_router(Depends(require_key)))  # the playground (/ui/) and POST /plan/stream
     return app
 
 

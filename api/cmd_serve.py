@@ -82,7 +82,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as e:  # ConfigError included: e.g. a router that cannot be built
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"sqlarbiter: serving on http://{args.host}:{args.port} (docs: /docs; config: {cfg.source})",
+    print(f"sqlarbiter: serving on http://{args.host}:{args.port} (playground: http://{args.host}:{args.port}/ui/; "
+          f"docs: /docs; config: {cfg.source})",
           file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

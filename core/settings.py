@@ -67,3 +67,10 @@ def data_dir() -> Path:
     p = Path(env).expanduser() if env else Path(user_data_dir("sqlarbiter"))
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+def runs_dir() -> Path:
+    """Eval runs (`sqlarbiter eval` writes `<runs>/eval/<run>/`; the playground's eval-runs page lists them).
+    `SQLARBITER_RUNS_DIR` overrides; the default is `runs` in the current directory. Not created here."""
+    env = os.environ.get("SQLARBITER_RUNS_DIR")
+    return Path(env).expanduser() if env else Path.cwd() / "runs"

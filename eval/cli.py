@@ -129,7 +129,8 @@ def _dataset_args(d: argparse.ArgumentParser, spec) -> None:
     mode.add_argument("--deadline", type=float, default=None, help="end-to-end: per-question deadline in seconds "
                       "(default: the config's; CPU runs of the embedded model may need more)")
     run = d.add_argument_group("run")
-    run.add_argument("--out", default=None, help="output directory (default: runs/eval/<dataset>-<mode>-<time>)")
+    run.add_argument("--out", default=None, help="output directory (default: runs/eval/<dataset>-<mode>-<time>; "
+                     "SQLARBITER_RUNS_DIR replaces runs/)")
     run.add_argument("--workers", type=int, default=2, help="processes for SQL comparison")
     run.add_argument("--timeout", type=float, default=None, help="per-query timeout in seconds (official default)")
     run.add_argument("--no-resume", action="store_true", help="start results.jsonl afresh")
@@ -187,7 +188,9 @@ def _run(args) -> int:
         except PolicyError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    out = Path(args.out) if args.out else Path("runs") / "eval" / f"{ds}-{mode}-{time.strftime('%Y%m%d-%H%M%S')}"
+    from core.settings import runs_dir
+
+    out = Path(args.out) if args.out else runs_dir() / "eval" / f"{ds}-{mode}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     progress = not args.quiet
     meta = {"dataset": ds, "mode": mode, "data": str(args.data or default_data_dir(ds)),

@@ -13,7 +13,7 @@ Environment overrides (applied after the file, before validation):
   lower-cased); the value is parsed as a TOML value when it parses (`4`, `0.5`, `true`, `"x"`, `[1, 2]`), else
   taken as a plain string. Example: `SQLARBITER__DEFAULTS__N=2`, `SQLARBITER__LIMITS__CONCURRENCY=4`.
 - Shortcuts: `SQLARBITER_STORE_URL` (store URL), `SQLARBITER_API_KEY` (turns API-key auth on),
-  `SQLARBITER_DATABASES` (extra database files/dirs, separated by the OS path separator, added to the file's list).
+  `SQLARBITER_RUNS_DIR` (the eval runs folder), `SQLARBITER_DATABASES` (extra database files/dirs, separated by the OS path separator, added to the file's list).
 
 See `sqlarbiter.example.toml` for a documented example of every section.
 """
@@ -115,6 +115,8 @@ class Config(_Strict):
     store_url: str | None = None  # SQLAlchemy URL; None = sqlite file under data_dir()
     api_key: str | None = None  # when set, every endpoint but /health and /docs needs it
     warmup: bool = False  # load the active models when the service starts
+    runs_dir: str | None = Field(None, description="eval runs folder the playground's eval-runs page lists; "
+                                 "None = core.settings.runs_dir() (./runs)")
     source: str | None = Field(None, description="where this config came from (file path or 'built-in')")
 
     @model_validator(mode="after")
@@ -254,6 +256,8 @@ def apply_env(data: dict[str, Any], environ: dict[str, str] | None = None) -> di
         data["store_url"] = env["SQLARBITER_STORE_URL"]
     if env.get("SQLARBITER_API_KEY"):
         data["api_key"] = env["SQLARBITER_API_KEY"]
+    if env.get("SQLARBITER_RUNS_DIR"):
+        data["runs_dir"] = env["SQLARBITER_RUNS_DIR"]
     if env.get("SQLARBITER_DATABASES"):
         extra = [p for p in env["SQLARBITER_DATABASES"].split(os.pathsep) if p]
         data["databases"] = list(data.get("databases") or []) + extra

@@ -31,7 +31,8 @@ the rules of one plan:
   candidates and between cascade steps (a model call in progress is not interrupted) and raises
   `DeadlineExceeded`, which the API maps to 504.
 
-Hooks: `Planner.on_plan` callbacks receive `(plan, route_context)` after each plan; `Planner.on_feedback`
+Hooks: `Planner.plan(..., progress=fn)` calls `fn` as each stage starts and ends (the service streams
+these as server-sent events: `POST /plan/stream`); `Planner.on_plan` callbacks receive `(plan, route_context)` after each plan; `Planner.on_feedback`
 callbacks receive `(plan, correct, corrected_sql)`. Exceptions in hooks are logged, never raised.
 """
 
@@ -80,10 +81,19 @@ class PlanRequestError(ValueError):
 
 
 class _Clock:
-    def __init__(self, deadline_s: float | None):
+    def __init__(self, deadline_s: float | None, progress: Callable[[dict[str, Any]], None] | None = None):
         self.t0 = time.monotonic()
         self.deadline_s = deadline_s
         self.timings: dict[str, float] = {s: 0.0 for s in STAGES}
+        self.progress = progress
+
+    def _report(self, stage: str, state: str, ms: float | None = None) -> None:
+        if self.progress is None:
+            return
+        try:
+            self.progress({"stage": stage, "state": state, "ms": ms, "elapsed_ms": round(self.elapsed() * 1000.0, 3)})
+        except Exception:  # noqa: BLE001 - a progress listener must never fail a plan
+            log.exception("progress callback failed")
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
@@ -98,11 +108,16 @@ class _Clock:
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         self.check(name)
+        self._report(name, "start")
         t = time.perf_counter()
+        ok = False
         try:
             yield
+            ok = True
         finally:
-            self.timings[name] += (time.perf_counter() - t) * 1000.0
+            ms = (time.perf_counter() - t) * 1000.0
+            self.timings[name] += ms
+            self._report(name, "done" if ok else "failed", round(ms, 3))
 
 
 class ModelSlots:
@@ -273,7 +288,11 @@ class Planner:
     # ------------------------------------------------------------------ the plan
     def plan(self, question: Question, *, n: int | None = None, policy: str | None = None, pair: str | None = None,
              router: str | None = None, execute: bool = False, deadline_s: float | None = None,
-             abstain_below: float | None = None) -> Plan:
+             abstain_below: float | None = None,
+             progress: Callable[[dict[str, Any]], None] | None = None) -> Plan:
+        """Plan one question. `progress`, when given, is called from this thread with
+        `{"stage", "state": "start"|"done"|"failed", "ms" (the stage's duration, on done/failed), "elapsed_ms"}`
+        as each stage starts and ends (failed: it raised) (a cascade repeats the model stages per step); its exceptions are logged."""
         cfg = self.config
         n = cfg.defaults.n if n is None else n
         policy = policy or cfg.defaults.policy
@@ -294,7 +313,7 @@ class Planner:
             raise PlanRequestError(f"pair: unknown pair {pair!r}; known: {', '.join(cfg.pairs)}")
         if deadline_s is None:
             deadline_s = cfg.limits.deadline_s
-        clock = _Clock(deadline_s)
+        clock = _Clock(deadline_s, progress)
 
         with clock.stage("route"):
             ctx = self.route_context(question)

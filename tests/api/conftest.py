@@ -60,3 +60,36 @@ def shared_client(tmp_path_factory) -> Iterator[TestClient]:
                             "store_url": f"sqlite:///{store}"}, env={})
     with TestClient(create_app(cfg), raise_server_exceptions=False) as c:
         yield c
+
+
+@pytest.fixture
+def eval_runs(tmp_path: Path) -> Path:
+    return write_eval_runs(tmp_path / "runs")
+
+
+@pytest.fixture(scope="module")
+def module_eval_runs(tmp_path_factory) -> Path:
+    return write_eval_runs(tmp_path_factory.mktemp("evalruns") / "runs")
+
+
+def write_eval_runs(root: Path) -> Path:
+    """A runs folder with two real eval runs (results.jsonl -> eval.report.write_report: report.json,
+    report.md and the PNG plots), laid out as `sqlarbiter eval` writes them (<runs>/eval/<run>/), plus a
+    run with results only (no report yet) and a folder that is not a run."""
+    import json
+
+    from eval.report import write_report
+
+    levels = ["easy", "medium", "hard", "extra"]
+    for name, right in (("spider-replay-a", lambda i: i % 3 != 0), ("spider-replay-b", lambda i: i % 4 != 3)):
+        d = root / "eval" / name
+        d.mkdir(parents=True)
+        lines = [{"index": i, "db_id": "concert_singer", "difficulty": levels[i % 4], "ex": right(i),
+                  "pred": "SELECT 1", "gold": "SELECT 1"} for i in range(12)]
+        (d / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        write_report(d, {"dataset": "spider", "mode": "replay", "policy": "check-rerank", "n": 12})
+    partial = root / "eval" / "unfinished"
+    partial.mkdir()
+    (partial / "results.jsonl").write_text(json.dumps({"index": 0, "difficulty": "easy", "ex": True}) + "\n")
+    (root / "not-a-run").mkdir()
+    return root

@@ -245,3 +245,29 @@ def test_real_embedded_model_end_to_end(tmp_path):
             assert 0.0 <= s.score <= 1.0 and s.checkpoint
     if plan.status == "no_executable_candidate":
         assert plan.chosen is None and plan.errors
+
+
+def test_progress_callback_reports_each_stage_and_never_fails_the_plan(tmp_path):
+    planner = make_planner(tmp_path, [GOOD, "SELECT name FROM singer"], {"age > 30": 0.9})
+    events = []
+    plan = planner.plan(q(), progress=events.append)
+    assert plan.status == "ok"
+    done = [e["stage"] for e in events if e["state"] == "done"]
+    assert done == ["route", "generate", "normalize", "execute", "discriminate", "select"]
+    starts = [e["stage"] for e in events if e["state"] == "start"]
+    assert starts == done  # every stage starts before it ends, in pipeline order
+    for e in events:
+        if e["state"] == "done":
+            assert e["ms"] >= 0 and e["elapsed_ms"] >= e["ms"]
+    gen_ms = next(e["ms"] for e in events if e["stage"] == "generate" and e["state"] == "done")
+    assert gen_ms == pytest.approx(plan.timings_ms["generate"], abs=0.01)
+
+    def broken(_ev):
+        raise RuntimeError("listener bug")
+
+    assert planner.plan(q(), progress=broken).status == "ok"
+
+    events.clear()
+    with pytest.raises(PlanRequestError):
+        planner.plan(q(), router="nope", progress=events.append)
+    assert [(e["stage"], e["state"]) for e in events] == [("route", "start"), ("route", "failed")]

@@ -228,3 +228,23 @@ def test_real_embedded_model_end_to_end(tmp_path):
             assert 0.0 <= s.score <= 1.0 and s.checkpoint
     if plan.status == "no_executable_candidate":
         assert plan.chosen is None and plan.errors
+
+
+def test_schema_linking_modes_record_the_linked_subset(tmp_path):
+    # auto on the small demo database: the whole schema fits the budget, no linking
+    planner = make_planner(tmp_path, [GOOD])
+    plan = planner.plan(q())
+    assert plan.linking is None
+    # on: the plan records the linked tables/columns and the generator saw only them
+    planner = make_planner(tmp_path, [GOOD], schema_linking="on", linking_top_k=1)
+    seen = []
+    planner.on_plan.append(lambda plan, ctx: seen.append(ctx))
+    plan = planner.plan(q())
+    assert plan.status == "ok" and plan.linking is not None and plan.linking.mode == "on"
+    assert plan.linking.tables and plan.linking.tables[0] == "singer"
+    assert set(plan.linking.columns) == set(plan.linking.tables)
+    assert 0 < plan.linking.prompt_tokens < plan.linking.full_tokens
+    prompt = planner.schema_prompt("demo", q())
+    assert "CREATE TABLE singer" in prompt and all(f"CREATE TABLE {t}" in prompt for t in plan.linking.tables)
+    assert seen[0].schema_features["linked_tables"] == len(plan.linking.tables)
+    assert planner.schema_prompt("demo") != prompt  # without a question: the whole schema

@@ -8,7 +8,8 @@ table name and the REFERENCES targets renamed, so declared types (hence SQLite's
 primary keys, foreign keys and indexes are kept, and its rows are copied in rowid order with their
 storage classes unchanged. The registry and the executor (DuckDB engine through its SQLite scanner, or
 SQLite) use it like any other database. It is built once into `core.settings.cache_dir()/merged/`,
-keyed by a hash of the source files (names, sizes, modification times), and rebuilt when they change.
+keyed by a hash of the source files (names, sizes, modification times), and rebuilt when they change;
+the file is named `spider_merged.sqlite`, so registering it by path gives the id `spider_merged`.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def sources_digest(dbs: dict[str, Path]) -> str:
 def default_merged_path(database_dir: str | os.PathLike) -> Path:
     from core.settings import cache_dir
 
-    return cache_dir() / "merged" / f"{MERGED_DB_ID}-{sources_digest(source_databases(database_dir))}.sqlite"
+    return cache_dir() / "merged" / sources_digest(source_databases(database_dir)) / f"{MERGED_DB_ID}.sqlite"
 
 
 def build_merged(database_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,

@@ -2,6 +2,7 @@
 
     sqlarbiter eval linking [--data DIR] [--dataset spider|bird] [--merged] [--limit N] [--seed S]
                             [--top-k K] [--budget T] [--split dev|train] [--rebuild-index] [--out DIR]
+    sqlarbiter eval linking --merged --gold-check [--workers N]
 
 For each question, the gold tables and columns come from the gold SQL (sqlglot, qualified against the
 schema: every column resolved to its table through the query's scopes and aliases). The linker runs in
@@ -38,6 +39,10 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--top-k", type=int, default=None, help="tables kept before the foreign-key closure (default: config)")
     p.add_argument("--budget", type=int, default=None, help="prompt token budget (default: config schema_max_tokens)")
+    p.add_argument("--gold-check", action="store_true",
+                   help="with --merged: only check that every rewritten gold query returns on the merged database what "
+                        "the original returns on its own (Spider EX rule and identical rows); exit 1 if any differs")
+    p.add_argument("--workers", type=int, default=1, help="processes for --gold-check")
     p.add_argument("--rebuild-index", action="store_true", help="build the schema indexes afresh (timed), not from cache")
     p.add_argument("--out", default=None, help="output directory")
     p.set_defaults(func=run_cli)
@@ -184,6 +189,22 @@ def _markdown(meta: dict[str, Any], s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _gold_check(args: argparse.Namespace, originals, merged, build_s: float) -> int:
+    from eval.merged import gold_vs_gold
+
+    t = time.perf_counter()
+    r = gold_vs_gold(originals, merged, workers=max(1, args.workers))
+    r.update(wall_s=round(time.perf_counter() - t, 2), merged_build_s=round(build_s, 2),
+             date=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+    out = Path(args.out) if args.out else Path("runs") / f"merged-gold-check-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gold_check.json").write_text(json.dumps(r, indent=2))
+    print(f"gold vs gold on the merged database: {r['ex_equal']}/{r['n']} equal under the Spider EX rule, "
+          f"{r['identical_rows']}/{r['n']} identical rows, errors {r['orig_errors']} (original) / "
+          f"{r['merged_errors']} (merged), {r['wall_s']:.1f}s -> {out}")
+    return 0 if r["ex_equal"] == r["n"] else 1
+
+
 def run_cli(args: argparse.Namespace) -> int:
     from core.settings import bird_dir, spider_dir
     from eval.datasets import DatasetError, load_bird, load_spider
@@ -196,6 +217,9 @@ def run_cli(args: argparse.Namespace) -> int:
                                                                or (data.parent / "dev_databases").is_dir()) else "spider")
     if data is None:
         data = spider_dir() if dataset == "spider" else bird_dir()
+    if args.gold_check and not args.merged:
+        print("error: --gold-check needs --merged", file=sys.stderr)
+        return 2
     if args.merged and dataset != "spider":
         print("error: --merged works on Spider only", file=sys.stderr)
         return 2
@@ -232,8 +256,11 @@ def run_cli(args: argparse.Namespace) -> int:
         t = time.perf_counter()
         path = build_merged(data / "database" if (data / "database").is_dir() else data)
         t_merge = time.perf_counter() - t
+        originals = examples
         examples = merged_examples(examples, data / "database" if (data / "database").is_dir() else data, path)
         reg.register(MERGED_DB_ID, path)
+        if args.gold_check:
+            return _gold_check(args, originals, examples, t_merge)
     else:
         for ex in examples:
             if ex.db_id not in reg:

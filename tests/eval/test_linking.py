@@ -65,3 +65,12 @@ def test_cli_writes_reports(spider_dir, tmp_path, capsys):
 def test_cli_bad_usage_exits_2(spider_dir, argv, capsys):
     assert main(["eval", "linking", "--data", str(spider_dir), *argv]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_cli_merged_gold_check(spider_dir, tmp_path, capsys):
+    out = tmp_path / "gc"
+    assert main(["eval", "linking", "--data", str(spider_dir), "--merged", "--gold-check", "--out", str(out)]) == 0
+    r = json.loads((out / "gold_check.json").read_text())
+    assert r["n"] == 2 and r["ex_equal"] == 2 and r["identical_rows"] == 2
+    assert "2/2 equal" in capsys.readouterr().out
+    assert main(["eval", "linking", "--data", str(spider_dir), "--gold-check"]) == 2

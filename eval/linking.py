@@ -113,7 +113,7 @@ def _pct(xs: list[float], q: float) -> float:
 
 def evaluate(examples, registry, *, top_k: int, budget: int | None, rebuild: bool = False,
              use_evidence: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    from sqlbox.index import build_index, schema_index
+    from sqlbox.index import schema_index
     from sqlbox.linking import link
 
     indexes: dict[str, Any] = {}
@@ -125,7 +125,7 @@ def evaluate(examples, registry, *, top_k: int, budget: int | None, rebuild: boo
             t = time.perf_counter()
             schema = registry.schema(ex.db_id)
             t_intro = time.perf_counter() - t
-            idx = build_index(info, schema) if rebuild else schema_index(info, schema)
+            idx = schema_index(info, schema, rebuild=rebuild)
             indexes[ex.db_id] = (schema, idx)
             build[ex.db_id] = {**idx.stats(), "introspect_s": round(t_intro, 3),
                                "build_s": round(idx.build_s, 3) if (rebuild or not idx.from_cache) else None}

@@ -67,7 +67,7 @@ class Defaults(_Strict):
     schema_linking: Literal["off", "on", "auto"] = Field(
         "auto", description="schema linking (sqlbox.linking): off = the whole schema, truncated to schema_max_tokens; "
         "on = always the linked subset; auto = link only when the whole schema exceeds schema_max_tokens")
-    linking_top_k: int = Field(10, ge=1, le=1000, description="tables the linker keeps before its foreign-key closure")
+    linking_top_k: int = Field(20, ge=1, le=1000, description="tables the linker keeps before its foreign-key closure")
     few_shot: int = Field(3, ge=0, le=16, description="few-shot examples per prompt, from the database's examples (planner.examples: the demo database ships 3; SQLARBITER_FEW_SHOT adds a JSONL file); 0 turns them off")
 
 

@@ -264,9 +264,9 @@ _MEM_LOCK = threading.Lock()
 _BUILD_LOCKS: dict[str, threading.Lock] = {}
 
 
-def schema_index(info: DatabaseInfo, schema: Schema, *, use_disk: bool = True) -> SchemaIndex:
+def schema_index(info: DatabaseInfo, schema: Schema, *, use_disk: bool = True, rebuild: bool = False) -> SchemaIndex:
     """The cached index of a database's schema: memory, then disk, else built (once per key; concurrent
-    callers wait for the one build)."""
+    callers wait for the one build). `rebuild`: build it afresh now (and cache the result)."""
     descriptions = read_descriptions(info.path)
     key = schema_key(schema, descriptions)
     mk = (info.db_id, key)
@@ -276,9 +276,11 @@ def schema_index(info: DatabaseInfo, schema: Schema, *, use_disk: bool = True) -
         lock = _BUILD_LOCKS.setdefault(info.db_id, threading.Lock())
     with lock:
         with _MEM_LOCK:
-            if mk in _MEM:
+            if mk in _MEM and not rebuild:
                 return _MEM[mk]
-        idx = _load(info.db_id, key) if use_disk and os.environ.get("SQLARBITER_INDEX_CACHE", "1") != "0" else None
+        idx = None
+        if use_disk and not rebuild and os.environ.get("SQLARBITER_INDEX_CACHE", "1") != "0":
+            idx = _load(info.db_id, key)
         if idx is None:
             idx = build_index(info, schema, descriptions=descriptions)
             if use_disk:

@@ -32,7 +32,7 @@ from sqlbox.index import NS_SEP, SchemaIndex, normalize_value
 from sqlbox.schema import Schema, Table, TokenCounter, _count, _key_columns, schema_to_prompt
 
 LINKING_MODES = ("off", "on", "auto")
-DEFAULT_TOP_K = 10
+DEFAULT_TOP_K = 20
 VALUE_BONUS = 0.25
 FUZZY_CUTOFF = 88.0
 NAMESPACE_WEIGHT = 0.5

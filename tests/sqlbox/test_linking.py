@@ -48,6 +48,8 @@ def test_index_documents_values_and_cache(db):
     mod._MEM.clear()
     again = schema_index(reg.get("big"), reg.schema("big"))
     assert again.from_cache and again.key == idx.key  # disk cache
+    fresh = schema_index(reg.get("big"), reg.schema("big"), rebuild=True)
+    assert not fresh.from_cache and fresh.key == idx.key and fresh.build_s > 0
     con = sqlite3.connect(p)
     con.execute("ALTER TABLE course ADD COLUMN room TEXT")
     con.commit()

@@ -271,7 +271,7 @@ def schema_index(info: DatabaseInfo, schema: Schema, *, use_disk: bool = True, r
     key = schema_key(schema, descriptions)
     mk = (info.db_id, key)
     with _MEM_LOCK:
-        if mk in _MEM:
+        if mk in _MEM and not rebuild:
             return _MEM[mk]
         lock = _BUILD_LOCKS.setdefault(info.db_id, threading.Lock())
     with lock:

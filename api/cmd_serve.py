@@ -160,6 +160,11 @@ def format_plan(plan) -> str:
         out.append(f"Route    : {r.router} -> {steps} (generator {r.generator}, discriminator {r.discriminator})"
                    + (f"; {', '.join(extra)}" if extra else "") + (f" [{r.reason}]" if r.reason else ""))
     out.append(f"Policy   : {plan.policy}")
+    if plan.linking is not None:
+        lk = plan.linking
+        out.append(f"Linked   : {len(lk.tables)} tables, {sum(map(len, lk.columns.values()))} columns, "
+                   f"{lk.prompt_tokens}/{lk.full_tokens} prompt tokens ({lk.mode}, {lk.latency_ms:.0f} ms): "
+                   + ", ".join(f"{t}({', '.join(lk.columns.get(t, []))})" for t in lk.tables))
     out.append(f"Status   : {plan.status}")
     if plan.confidence is not None:
         out.append(f"Confidence: {plan.confidence:.3f}")

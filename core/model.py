@@ -123,6 +123,20 @@ class ScoredCandidate(_Model):
     selection_score: float | None = None  # the value the policy ranked it by
 
 
+class SchemaLinking(_Model):
+    """Which part of the schema the prompt held (sqlbox.linking): the linked tables (best first, then those
+    the foreign-key closure added) and, per table, the columns kept."""
+
+    mode: str = "auto"  # the configured mode that linked (on | auto)
+    tables: list[str] = Field(default_factory=list)
+    columns: dict[str, list[str]] = Field(default_factory=dict)
+    closure: list[str] = Field(default_factory=list)  # tables added by the foreign-key closure
+    value_hits: int = 0  # question literals found among column values
+    prompt_tokens: int = 0
+    full_tokens: int = 0  # the whole schema's prompt, untruncated
+    latency_ms: float = 0.0
+
+
 class Plan(_Model):
     """The answer to one question: the chosen SQL and the full trail of how it was chosen."""
 
@@ -144,6 +158,7 @@ class Plan(_Model):
     usage: list[TokenUsage] = Field(default_factory=list)
     total_cost: float = 0.0
     preview: ExecutionResult | None = None  # bounded rows of the chosen SQL, when asked to execute
+    linking: SchemaLinking | None = None  # the linked schema subset, when the prompt was linked
 
     @property
     def chosen_candidate(self) -> ScoredCandidate | None:

@@ -56,6 +56,9 @@ def add_to(subparsers) -> None:
     s.add_argument("--no-cache", action="store_true")
     s.add_argument("--out", default=None, help="also write the table as JSON here")
     s.set_defaults(func=_systems)
+    from eval.linking import add_parser as add_linking_parser
+
+    add_linking_parser(sub)
     from eval.routing_cli import add_routing_parser
 
     add_routing_parser(sub)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -68,6 +68,10 @@ class Defaults(_Strict):
     dialect: str = "sqlite"
     schema_max_tokens: int | None = Field(2048, ge=64, description="token budget of the schema prompt")
     schema_sample_rows: int = Field(0, ge=0, le=10)
+    schema_linking: Literal["off", "on", "auto"] = Field(
+        "auto", description="schema linking (sqlbox.linking): off = the whole schema, truncated to schema_max_tokens; "
+        "on = always the linked subset; auto = link only when the whole schema exceeds schema_max_tokens")
+    linking_top_k: int = Field(20, ge=1, le=1000, description="tables the linker keeps before its foreign-key closure")
     few_shot: int = Field(3, ge=0, le=16, description="few-shot examples per prompt, from the database's examples (planner.examples: the demo database ships 3; SQLARBITER_FEW_SHOT adds a JSONL file); 0 turns them off")
 
 

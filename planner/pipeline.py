@@ -50,6 +50,7 @@ from core.model import (
     Plan,
     Question,
     RouteDecision,
+    SchemaLinking,
     ScoredCandidate,
     TokenUsage,
 )
@@ -229,6 +230,9 @@ class Planner:
         self._routers: dict[str, Router] = {}
         self._router_lock = threading.Lock()
         self._prompts: dict[str, str] = {}
+        self._links: dict[tuple, Any] = {}  # insertion-ordered; the oldest goes first past 256
+        self._full_tokens: dict[str, int] = {}
+        self._link_lock = threading.Lock()
         if config.defaults.ranker:
             try:
                 self.reload_ranker(config.defaults.ranker)
@@ -269,7 +273,42 @@ class Planner:
                                            f"{type(e).__name__}: {e}") from e
             return self._routers[name]
 
-    def schema_prompt(self, db_id: str) -> str:
+    def link_schema(self, question: Question):
+        """The linked schema subset for this question (`sqlbox.linking.LinkResult`), or None when linking is
+        off, or `auto` and the whole schema fits `schema_max_tokens`. Cached per (db, question, evidence)."""
+        d = self.config.defaults
+        if d.schema_linking == "off" or (d.schema_linking == "auto" and d.schema_max_tokens is None):
+            return None
+        key = (question.db_id, question.text, question.evidence, d.schema_linking, d.linking_top_k)
+        with self._link_lock:
+            if key in self._links:
+                return self._links[key]
+        from sqlbox.index import schema_index
+        from sqlbox.linking import link
+        from sqlbox.schema import approx_tokens, schema_to_prompt
+
+        schema = self.registry.schema(question.db_id)
+        if d.schema_linking == "auto":
+            if question.db_id not in self._full_tokens:
+                self._full_tokens[question.db_id] = approx_tokens(schema_to_prompt(schema, sample_rows=d.schema_sample_rows))
+            if self._full_tokens[question.db_id] <= d.schema_max_tokens:
+                return None
+        idx = schema_index(self.registry.get(question.db_id), schema)
+        res = link(question.text, schema, idx, top_k=d.linking_top_k, budget=d.schema_max_tokens,
+                   evidence=question.evidence)
+        with self._link_lock:
+            if len(self._links) >= 256:
+                self._links.pop(next(iter(self._links)))
+            self._links[key] = res
+        return res
+
+    def schema_prompt(self, db_id: str, question: Question | None = None) -> str:
+        """The schema prompt: the linked subset for `question` when linking applies, else the whole schema
+        truncated to `schema_max_tokens`."""
+        if question is not None:
+            linked = self.link_schema(question)
+            if linked is not None:
+                return linked.prompt
         if db_id not in self._prompts:
             from sqlbox.schema import schema_to_prompt
 
@@ -282,8 +321,12 @@ class Planner:
         from sqlbox.schema import schema_features
 
         schema = self.registry.schema(question.db_id)  # raises UnknownDatabase
+        feats = schema_features(schema)
+        linked = self.link_schema(question)
+        if linked is not None:  # router features may use the linked subset
+            feats.update(linked_tables=len(linked.tables), linked_columns=sum(map(len, linked.columns.values())))
         return RouteContext(question=question, pairs=dict(self.config.pairs), models=self.config.models,
-                            schema_features=schema_features(schema), schema_text=self.schema_prompt(question.db_id))
+                            schema_features=feats, schema_text=self.schema_prompt(question.db_id, question))
 
     # ------------------------------------------------------------------ the plan
     def plan(self, question: Question, *, n: int | None = None, policy: str | None = None, pair: str | None = None,
@@ -332,6 +375,12 @@ class Planner:
                 raise PlanRequestError(f"policy: {e}") from None
 
         plan = Plan(question=question, policy=policy, route=decision.model_copy(deep=True))
+        linked = self.link_schema(question)
+        if linked is not None:
+            plan.linking = SchemaLinking(mode=cfg.defaults.schema_linking, tables=linked.tables, columns=linked.columns,
+                                         closure=linked.closure, value_hits=len(linked.value_hits),
+                                         prompt_tokens=linked.prompt_tokens, full_tokens=linked.full_tokens,
+                                         latency_ms=round(linked.latency_ms, 3))
         plan.route.steps = list(steps)  # the planned ladder while it runs (routers read it in should_escalate)
         pool = CandidatePool(dialect=cfg.defaults.dialect)
         scored: list[ScoredCandidate] = []
@@ -377,7 +426,7 @@ class Planner:
     def _run_step(self, question: Question, gen_name: str, disc_name: str, n: int, policy: str,
                   pool: CandidatePool, scored: list[ScoredCandidate], usage: dict, clock: _Clock) -> None:
         d = self.config.defaults
-        prompt = self.schema_prompt(question.db_id)
+        prompt = self.schema_prompt(question.db_id, question)
         with clock.stage("generate"):
             req = GenerationRequest(question=question.text, schema=prompt, evidence=question.evidence,
                                     dialect=d.dialect, few_shot=few_shot_examples(question.db_id, d.few_shot),

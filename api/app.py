@@ -340,7 +340,7 @@ def create_app(config: Config | str | None = None, *, planner: Planner | None = 
             for db in planner.registry.ids():
                 info = planner.registry.get(db)
                 n = _safe(lambda db=db: len(planner.registry.schema(db).tables), None)
-                out.append(DatabaseEntry(db_id=db, kind=str(info.kind), n_tables=n))
+                out.append(DatabaseEntry(db_id=db, kind=str(info.kind), dialect=info.dialect, n_tables=n))
             return out
 
         return await run_in_threadpool(collect)

@@ -2,11 +2,14 @@
 list the registered databases.
 
     sqlarbiter check --db ID "SQL" [--data DIR] [--json] [--engine duckdb|sqlite] [--timeout S]
-    sqlarbiter databases [--data DIR] [--json]
+    sqlarbiter databases [--data DIR|FILE|URL] [--json]
+    sqlarbiter databases load-spider --to postgresql://user@host:port [--db-ids A,B | --split dev] [--replace]
 
-`--data DIR` is a Spider-layout database folder; without it: the demo database plus the folder in env
+`--data` is a Spider-layout database folder, a database file, or a server URL (`postgresql://...`,
+`mysql://...`, see docs/databases.md); without it: the demo database plus the entries of env
 `SQLARBITER_DATABASES` when set. Exit status: 0 ok, 1 rejected or failed, 2 bad usage (unknown database,
-bad folder).
+bad folder or URL).
+
 """
 
 from __future__ import annotations
@@ -22,10 +25,21 @@ from sqlbox.databases import DatabaseRegistry, UnknownDatabase, default_registry
 
 def _registry(args) -> DatabaseRegistry | None:
     try:
-        return default_registry(args.data)
+        reg = default_registry(args.data)
     except (OSError, ValueError) as e:
-        print(f"error: cannot register databases from {args.data}: {e}", file=sys.stderr)
+        from sqlbox.servers import redact
+
+        print(f"error: cannot register databases from {redact(str(args.data))}: {redact(str(e))}", file=sys.stderr)
         return None
+    if getattr(args, "db_id", None):
+        if not args.data or len(reg.server_ids()) != 1:
+            print("error: --id renames one database given by URL in --data", file=sys.stderr)
+            return None
+        info = reg.get(reg.server_ids()[0])
+        reg.register_url(str(args.data), db_id=args.db_id)
+        if info.db_id != args.db_id:
+            reg._dbs.pop(info.db_id, None)
+    return reg
 
 
 def _table(columns: list[str], rows: list[list], width: int = 32) -> str:
@@ -91,15 +105,56 @@ def cmd_databases(args) -> int:
         except Exception as e:  # a broken file is listed, not fatal
             n = None
             print(f"warning: {db_id}: cannot read schema: {e}", file=sys.stderr)
-        items.append({"db_id": db_id, "kind": info.kind, "path": str(info.path), "n_tables": n})
+        items.append({"db_id": db_id, "kind": info.kind, "dialect": info.dialect, "path": info.location,
+                      "n_tables": n})
     if args.json:
         print(json.dumps(items, indent=2))
     else:
         w = max((len(i["db_id"]) for i in items), default=5)
-        print(f"{'db_id'.ljust(w)}  kind    tables  path")
+        print(f"{'db_id'.ljust(w)}  kind        dialect   tables  path")
         for i in items:
-            print(f"{i['db_id'].ljust(w)}  {i['kind']:<6}  {str(i['n_tables']):>6}  {i['path']}")
+            print(f"{i['db_id'].ljust(w)}  {i['kind']:<10}  {i['dialect']:<8}  {str(i['n_tables']):>6}  {i['path']}")
+    from sqlbox.servers import privilege_warnings
+
+    for db_id in reg.server_ids():
+        for w in privilege_warnings(reg.get(db_id).target):
+            print(f"WARNING: {db_id} is not read-only: {w}", file=sys.stderr)
     return 0
+
+
+def cmd_load_spider(args) -> int:
+    from core.settings import spider_dir
+    from sqlbox.servers import TargetError, is_url, load_spider, redact, spider_db_ids
+
+    if not is_url(args.to):
+        print(f"error: --to must be a server URL (postgresql://user@host:port or mysql://...), got {redact(args.to)!r}",
+              file=sys.stderr)
+        return 2
+    spider = Path(args.spider) if args.spider else spider_dir()
+    if not (spider / "database").is_dir():
+        print(f"error: no Spider database/ folder under {spider} (give --spider DIR)", file=sys.stderr)
+        return 2
+    known = spider_db_ids(spider, None)
+    ids = [x.strip() for x in args.db_ids.split(",") if x.strip()] if args.db_ids else spider_db_ids(spider, args.split)
+    bad = [x for x in ids if x not in known]
+    if bad:
+        shown = ", ".join(known[:40]) + (f", ... ({len(known)} in all)" if len(known) > 40 else "")
+        print(f"error: unknown Spider database(s) {', '.join(bad)}; known: {shown}", file=sys.stderr)
+        return 2
+    failed = 0
+    for db_id in ids:
+        try:
+            rep = load_spider(spider / "database" / db_id / f"{db_id}.sqlite", args.to, db_id, replace=args.replace)
+        except TargetError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except Exception as e:  # noqa: BLE001 - report and go on with the next database
+            failed += 1
+            print(f"{db_id}: FAILED: {redact(str(e).splitlines()[0] if str(e) else type(e).__name__)}", file=sys.stderr)
+            continue
+        print(f"{db_id}: {rep.tables} tables, {rep.rows} rows, {rep.primary_keys} primary keys, "
+              f"{rep.foreign_keys} foreign keys ({len(rep.skipped_constraints)} skipped), {rep.seconds:.1f} s")
+    return 1 if failed else 0
 
 
 def add_to(sub: argparse._SubParsersAction) -> None:
@@ -107,7 +162,8 @@ def add_to(sub: argparse._SubParsersAction) -> None:
                        description="Check one SQL query: rejected (why) / failed (error) / ok (rows).")
     p.add_argument("sql", help="the SQL to check")
     p.add_argument("--db", required=True, help="database id (see `sqlarbiter databases`)")
-    p.add_argument("--data", type=Path, default=None, help="Spider-layout database folder to register")
+    p.add_argument("--data", default=None, help="Spider-layout database folder, database file or server URL")
+    p.add_argument("--id", dest="db_id", default=None, help="the id of the database given by URL in --data")
     p.add_argument("--engine", choices=["duckdb", "sqlite"], default="duckdb")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds before the query is interrupted")
     p.add_argument("--dialect", default="sqlite", help="dialect the SQL is written in (default sqlite)")
@@ -115,7 +171,18 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the ExecutionResult as JSON")
     p.set_defaults(func=cmd_check)
 
-    d = sub.add_parser("databases", help="list the registered databases")
-    d.add_argument("--data", type=Path, default=None, help="Spider-layout database folder to register")
+    d = sub.add_parser("databases", help="list the registered databases; load Spider into a server",
+                       description="List the registered databases (kind, dialect, tables, location).")
+    d.add_argument("--data", default=None, help="Spider-layout database folder, database file or server URL")
+    d.add_argument("--id", dest="db_id", default=None, help="the id of the database given by URL in --data")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_databases)
+    dsub = d.add_subparsers(dest="databases_command", metavar="COMMAND")
+    ls = dsub.add_parser("load-spider", help="copy Spider SQLite databases into a PostgreSQL/MySQL server",
+                         description="Copy Spider SQLite databases into a server, one database per db_id.")
+    ls.add_argument("--to", required=True, help="server URL: postgresql://user@host:port or mysql://user@host:port")
+    ls.add_argument("--db-ids", default=None, help="comma-separated Spider db_ids (default: every one of --split)")
+    ls.add_argument("--split", choices=["dev", "train", "all"], default="all", help="which Spider databases")
+    ls.add_argument("--spider", default=None, help="Spider folder (default: the shared data)")
+    ls.add_argument("--replace", action="store_true", help="drop and reload databases that exist")
+    ls.set_defaults(func=cmd_load_spider)

@@ -123,7 +123,8 @@ class Executor:
         if target is not None:
             from sqlbox.servers import prepare_sql
 
-            return prepare_sql(sql, dialect, target, use_guard=self.use_guard)
+            return prepare_sql(sql, dialect, target, use_guard=self.use_guard,
+                               schema=lambda: self.registry.schema(db_id))
         tree = guard(sql, dialect) if self.use_guard else None
         if self.engine == "duckdb":
             if dialect == "duckdb":

@@ -344,8 +344,7 @@ class ServerConn:
         timer.daemon = True
         cur = raw.cursor()
         try:
-            cur.execute("SET TRANSACTION READ ONLY")
-            cur.execute(f"SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}; "
+            cur.execute(f"SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}; "
                         f"SET LOCAL idle_in_transaction_session_timeout = {ms + 5000}")
             timer.start()
             # binary results -> the extended protocol, which refuses a second statement
@@ -382,11 +381,11 @@ class ServerConn:
     def _run_mysql(self, raw, sql: str, timeout_s: float, max_rows: int):
         cur = raw.cursor()
         try:
-            if self._is_mariadb(cur):
-                cur.execute(f"SET SESSION max_statement_time = {max(timeout_s, 0.001):.3f}")
-            else:
-                cur.execute(f"SET SESSION max_execution_time = {max(1, int(timeout_s * 1000))}")
-            cur.execute("SET SESSION innodb_lock_wait_timeout = %s", (max(1, int(timeout_s + 0.999)),))
+            limit = (f"max_statement_time = {max(timeout_s, 0.001):.3f}" if self._is_mariadb(cur)
+                     else f"max_execution_time = {max(1, int(timeout_s * 1000))}")
+            # div_precision_increment: AVG and / keep the digits SQLite's doubles have (default: 4 decimals)
+            cur.execute(f"SET SESSION {limit}, innodb_lock_wait_timeout = {max(1, int(timeout_s + 0.999))}, "
+                        f"div_precision_increment = 16")
             cur.execute("START TRANSACTION READ ONLY")
             cur.execute(sql)  # no parameters: the text goes as is; the driver sends one statement only
             cols = [d[0] for d in (cur.description or [])]
@@ -726,6 +725,10 @@ def load_spider(sqlite_path: str | os.PathLike, server_url: str, db_id: str, *, 
                 if kind == "mysql" and c.name.lower() in keys[t.name]:
                     max_len = src.execute(f'SELECT max(length(CAST("{c.name}" AS TEXT))) FROM "{t.name}"').fetchone()[0] or 0
                 storage = ("integer",) if (t.name, c.name.lower()) in as_int else c.storage
+                if "text" in storage and "blob" not in storage:
+                    # text that SQLite would compare as numbers (every value a plain number, e.g. '2014',
+                    # '28.5'; not '007'): a numeric column, as a DBA loading this data would declare it
+                    storage = _numeric_text(src, t.name, c.name) or storage
                 cols.append(SaColumn(c.name.lower(), _server_type(kind, storage, c.type, c.name.lower() in keys[t.name],
                                                                   max_len), nullable=True))
             sa_tables[t.name] = Table(t.name.lower(), md, *cols)
@@ -772,6 +775,29 @@ def load_spider(sqlite_path: str | os.PathLike, server_url: str, db_id: str, *, 
         eng.dispose()
     rep.seconds = time.perf_counter() - t0
     return rep
+
+
+_INT_TEXT = re.compile(r"-?(0|[1-9][0-9]{0,17})")
+_REAL_TEXT = re.compile(r"-?(0|[1-9][0-9]*)?\.[0-9]+|-?(0|[1-9][0-9]*)(\.[0-9]*)?[eE][-+]?[0-9]+")
+
+
+def _numeric_text(src, table: str, column: str) -> tuple[str, ...] | None:
+    """("integer",) / ("real",) when every non-null value of the column is a number or its plain text."""
+    kinds = set()
+    for (v,) in src.execute(f'SELECT DISTINCT "{column}" FROM "{table}" WHERE "{column}" IS NOT NULL'):
+        if isinstance(v, int):
+            kinds.add("integer")
+        elif isinstance(v, float):
+            kinds.add("real")
+        elif isinstance(v, str) and _INT_TEXT.fullmatch(v):
+            kinds.add("integer")
+        elif isinstance(v, str) and _REAL_TEXT.fullmatch(v):
+            kinds.add("real")
+        else:
+            return None
+    if not kinds:
+        return None
+    return ("integer",) if kinds == {"integer"} else ("real",)
 
 
 def _all_int(src, table: str, column: str) -> bool:
@@ -827,9 +853,44 @@ def iter_urls(entries: Iterable[str]) -> list[str]:
     return [e for e in entries if is_url(e)]
 
 
-def prepare_sql(sql: str, dialect: str, target: ServerTarget, *, use_guard: bool = True) -> str:
+def sqlite_to_server(tree, dialect: str, schema=None) -> str:
+    """SQLite SQL for a server, with the SQLite habits sqlglot's transpile keeps: "double-quoted" names that
+    are no column, alias or table become string literals (SQLite's fallback); LIKE ignores ASCII case
+    (ILIKE on PostgreSQL; MySQL's default collations already do); a derived table without an alias gets
+    one (PostgreSQL and MySQL require it); `SELECT DISTINCT ... ORDER BY <expr not selected>` and the tie order of
+    grouped queries as in `sqlbox.dialect` (SQLite's behaviour)."""
+    from sqlglot import exp
+
+    from sqlbox.dialect import _add_group_tiebreak, _rewrite_distinct_order
+
+    tree = tree.copy()
+    if schema is not None:
+        columns = schema.column_names()
+        tables = {t.lower().rsplit(".", 1)[-1] for t in schema.table_names()}
+        aliases = {a.alias.lower() for a in tree.find_all(exp.Alias) if a.alias}
+        aliases |= {t.alias.lower() for t in tree.find_all(exp.Table) if t.alias}
+        aliases |= {c.alias.lower() for c in tree.find_all(exp.CTE) if c.alias}
+        for col in list(tree.find_all(exp.Column)):
+            ident = col.this
+            if (isinstance(ident, exp.Identifier) and ident.quoted and not col.table
+                    and ident.name.lower() not in columns | aliases | tables):
+                col.replace(exp.Literal.string(ident.name))
+    if dialect == "postgres":
+        for like in list(tree.find_all(exp.Like)):
+            like.replace(exp.ILike(this=like.this, expression=like.expression, escape=like.args.get("escape")))
+    for i, sub in enumerate(list(tree.find_all(exp.Subquery))):
+        if isinstance(sub.parent, exp.From | exp.Join) and not sub.alias:
+            sub.set("alias", exp.TableAlias(this=exp.to_identifier(f"_t{i}")))
+    for sel in reversed(list(tree.find_all(exp.Select))):
+        _add_group_tiebreak(sel)
+        _rewrite_distinct_order(sel)
+    return tree.sql(dialect=dialect)
+
+
+def prepare_sql(sql: str, dialect: str, target: ServerTarget, *, use_guard: bool = True, schema=None) -> str:
     """The SQL to run on a server for a candidate written in `dialect`: guarded (in its dialect, plus the
-    server's dialect layer), then transpiled to the server's dialect unless already written in it.
+    server's dialect layer), then transpiled to the server's dialect unless already written in it (SQLite
+    through `sqlite_to_server`; `schema` is a callable returning the database's Schema).
     Raises `sqlbox.guard.Rejected` / `ParseFailure`."""
     from sqlbox.guard import Rejected, _parse, guard
 
@@ -845,4 +906,14 @@ def prepare_sql(sql: str, dialect: str, target: ServerTarget, *, use_guard: bool
         tree = stmts[0]
     if dialect == target.dialect:
         return sql
+    if dialect == "sqlite":
+        return sqlite_to_server(tree, target.dialect, schema() if schema is not None else None)
     return tree.sql(dialect=target.dialect)
+
+
+def server_url_for(base_url: str, database: str) -> str:
+    """`base_url` (a server URL, with or without a database and options) pointed at `database`; options
+    such as password_env are kept, `id` is dropped."""
+    parts = urlsplit(base_url.strip())
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "id"])
+    return urlunsplit(parts._replace(path="/" + quote(database), query=query))

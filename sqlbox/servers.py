@@ -210,7 +210,8 @@ def engine_for(target: ServerTarget, *, database: str | None = None, pool_size: 
     with _ENGINES_LOCK:
         eng = _ENGINES.get(key)
         if eng is None:
-            kw: dict[str, Any] = {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True,
+            # no pre-ping (a round trip per query): a connection that fails is invalidated and replaced
+            kw: dict[str, Any] = {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": False,
                                   "pool_recycle": 1800, "hide_parameters": True}
             if target.kind == "postgresql":
                 kw["connect_args"] = {"connect_timeout": 10, "application_name": "sqlarbiter",

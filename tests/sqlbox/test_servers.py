@@ -104,6 +104,20 @@ def test_guard_parses_in_the_server_dialect():
         check_server_sql(guard("SELECT pg_sleep(1)", "sqlite"), "postgres")
 
 
+def test_sqlite_sql_rewritten_for_servers():
+    from sqlbox.schema import Column, Schema, Table
+    from sqlbox.servers import server_url_for, sqlite_to_server
+
+    schema = Schema("x", [Table("airlines", [Column("Airline"), Column("Country")])])
+    tree = guard('SELECT Country FROM airlines WHERE Airline = "JetBlue" AND "Country" LIKE \'u%\'', "sqlite")
+    pg = sqlite_to_server(tree, "postgres", schema)
+    assert "'JetBlue'" in pg and "ILIKE" in pg and '"Country"' in pg
+    my = sqlite_to_server(guard('SELECT count(*) FROM (SELECT Airline FROM airlines INTERSECT SELECT Country FROM airlines)',
+                                "sqlite"), "mysql", schema)
+    assert ") AS _t" in my
+    assert server_url_for("mysql://u@h:1/db?id=a&password_env=P", "other") == "mysql://u@h:1/other?password_env=P"
+
+
 def test_prompt_names_the_dialect():
     from generators.base import GenerationRequest
     from generators.prompts import build_messages

@@ -858,11 +858,12 @@ def sqlite_to_server(tree, dialect: str, schema=None) -> str:
     """SQLite SQL for a server, with the SQLite habits sqlglot's transpile keeps: "double-quoted" names that
     are no column, alias or table become string literals (SQLite's fallback); LIKE ignores ASCII case
     (ILIKE on PostgreSQL; MySQL's default collations already do); a derived table without an alias gets
-    one (PostgreSQL and MySQL require it); `SELECT DISTINCT ... ORDER BY <expr not selected>` and the tie order of
-    grouped queries as in `sqlbox.dialect` (SQLite's behaviour)."""
+    one (PostgreSQL and MySQL require it); `SELECT DISTINCT ... ORDER BY <expr not selected>`, the tie order of
+    grouped queries and (PostgreSQL) bare columns of aggregate queries as in `sqlbox.dialect` (SQLite's
+    behaviour)."""
     from sqlglot import exp
 
-    from sqlbox.dialect import _add_group_tiebreak, _rewrite_distinct_order
+    from sqlbox.dialect import _add_group_tiebreak, _rewrite_bare_columns, _rewrite_distinct_order
 
     tree = tree.copy()
     if schema is not None:
@@ -885,7 +886,26 @@ def sqlite_to_server(tree, dialect: str, schema=None) -> str:
     for sel in reversed(list(tree.find_all(exp.Select))):
         _add_group_tiebreak(sel)
         _rewrite_distinct_order(sel)
+        if dialect == "postgres":  # MySQL/MariaDB accept bare columns (no ONLY_FULL_GROUP_BY by default)
+            _rewrite_bare_columns(sel)
+    if dialect == "postgres":
+        tree = tree.transform(_pg_bare_column)
     return tree.sql(dialect=dialect)
+
+
+def _pg_bare_column(node):
+    """`sqlbox.dialect`'s bare-column aggregates in PostgreSQL: the value from the row with the max/min
+    argument (SQLite's rule) through ordered array_agg; any other bare column -> min()."""
+    from sqlglot import exp
+
+    if isinstance(node, exp.Anonymous) and str(node.this).upper() in ("ARG_MAX_NULL", "ARG_MIN_NULL"):
+        col, arg = node.expressions
+        order = "DESC NULLS LAST" if str(node.this).upper() == "ARG_MAX_NULL" else "ASC NULLS LAST"
+        return exp.maybe_parse(f"(ARRAY_AGG({col.sql('postgres')} ORDER BY {arg.sql('postgres')} {order}))[1]",
+                               dialect="postgres")
+    if isinstance(node, exp.AnyValue):
+        return exp.Min(this=node.this)
+    return node
 
 
 def prepare_sql(sql: str, dialect: str, target: ServerTarget, *, use_guard: bool = True, schema=None) -> str:

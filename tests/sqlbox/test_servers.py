@@ -485,3 +485,19 @@ def test_api_lists_kind_and_dialect(pg, tmp_path, monkeypatch):
         assert s.status_code == 200 and "CREATE TABLE singer" in s.json()["prompt"]
         r = c.post("/check", json={"db_id": "cs_pg", "sql": "SELECT count(*) FROM singer"})
         assert r.status_code == 200 and r.json()["rows"] == [[6]]
+
+
+def test_eval_verdicts_on_the_server(server):
+    """`eval ... --target-url`: gold and predictions (SQLite SQL) run on the server under the official rule."""
+    from eval.exec_match import verdicts
+
+    base = ("postgresql://sqlarbiter_ro@127.0.0.1:5432" if server.kind == "postgresql"
+            else "mysql://sqlarbiter_ro@127.0.0.1:3306")
+    gold = 'SELECT name FROM singer WHERE country = "France" ORDER BY age DESC'
+    preds = ["SELECT name FROM singer WHERE country = 'France' ORDER BY age DESC",
+             "SELECT name FROM singer WHERE country = 'France' ORDER BY age ASC",
+             "SELECT nosuch FROM singer", "DROP TABLE singer", ""]
+    vs = verdicts("spider", f"/nowhere/{server.name}.sqlite", gold, preds, target_url=base, timeout=5)
+    assert [v.ex for v in vs] == [True, False, False, False, False]
+    assert vs[2].error_kind == "pred_error" and "rejected" not in (vs[2].error or "")
+    assert vs[3].error_kind == "pred_error" and "DROP" in (vs[3].error or "")

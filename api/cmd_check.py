@@ -3,11 +3,13 @@ list the registered databases.
 
     sqlarbiter check --db ID "SQL" [--data DIR_OR_FILE ...] [--config FILE] [--json] [--engine duckdb|sqlite]
                      [--timeout S]
-    sqlarbiter databases [--data DIR_OR_FILE ...] [--config FILE] [--json]
+    sqlarbiter databases [--data DIR_OR_FILE_OR_URL ...] [--config FILE] [--json]
+    sqlarbiter databases load-spider --to postgresql://user@host:port [--db-ids A,B | --split dev] [--replace]
 
 The databases: the demo database, the config's `databases`, $SQLARBITER_DATABASES and every `--data` (the
-options shared by every command, `planner.cli_options`). Exit status: 0 ok, 1 rejected or failed, 2 bad usage
-(unknown database, bad file or folder, bad config).
+options shared by every command, `planner.cli_options`): a Spider-layout folder, a database file, or a server URL
+(`postgresql://...`, `mysql://...`; docs/databases.md). Exit status: 0 ok, 1 rejected or failed, 2 bad usage
+(unknown database, bad file, folder or URL, bad config).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from core.model import ErrorKind, ExecutionResult
 from planner.cli_options import add_database_options, cli_registry
@@ -25,7 +28,9 @@ def _registry(args) -> DatabaseRegistry | None:
     try:
         return cli_registry(args)
     except (OSError, ValueError) as e:  # a bad --data entry or config (ConfigError is a ValueError)
-        print(f"error: cannot register the databases: {e}", file=sys.stderr)
+        from sqlbox.servers import redact
+
+        print(f"error: cannot register the databases: {redact(str(e))}", file=sys.stderr)
         return None
 
 
@@ -99,15 +104,56 @@ def cmd_databases(args) -> int:
         except Exception as e:  # a broken file is listed, not fatal
             n = None
             print(f"warning: {db_id}: cannot read schema: {e}", file=sys.stderr)
-        items.append({"db_id": db_id, "kind": info.kind, "path": str(info.path), "n_tables": n})
+        items.append({"db_id": db_id, "kind": info.kind, "dialect": info.dialect, "path": info.location,
+                      "n_tables": n})
     if args.json:
         print(json.dumps(items, indent=2))
     else:
         w = max((len(i["db_id"]) for i in items), default=5)
-        print(f"{'db_id'.ljust(w)}  kind    tables  path")
+        print(f"{'db_id'.ljust(w)}  kind        dialect   tables  path")
         for i in items:
-            print(f"{i['db_id'].ljust(w)}  {i['kind']:<6}  {str(i['n_tables']):>6}  {i['path']}")
+            print(f"{i['db_id'].ljust(w)}  {i['kind']:<10}  {i['dialect']:<8}  {str(i['n_tables']):>6}  {i['path']}")
+    from sqlbox.servers import privilege_warnings
+
+    for db_id in reg.server_ids():
+        for w in privilege_warnings(reg.get(db_id).target):
+            print(f"WARNING: {db_id} is not read-only: {w}", file=sys.stderr)
     return 0
+
+
+def cmd_load_spider(args) -> int:
+    from core.settings import spider_dir
+    from sqlbox.servers import TargetError, is_url, load_spider, redact, spider_db_ids
+
+    if not is_url(args.to):
+        print(f"error: --to must be a server URL (postgresql://user@host:port or mysql://...), got {redact(args.to)!r}",
+              file=sys.stderr)
+        return 2
+    spider = Path(args.spider) if args.spider else spider_dir()
+    if not (spider / "database").is_dir():
+        print(f"error: no Spider database/ folder under {spider} (give --spider DIR)", file=sys.stderr)
+        return 2
+    known = spider_db_ids(spider, None)
+    ids = [x.strip() for x in args.db_ids.split(",") if x.strip()] if args.db_ids else spider_db_ids(spider, args.split)
+    bad = [x for x in ids if x not in known]
+    if bad:
+        shown = ", ".join(known[:40]) + (f", ... ({len(known)} in all)" if len(known) > 40 else "")
+        print(f"error: unknown Spider database(s) {', '.join(bad)}; known: {shown}", file=sys.stderr)
+        return 2
+    failed = 0
+    for db_id in ids:
+        try:
+            rep = load_spider(spider / "database" / db_id / f"{db_id}.sqlite", args.to, db_id, replace=args.replace)
+        except TargetError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except Exception as e:  # noqa: BLE001 - report and go on with the next database
+            failed += 1
+            print(f"{db_id}: FAILED: {redact(str(e).splitlines()[0] if str(e) else type(e).__name__)}", file=sys.stderr)
+            continue
+        print(f"{db_id}: {rep.tables} tables, {rep.rows} rows, {rep.primary_keys} primary keys, "
+              f"{rep.foreign_keys} foreign keys ({len(rep.skipped_constraints)} skipped), {rep.seconds:.1f} s")
+    return 1 if failed else 0
 
 
 def add_to(sub: argparse._SubParsersAction) -> None:
@@ -122,9 +168,18 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the ExecutionResult as JSON")
     p.set_defaults(func=cmd_check)
 
-    d = sub.add_parser("databases", help="list the registered databases",
-                       description="List the databases the commands and the service see: the demo database, the "
-                       "config's `databases`, $SQLARBITER_DATABASES and every --data.")
+    d = sub.add_parser("databases", help="list the registered databases; load Spider into a server",
+                       description="List the databases the commands and the service see (kind, dialect, tables, "
+                       "location): the demo database, the config's `databases`, $SQLARBITER_DATABASES and every --data.")
     add_database_options(d, db=None)
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_databases)
+    dsub = d.add_subparsers(dest="databases_command", metavar="COMMAND")
+    ls = dsub.add_parser("load-spider", help="copy Spider SQLite databases into a PostgreSQL/MySQL server",
+                         description="Copy Spider SQLite databases into a server, one database per db_id.")
+    ls.add_argument("--to", required=True, help="server URL: postgresql://user@host:port or mysql://user@host:port")
+    ls.add_argument("--db-ids", default=None, help="comma-separated Spider db_ids (default: every one of --split)")
+    ls.add_argument("--split", choices=["dev", "train", "all"], default="all", help="which Spider databases")
+    ls.add_argument("--spider", default=None, help="Spider folder (default: the shared data)")
+    ls.add_argument("--replace", action="store_true", help="drop and reload databases that exist")
+    ls.set_defaults(func=cmd_load_spider)

@@ -142,7 +142,8 @@ class ModelsResponse(BaseModel):
 
 class DatabaseEntry(BaseModel):
     db_id: str
-    kind: str
+    kind: str  # sqlite | duckdb | postgresql | mysql
+    dialect: str = "sqlite"  # the SQL dialect candidates are written in (sqlite, duckdb, postgres, mysql)
     n_tables: int | None = None
 
 

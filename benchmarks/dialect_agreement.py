@@ -3,6 +3,11 @@ engine (after the executor's SQLite -> DuckDB handling) as on sqlite3?
 
     python -m benchmarks.dialect_agreement [--spider DIR] [--limit N] [--json OUT] [--show K]
     python -m benchmarks.dialect_agreement --candidates FILE.sql [FILE.sql ...]   # predicted SQL instead
+    python -m benchmarks.dialect_agreement --target-url postgresql://user@host:5432   # a server instead of DuckDB
+
+With `--target-url`, the other side is a PostgreSQL or MySQL/MariaDB server holding one database per
+db_id (`sqlarbiter databases load-spider --to URL`): the SQLite SQL is guarded, transpiled with sqlglot to
+the server's dialect and run read-only there (`sqlbox.servers`).
 
 A query agrees when both engines succeed with equal order-insensitive fingerprints, or both fail (only
 predicted SQL fails on both; every gold query runs on sqlite3). With `--candidates`, the queries are
@@ -30,13 +35,37 @@ from sqlbox.executor import Executor
 
 
 def _error_class(kind: str, msg: str) -> str:
+    msg = re.sub(r"\((\d+), ['\"](.*)['\"]\)$", r"\2", msg or "")  # MySQL drivers: (code, 'message')
     m = re.sub(r"'[^']*'|\"[^\"]*\"|\d+", "_", msg or "")
     m = re.sub(r"\s+", " ", m)
     return f"{kind}: {m[:90]}"
 
 
+def _loose(v, digits: int | None):
+    if isinstance(v, str):
+        try:
+            v = float(v)
+        except ValueError:
+            return v
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return round(float(v), digits) if digits is not None else float(v)
+    return v
+
+
+def _result_subclass(a, b) -> str:
+    """Why two successful results differ, judged on their previews: only number vs numeric text
+    (SQLite kept the text, the server column is numeric), only numeric precision, or the rows."""
+    if a.row_count != b.row_count or len(a.rows) != len(b.rows):
+        return ": rows"
+    for digits, why in ((None, ": number vs numeric text"), (4, ": numeric precision")):
+        key = lambda r, d=digits: repr([_loose(v, d) for v in r])  # noqa: E731
+        if sorted(map(key, a.rows)) == sorted(map(key, b.rows)):
+            return why
+    return ": rows"
+
+
 def run(spider: Path, limit: int | None = None, timeout_s: float = 10.0,
-        candidates: list[Path] | None = None) -> dict:
+        candidates: list[Path] | None = None, target_url: str | None = None) -> dict:
     gold = json.loads((spider / "dev.json").read_text())
     if candidates:
         dev = []
@@ -50,7 +79,15 @@ def run(spider: Path, limit: int | None = None, timeout_s: float = 10.0,
     reg = DatabaseRegistry()
     reg.register_dir(spider / "database")
     sq = Executor(reg, engine="sqlite", timeout_s=timeout_s, max_rows=100_000)
+    other = "duckdb"
+    if target_url:
+        from sqlbox.servers import parse_target, server_url_for
+
+        for db in sorted({e["db_id"] for e in dev}):
+            reg.register_url(server_url_for(target_url, db.lower()), db_id=f"{db}@server")
+        other = parse_target(server_url_for(target_url, "x"))[1].kind
     dk = Executor(reg, engine="duckdb", timeout_s=timeout_s, max_rows=100_000)
+    side = (lambda db: f"{db}@server") if target_url else (lambda db: db)
     agree = ordered_total = ordered_agree = both_fail = 0
     classes: Counter[str] = Counter()
     examples: dict[str, list[dict]] = defaultdict(list)
@@ -58,7 +95,7 @@ def run(spider: Path, limit: int | None = None, timeout_s: float = 10.0,
     for i, ex in enumerate(tqdm(dev, desc="gold queries", unit="q", file=sys.stderr)):
         db, sql = ex["db_id"], ex["query"]
         a = sq.execute(db, sql)
-        b = dk.execute(db, sql)
+        b = dk.execute(side(db), sql)
         if a.ok and b.ok and a.fingerprint == b.fingerprint:
             agree += 1
             if re.search(r"order\s+by", sql, re.I):
@@ -72,9 +109,9 @@ def run(spider: Path, limit: int | None = None, timeout_s: float = 10.0,
         if not a.ok:
             cls = "sqlite fails only: " + _error_class(a.error_kind, a.error)
         elif not b.ok:
-            cls = "duckdb " + _error_class(b.error_kind, b.error)
+            cls = f"{other} " + _error_class(b.error_kind, b.error)
         else:
-            cls = "different result"
+            cls = "different result" + _result_subclass(a, b)
         classes[cls] += 1
         if len(examples[cls]) < 5:
             examples[cls].append({"idx": i, "db_id": db, "sql": sql, "duckdb_sql": b.executed_sql,
@@ -83,21 +120,25 @@ def run(spider: Path, limit: int | None = None, timeout_s: float = 10.0,
     sq.close()
     dk.close()
     n = len(dev)
-    return {"source": ", ".join(f.name for f in candidates) if candidates else "gold", "n": n, "agree": agree, "rate": agree / n if n else 0.0, "both_fail": both_fail,
+    return {"source": ", ".join(f.name for f in candidates) if candidates else "gold", "n": n, "other": other,
+            "target_url": target_url, "agree": agree, "rate": agree / n if n else 0.0, "both_fail": both_fail,
             "ordered_total": ordered_total, "ordered_agree": ordered_agree,
             "classes": classes.most_common(), "examples": examples,
             "seconds": time.perf_counter() - t0}
 
 
 def markdown(res: dict) -> str:
+    other = {"duckdb": "DuckDB", "postgresql": "PostgreSQL", "mysql": "MySQL/MariaDB"}.get(res.get("other", "duckdb"))
     lines = [
-        f"## Dialect agreement: Spider dev {'gold' if res['source'] == 'gold' else 'predicted'} SQL on DuckDB vs sqlite3",
+        f"## Dialect agreement: Spider dev {'gold' if res['source'] == 'gold' else 'predicted'} SQL on {other} vs sqlite3",
         "",
         "Command: `python -m benchmarks.dialect_agreement"
+        + (f" --target-url {res['target_url']}" if res.get("target_url") else "")
         + ("`  " if res["source"] == "gold" else f" --candidates {res['source']}`  "),
-        "Machine: 2-core x86-64 CPU, 24 GB, no GPU. Date: 2026-11-21.  ",
+        f"Machine: 2-core x86-64 CPU, no GPU, shared with other jobs. Date: {time.strftime('%Y-%m-%d')}.  ",
         "A query agrees when both engines succeed with equal order-insensitive result fingerprints, "
-        "or both fail (DuckDB runs the executor's SQLite->DuckDB rewrite).",
+        + ("or both fail (DuckDB runs the executor's SQLite->DuckDB rewrite)." if other == "DuckDB" else
+           f"or both fail ({other} runs the SQLite SQL transpiled by sqlglot, read-only, through sqlbox.servers)."),
         "",
         "| metric | value |",
         "|---|---|",
@@ -123,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write the full result (with examples) here")
     ap.add_argument("--show", type=int, default=2, help="examples to print per class")
     ap.add_argument("--markdown", action="store_true", help="print the BENCHMARKS.md section")
+    ap.add_argument("--target-url", default=None,
+                    help="compare with a PostgreSQL/MySQL server holding one database per db_id instead of DuckDB")
     ap.add_argument("--candidates", type=Path, nargs="+", default=None,
                     help="predicted-SQL files aligned with dev.json instead of the gold queries")
     args = ap.parse_args(argv)
@@ -130,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (spider / "dev.json").is_file():
         print(f"Spider dev.json not found under {spider} (set SPIDER_DIR)", file=sys.stderr)
         return 2
-    res = run(spider, args.limit, args.timeout, args.candidates)
+    res = run(spider, args.limit, args.timeout, args.candidates, args.target_url)
     print(f"agreement: {res['agree']}/{res['n']} = {100 * res['rate']:.2f}%  "
           f"(ORDER BY queries equal in order: {res['ordered_agree']}/{res['ordered_total']}; "
           f"both fail: {res['both_fail']}; {res['seconds']:.0f} s)")
@@ -138,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {k:4d}  {cls}")
         for e in res["examples"][cls][: args.show]:
             print(f"        #{e['idx']} [{e['db_id']}] {e['sql']}")
-            print(f"            duckdb: {e['duckdb_sql']}")
+            print(f"            {res['other']}: {e['duckdb_sql']}")
             print(f"            sqlite rows {e['sqlite_rows']} err {e['sqlite_error']} | duckdb rows {e['duckdb_rows']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

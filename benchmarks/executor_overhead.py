@@ -1,6 +1,13 @@
 """Executor overhead per candidate on the Spider dev databases.
 
     python -m benchmarks.executor_overhead [--spider DIR] [--limit N] [--repeat R] [--markdown]
+        [--engines sqlite,duckdb] [--target-url postgresql://user@host:5432 ...]
+
+With `--target-url` (repeatable), a PostgreSQL or MySQL/MariaDB server holding one database per db_id
+(`sqlarbiter databases load-spider`) is measured too: executor = guard + SQLite->server rewrite + pooled
+connection checkout + read-only bounded transaction + fetch + rollback/reset + fingerprints; raw = the same
+executed SQL on a plain autocommit driver connection (`cursor.execute(sql); fetchall()`); connection setup =
+opening one new pooled connection and running `SELECT 1` through it.
 
 For each Spider dev gold query and each engine, with warm connections: the executor's wall time for
 `execute()` (guard, dialect rewrite, sandbox parse check, run with timeout/row cap, fingerprints) and the
@@ -32,7 +39,79 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * (len(xs) - 1) + 0.5))] if xs else float("nan")
 
 
-def run(spider: Path, limit: int | None, repeat: int) -> dict:
+def _server_raw(url: str, db: str):
+    """A plain autocommit DB-API connection to `db` on the server (the raw baseline)."""
+    from sqlbox.servers import parse_target, server_url_for
+
+    t = parse_target(server_url_for(url, db.lower()))[1]
+    u = t.sqlalchemy_url()
+    if t.kind == "postgresql":
+        import psycopg
+
+        return psycopg.connect(host=u.host, port=u.port or 5432, user=u.username, password=u.password,
+                               dbname=u.database, autocommit=True)
+    import pymysql
+
+    return pymysql.connect(host=u.host, port=u.port or 3306, user=u.username, password=u.password or "",
+                           database=u.database, autocommit=True)
+
+
+def _run_server(url: str, dev: list[dict], dbs: list[str], repeat: int) -> tuple[str, dict]:
+    from sqlbox.servers import ServerConn, dispose_all, engine_for, parse_target, server_url_for
+
+    reg = DatabaseRegistry()
+    for db in dbs:
+        reg.register_url(server_url_for(url, db.lower()), db_id=db)
+        reg.schema(db)  # cached: not part of the per-candidate cost
+    kind = reg.get(dbs[0]).kind
+    setup = []
+    for db in dbs:
+        target = parse_target(server_url_for(url, db.lower()))[1]
+        engine_for(target).dispose()
+        t = time.perf_counter()
+        ServerConn(db, target).run("SELECT 1", 10, 1)
+        setup.append((time.perf_counter() - t) * 1000)
+    ex = Executor(reg, timeout_s=30, max_rows=100_000)
+    raw_conns = {db: _server_raw(url, db) for db in dbs}
+    execs, raws, overheads = [], [], []
+    for e in tqdm(dev, desc=kind, unit="q", file=sys.stderr):
+        db, sql = e["db_id"], e["query"]
+        r = ex.execute(db, sql)
+        if not r.ok:
+            continue
+        best_exec = best_raw = float("inf")
+        cur = raw_conns[db].cursor()
+        for _ in range(repeat):
+            t = time.perf_counter()
+            ex.execute(db, sql)
+            best_exec = min(best_exec, (time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            cur.execute(r.executed_sql)
+            cur.fetchall()
+            best_raw = min(best_raw, (time.perf_counter() - t) * 1000)
+        cur.close()
+        execs.append(best_exec)
+        raws.append(best_raw)
+        overheads.append(best_exec - best_raw)
+    ex.close()
+    for c in raw_conns.values():
+        c.close()
+    dispose_all()
+    return kind, _summary(execs, raws, overheads, setup)
+
+
+def _summary(execs, raws, overheads, setup) -> dict:
+    return {
+        "n_ok": len(execs),
+        "exec_ms_median": statistics.median(execs), "exec_ms_p90": _pct(execs, 0.9),
+        "raw_ms_median": statistics.median(raws), "raw_ms_p90": _pct(raws, 0.9),
+        "overhead_ms_median": statistics.median(overheads), "overhead_ms_p90": _pct(overheads, 0.9),
+        "connection_setup_ms_median": statistics.median(setup), "connection_setup_ms_max": max(setup),
+    }
+
+
+def run(spider: Path, limit: int | None, repeat: int, engines: tuple[str, ...] = ("sqlite", "duckdb"),
+        target_urls: list[str] | None = None) -> dict:
     dev = json.loads((spider / "dev.json").read_text())[: limit or None]
     reg = DatabaseRegistry()
     reg.register_dir(spider / "database")
@@ -40,7 +119,10 @@ def run(spider: Path, limit: int | None, repeat: int) -> dict:
     for db in dbs:
         reg.schema(db)  # introspection is cached by the registry: not part of the per-candidate cost
     out: dict = {"n_queries": len(dev), "n_databases": len(dbs), "engines": {}}
-    for engine in ("sqlite", "duckdb"):
+    for url in target_urls or []:
+        kind, summary = _run_server(url, dev, dbs, repeat)
+        out["engines"][kind] = summary
+    for engine in engines:
         setup = []
         for db in dbs:
             t = time.perf_counter()
@@ -80,12 +162,12 @@ def run(spider: Path, limit: int | None, repeat: int) -> dict:
     return out
 
 
-def markdown(res: dict, repeat: int) -> str:
+def markdown(res: dict, repeat: int, extra_args: str = "") -> str:
     lines = [
         "## Executor overhead per candidate (Spider dev gold queries)",
         "",
-        f"Command: `python -m benchmarks.executor_overhead --repeat {repeat}`  ",
-        "Machine: 2-core x86-64 CPU, 24 GB, no GPU. Date: 2026-11-21.  ",
+        f"Command: `python -m benchmarks.executor_overhead --repeat {repeat}{extra_args}`  ",
+        f"Machine: 2-core x86-64 CPU, no GPU, shared with other jobs. Date: {time.strftime('%Y-%m-%d')}.  ",
         f"{res['n_queries']} gold queries over {res['n_databases']} databases; warm per-thread connections; "
         "each query: best of the repeats. Executor = `Executor.execute()` wall time (guard, SQLite->DuckDB "
         "rewrite, sandbox parse check, timed run, row cap, fingerprints); raw = `con.execute(sql).fetchall()` "
@@ -110,17 +192,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--markdown", action="store_true", help="print the BENCHMARKS.md section")
+    ap.add_argument("--engines", default="sqlite,duckdb", help="file engines to measure (comma-separated; '' for none)")
+    ap.add_argument("--target-url", action="append", default=None,
+                    help="also measure this PostgreSQL/MySQL server (one database per db_id); repeatable")
     args = ap.parse_args(argv)
+    engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
+    bad = [e for e in engines if e not in ("sqlite", "duckdb")]
+    if bad:
+        print(f"unknown engine(s) {', '.join(bad)}; choose from: sqlite, duckdb", file=sys.stderr)
+        return 2
     spider = args.spider or spider_dir()
     if not (spider / "dev.json").is_file():
         print(f"Spider dev.json not found under {spider} (set SPIDER_DIR)", file=sys.stderr)
         return 2
-    res = run(spider, args.limit, max(1, args.repeat))
+    res = run(spider, args.limit, max(1, args.repeat), engines, args.target_url)
     print(json.dumps(res, indent=1))
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))
     if args.markdown:
-        print(markdown(res, args.repeat))
+        extra = (f" --engines {','.join(engines)}" if engines != ("sqlite", "duckdb") else "") + "".join(
+            f" --target-url {u}" for u in args.target_url or [])
+        print(markdown(res, args.repeat, extra))
     return 0
 
 

@@ -136,6 +136,9 @@ def _dataset_args(d: argparse.ArgumentParser, spec) -> None:
                      "SQLARBITER_RUNS_DIR replaces runs/)")
     run.add_argument("--workers", type=int, default=2, help="processes for SQL comparison")
     run.add_argument("--timeout", type=float, default=None, help="per-query timeout in seconds (official default)")
+    run.add_argument("--target-url", default=None,
+                     help="predictions: run gold and predictions on this PostgreSQL/MySQL server (one database "
+                          "per db_id, see `sqlarbiter databases load-spider`); the SQLite SQL is transpiled")
     run.add_argument("--no-resume", action="store_true", help="start results.jsonl afresh")
     run.add_argument("--no-plots", action="store_true")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -183,6 +186,20 @@ def _run(args) -> int:
         print("error: choose one of --predictions, --replay, --systems", file=sys.stderr)
         return 2
     mode = modes[0] if modes else "end-to-end"
+    if getattr(args, "target_url", None):
+        from sqlbox.servers import TargetError, parse_target, redact, server_url_for
+
+        if mode != "predictions":
+            print("error: --target-url works with --predictions (gold and predictions on the server)", file=sys.stderr)
+            return 2
+        try:
+            parse_target(server_url_for(args.target_url, "x"))
+        except TargetError as e:
+            print(f"error: --target-url: {e}", file=sys.stderr)
+            return 2
+        except ValueError:
+            print(f"error: --target-url: not a server URL: {redact(args.target_url)!r}", file=sys.stderr)
+            return 2
     if args.policy is not None:
         from planner.select import PolicyError, check_policy
 
@@ -207,8 +224,10 @@ def _run(args) -> int:
             n_total = dataset_size(ds, args.data, args.split)
             preds = read_prediction_file(args.predictions, examples, n_total)
             meta["predictions"] = str(args.predictions)
+            if args.target_url:
+                meta["target_url"] = args.target_url
             run_predictions(examples, preds, out, dataset=ds, workers=args.workers, timeout=args.timeout,
-                            resume=not args.no_resume, progress=progress)
+                            resume=not args.no_resume, progress=progress, target_url=args.target_url)
         elif mode in ("replay", "systems"):
             rc, replay_summary = _replay(args, examples, out, meta, progress)
             if rc:

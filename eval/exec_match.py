@@ -376,8 +376,74 @@ def rule_of(dataset: str) -> str:
     return rule
 
 
+_SERVER_SCHEMAS: dict[tuple, Any] = {}
+
+
+def server_verdicts(target_url: str, db_path, gold: str, preds: Sequence[str], *, rule: str = "spider",
+                    timeout: float = DEFAULT_TIMEOUT["spider"], keep_distinct: bool = False,
+                    max_rows: int = DEFAULT_MAX_ROWS) -> list[Verdict]:
+    """Verdicts with gold and predictions run on a PostgreSQL/MySQL server instead of the SQLite file: the
+    database named like the file's db_id (lower-cased, as `sqlarbiter databases load-spider` creates it)
+    on the server of `target_url`. Both are SQLite SQL, prepared as the official rule prepares them, then
+    guarded, transpiled (`sqlbox.servers.prepare_sql`) and run read-only; the comparison is the rule's
+    (`result_eq` / `bird_result_eq`) on the server's rows."""
+    from sqlbox.servers import (
+        ServerConn,
+        error_text,
+        introspect_server,
+        parse_target,
+        prepare_sql,
+        server_url_for,
+    )
+
+    p = Path(db_path)
+    db_id = p.stem if p.suffix else p.name
+    target = parse_target(server_url_for(target_url, db_id.lower()))[1]
+    conn = ServerConn(db_id, target)
+    key = (target, db_id)
+    if key not in _SERVER_SCHEMAS:
+        _SERVER_SCHEMAS[key] = introspect_server(db_id, target, samples=0)
+    schema = _SERVER_SCHEMAS[key]
+
+    def run(sql: str) -> QueryOutcome:
+        t0 = time.perf_counter()
+        try:
+            executed = prepare_sql(sql, "sqlite", target, schema=lambda: schema)
+            _, rows = conn.run(executed, timeout, max_rows)
+            return QueryOutcome(True, rows=rows[:max_rows], elapsed_ms=_ms(t0))
+        except Exception as e:  # noqa: BLE001 - the query's failure is the verdict
+            return QueryOutcome(False, error=error_text(e, target), timed_out=conn.timed_out(), elapsed_ms=_ms(t0))
+
+    if rule == "spider":
+        g = spider_prepare(gold, keep_distinct=keep_distinct)
+        ordered = order_matters(g)
+        prepared = [spider_prepare(x or "", keep_distinct=keep_distinct, is_prediction=True) for x in preds]
+    else:
+        g, ordered, prepared = gold, False, [x or "" for x in preds]
+    gout = run(g)
+    if not gout.ok:
+        return [_fail(gout, "gold") for _ in preds]
+    out = []
+    for x in prepared:
+        if not x.strip():
+            out.append(Verdict(False, "pred_error", "empty prediction"))
+            continue
+        pout = run(x)
+        if not pout.ok:
+            out.append(_fail(pout, "pred"))
+        elif rule == "spider":
+            out.append(Verdict(result_eq(gout.rows, pout.rows, ordered), pred_ms=pout.elapsed_ms))
+        else:
+            out.append(Verdict(bird_result_eq(gout.rows, pout.rows), pred_ms=pout.elapsed_ms))
+    return out
+
+
 def verdicts(dataset: str, db_path, gold: str, preds: Sequence[str], **kw) -> list[Verdict]:
-    """Verdicts under the EX rule `dataset` declares (Spider's or BIRD's official semantics)."""
+    """Verdicts under the EX rule `dataset` declares (Spider's or BIRD's official semantics); with
+    `target_url`, on that server (`server_verdicts`)."""
+    target_url = kw.pop("target_url", None)
+    if target_url:
+        return server_verdicts(target_url, db_path, gold, preds, rule=rule_of(dataset), **kw)
     if rule_of(dataset) == "spider":
         return spider_verdicts(db_path, gold, preds, **kw)
     kw.pop("keep_distinct", None)
@@ -429,6 +495,7 @@ def match_tasks(
     progress: bool = True,
     desc: str = "EX",
     on_result=None,
+    target_url: str | None = None,
 ) -> list[list[dict]]:
     """Verdict dicts for every task (same order), computed by `workers` processes (inline when <= 1).
     A tqdm bar shows the running EX over the first prediction of each task. `on_result(i, verdicts)` is
@@ -437,6 +504,8 @@ def match_tasks(
     opts = {"timeout": timeout if timeout is not None else DEFAULT_TIMEOUT[rule], "max_rows": max_rows}
     if rule == "spider":
         opts["keep_distinct"] = keep_distinct
+    if target_url:
+        opts["target_url"] = target_url
     out: list[list[dict] | None] = [None] * len(tasks)
     bar = tqdm(total=len(tasks), desc=desc, disable=not progress, unit="q", dynamic_ncols=True)
     done = correct = 0

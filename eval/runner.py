@@ -121,8 +121,10 @@ def run_predictions(
     timeout: float | None = None,
     resume: bool = True,
     progress: bool = True,
+    target_url: str | None = None,
 ) -> list[dict]:
-    """Score aligned predictions; appends to results.jsonl and returns all lines of the run."""
+    """Score aligned predictions; appends to results.jsonl and returns all lines of the run. With
+    `target_url`, gold and predictions run on that PostgreSQL/MySQL server (one database per db_id)."""
     with ResultsWriter(out_dir, resume=resume) as w:
         todo = [(e, p) for e, p in zip(examples, preds, strict=True) if e.index not in w.done]
         if todo:
@@ -139,7 +141,8 @@ def run_predictions(
                 if pending[0] % 100 == 0:
                     w.sync()  # fsync per 100 lines: per line costs ~10-40 ms on a busy disk
 
-            match_tasks(tasks, dataset, workers=workers, timeout=timeout, progress=progress, on_result=write)
+            match_tasks(tasks, dataset, workers=workers, timeout=timeout, progress=progress, on_result=write,
+                        target_url=target_url)
             w.sync()
     return read_results(out_dir)
 

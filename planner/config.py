@@ -115,7 +115,7 @@ class Config(_Strict):
     )
     defaults: Defaults = Field(default_factory=Defaults)
     limits: Limits = Field(default_factory=Limits)
-    databases: list[str] = Field(default_factory=list, description="database files or Spider-layout dirs")
+    databases: list[str] = Field(default_factory=list, description="database files, Spider-layout dirs, or server URLs (postgresql://..., mysql://...)")
     store_url: str | None = None  # SQLAlchemy URL; None = sqlite file under data_dir()
     api_key: str | None = None  # when set, every endpoint but /health and /docs needs it
     warmup: bool = False  # load the active models when the service starts
@@ -263,7 +263,9 @@ def apply_env(data: dict[str, Any], environ: dict[str, str] | None = None) -> di
     if env.get("SQLARBITER_RUNS_DIR"):
         data["runs_dir"] = env["SQLARBITER_RUNS_DIR"]
     if env.get("SQLARBITER_DATABASES"):
-        extra = [p for p in env["SQLARBITER_DATABASES"].split(os.pathsep) if p]
+        from sqlbox.servers import split_database_list
+
+        extra = split_database_list(env["SQLARBITER_DATABASES"])
         data["databases"] = list(data.get("databases") or []) + extra
     return data
 

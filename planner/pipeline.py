@@ -273,6 +273,12 @@ class Planner:
                                            f"{type(e).__name__}: {e}") from e
             return self._routers[name]
 
+    def dialect(self, db_id: str) -> str:
+        """The SQL dialect candidates for `db_id` are written in: a server database's own dialect
+        (PostgreSQL, MySQL), else the configured `defaults.dialect` (files)."""
+        info = self.registry.get(db_id)
+        return info.dialect if getattr(info, "target", None) is not None else self.config.defaults.dialect
+
     def link_schema(self, question: Question):
         """The linked schema subset for this question (`sqlbox.linking.LinkResult`), or None when linking is
         off, or `auto` and the whole schema fits `schema_max_tokens`. Cached per (db, question, evidence)."""
@@ -382,7 +388,7 @@ class Planner:
                                          prompt_tokens=linked.prompt_tokens, full_tokens=linked.full_tokens,
                                          latency_ms=round(linked.latency_ms, 3))
         plan.route.steps = list(steps)  # the planned ladder while it runs (routers read it in should_escalate)
-        pool = CandidatePool(dialect=cfg.defaults.dialect)
+        pool = CandidatePool(dialect=self.dialect(question.db_id))
         scored: list[ScoredCandidate] = []
         usage: dict[tuple[str, str], tuple[TokenUsage, ModelSpec]] = {}
         ran: list[str] = []
@@ -429,7 +435,8 @@ class Planner:
         prompt = self.schema_prompt(question.db_id, question)
         with clock.stage("generate"):
             req = GenerationRequest(question=question.text, schema=prompt, evidence=question.evidence,
-                                    dialect=d.dialect, few_shot=few_shot_examples(question.db_id, d.few_shot),
+                                    dialect=self.dialect(question.db_id),
+                                    few_shot=few_shot_examples(question.db_id, d.few_shot),
                                     params=SamplingParams(n=n, temperature=d.temperature, top_p=d.top_p,
                                                           max_tokens=d.max_tokens, seed=d.seed))
             with self.generators.acquire(gen_name) as (ckpt, backend):
@@ -534,10 +541,24 @@ class Planner:
 
 def build_registry(config: Config):
     """The demo database (always) plus every entry of `config.databases` (files or folders; the
-    SQLARBITER_DATABASES environment variable is already folded into it by the config loader)."""
+    SQLARBITER_DATABASES environment variable is already folded into it by the config loader); server URLs
+    register by URL, and a role that can write is reported loudly at startup."""
     from sqlbox.databases import registry_for
 
-    return registry_for(config.databases)
+    reg = registry_for(config.databases)
+    warn_server_privileges(reg)
+    return reg
+
+
+def warn_server_privileges(registry) -> None:
+    """Log a loud warning for each server database whose role can do more than read."""
+    from sqlbox.servers import privilege_warnings
+
+    for db_id in registry.server_ids():
+        target = registry.get(db_id).target
+        for w in privilege_warnings(target):
+            log.warning("DATABASE %s (%s) IS NOT READ-ONLY: %s. Use a read-only role (docs/databases.md).",
+                        db_id, target.url, w)
 
 
 def _fill_kwargs(factory: Callable, params: dict[str, Any], **available: Any) -> dict[str, Any]:

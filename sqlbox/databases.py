@@ -1,6 +1,7 @@
 """The database registry: which databases candidates may run on, by id.
 
-A database is a SQLite file (`.sqlite`, `.db`, `.sqlite3`) or a DuckDB file (`.duckdb`), registered
+A database is a SQLite file (`.sqlite`, `.db`, `.sqlite3`), a DuckDB file (`.duckdb`), or a database on
+a PostgreSQL or MySQL/MariaDB server given by URL (`register_url`, see `sqlbox.servers`), registered
 under an id. `register_dir` understands the Spider/BIRD layouts (`database/<db_id>/<db_id>.sqlite`,
 a folder of `<db_id>/<db_id>.sqlite`) and flat folders of database files. Schemas are introspected
 on first use and cached (thread-safe).
@@ -12,9 +13,12 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from sqlbox.schema import Schema, introspect
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sqlbox.servers import ServerTarget
 
 SQLITE_SUFFIXES = (".sqlite", ".db", ".sqlite3")
 DUCKDB_SUFFIXES = (".duckdb",)
@@ -36,8 +40,19 @@ class UnknownDatabase(LookupError):
 @dataclass(frozen=True)
 class DatabaseInfo:
     db_id: str
-    path: Path
-    kind: Literal["sqlite", "duckdb"]
+    path: Path | None  # None for a server database
+    kind: Literal["sqlite", "duckdb", "postgresql", "mysql"]
+    target: ServerTarget | None = None  # server databases: the password-free URL and options
+
+    @property
+    def dialect(self) -> str:
+        """The sqlglot dialect native to this database (what prompts name and the guard parses)."""
+        return self.target.dialect if self.target is not None else self.kind
+
+    @property
+    def location(self) -> str:
+        """Where it lives, for listings: the file path, or the URL without any password."""
+        return self.target.url if self.target is not None else str(self.path)
 
 
 def _kind_of(path: Path) -> Literal["sqlite", "duckdb"]:
@@ -75,6 +90,40 @@ class DatabaseRegistry:
                 for k in [k for k in self._schemas if k[0] == db_id]:
                     del self._schemas[k]
         return info
+
+    def register_url(self, url: str, db_id: str | None = None) -> DatabaseInfo:
+        """Register a server database by URL (`postgresql://user@host:port/db`, `mysql://...`; options in
+        `sqlbox.servers`). The id is `db_id`, else the URL's `id=` option, else the database name. Nothing
+        connects until the schema or a query is needed."""
+        from sqlbox.servers import parse_target
+
+        ident, target = parse_target(url, db_id=db_id)
+        info = DatabaseInfo(ident, None, target.kind, target)  # type: ignore[arg-type]
+        with self._lock:
+            old = self._dbs.get(ident)
+            self._dbs[ident] = info
+            if old is not None and old != info:
+                for k in [k for k in self._schemas if k[0] == ident]:
+                    del self._schemas[k]
+        return info
+
+    def register_any(self, entry: str) -> list[str]:
+        """Register a config/CLI entry: a server URL, a database file, or a folder of databases.
+        Returns the ids registered."""
+        from sqlbox.servers import is_url
+
+        if is_url(entry):
+            return [self.register_url(entry).db_id]
+        p = Path(entry).expanduser()
+        if p.is_dir():
+            return self.register_dir(p)
+        if p.is_file():
+            return [self.register(p.stem, p).db_id]
+        raise FileNotFoundError(f"databases: {entry!r} is neither a database URL, a database file nor a directory")
+
+    def server_ids(self) -> list[str]:
+        with self._lock:
+            return sorted(k for k, v in self._dbs.items() if v.target is not None)
 
     def register_dir(self, path: str | os.PathLike) -> list[str]:
         """Register every database under a folder. Accepts a Spider/BIRD root holding `database/` (or
@@ -125,7 +174,7 @@ class DatabaseRegistry:
     def schema(self, db_id: str) -> Schema:
         """The database's schema (introspected once, then cached; re-read if the file changed)."""
         info = self.get(db_id)
-        key = (db_id, info.path.stat().st_mtime_ns)
+        key = (db_id, info.path.stat().st_mtime_ns if info.path is not None else 0)
         with self._lock:
             cached = self._schemas.get(key)
             if cached is not None:
@@ -145,19 +194,14 @@ class DatabaseRegistry:
 
 
 def register_path(registry: DatabaseRegistry, entry: str | os.PathLike) -> list[str]:
-    """Register a database file (under its file name) or every database under a folder (`register_dir`).
-    Returns the ids registered."""
-    p = Path(entry).expanduser()
-    if p.is_dir():
-        return registry.register_dir(p)
-    if p.is_file():
-        return [registry.register(p.stem, p).db_id]
-    raise FileNotFoundError(f"databases: {str(entry)!r} is neither a database file nor a directory")
+    """Register a server URL, a database file (under its file name) or every database under a folder
+    (`register_dir`). Returns the ids registered."""
+    return registry.register_any(str(entry))
 
 
 def registry_for(entries: list[str | os.PathLike] | tuple[str | os.PathLike, ...] = ()) -> DatabaseRegistry:
-    """The demo database as `demo` (built if needed), then each entry (a file or folder, see `register_path`)
-    in order; a later entry replaces an id already registered."""
+    """The demo database as `demo` (built if needed), then each entry (a server URL, file or folder, see
+    `register_path`) in order; a later entry replaces an id already registered."""
     from sqlbox.demo import DEMO_DB_ID, build_demo
 
     reg = DatabaseRegistry()
@@ -168,13 +212,16 @@ def registry_for(entries: list[str | os.PathLike] | tuple[str | os.PathLike, ...
 
 
 def default_registry(data: str | os.PathLike | None = None) -> DatabaseRegistry:
-    """The demo database as `demo` (built if needed), plus every database under `data` if given,
-    else under env `SQLARBITER_DATABASES` if set."""
+    """The demo database as `demo` (built if needed), plus every database under `data` (a folder, file or
+    server URL) if given, else the entries of env `SQLARBITER_DATABASES` (`os.pathsep`-separated) if set."""
     from sqlbox.demo import DEMO_DB_ID, build_demo
+    from sqlbox.servers import split_database_list
 
     reg = DatabaseRegistry()
     reg.register(DEMO_DB_ID, build_demo())
-    extra = data if data is not None else os.environ.get("SQLARBITER_DATABASES") or None
-    if extra is not None:
-        reg.register_dir(extra)
+    if data is not None:
+        reg.register_any(str(data))
+    elif os.environ.get("SQLARBITER_DATABASES"):
+        for entry in split_database_list(os.environ["SQLARBITER_DATABASES"]):
+            reg.register_any(entry)
     return reg

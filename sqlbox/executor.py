@@ -8,6 +8,11 @@ SQLite semantics (`sqlbox.dialect`); the engine's connection (`sqlbox.engines`: 
 interrupts the engine, a row cap and (DuckDB) a memory limit. Connections are per thread (never shared
 concurrently). Results are canonicalized and fingerprinted by `sqlbox.values`; on DuckDB their columns are
 renamed as SQLite would name them (`sqlbox.dialect.sqlite_result_names`).
+
+Server databases (PostgreSQL, MySQL/MariaDB, registered by URL) run on the server itself, whatever
+`engine` says: the SQL is guarded in its dialect (plus the server layer of `sqlbox.servers.check_server_sql`),
+transpiled to the server's dialect when written in another one, and run by `sqlbox.servers.ServerConn`
+in a read-only, bounded, rolled-back transaction.
 """
 
 from __future__ import annotations
@@ -65,8 +70,13 @@ class Executor:
             return c
         if c is not None:
             self._drop(db_id)
-        schema = self.registry.schema(db_id) if self.engine == "duckdb" and info.kind == "sqlite" else None
-        c = open_connection(self.engine, info, schema, memory_limit=self.memory_limit, threads=self.threads)
+        if info.target is not None:
+            from sqlbox.servers import ServerConn
+
+            c = ServerConn(db_id, info.target)
+        else:
+            schema = self.registry.schema(db_id) if self.engine == "duckdb" and info.kind == "sqlite" else None
+            c = open_connection(self.engine, info, schema, memory_limit=self.memory_limit, threads=self.threads)
         c._info = info
         conns[db_id] = c
         with self._lock:
@@ -109,6 +119,12 @@ class Executor:
     def prepare(self, db_id: str, sql: str, *, dialect: str = "sqlite") -> str:
         """The SQL this executor's engine would run for `sql` (after the guard and dialect handling).
         Raises Rejected/ParseFailure/UnknownDatabase."""
+        target = self.registry.get(db_id).target
+        if target is not None:
+            from sqlbox.servers import prepare_sql
+
+            return prepare_sql(sql, dialect, target, use_guard=self.use_guard,
+                               schema=lambda: self.registry.schema(db_id))
         tree = guard(sql, dialect) if self.use_guard else None
         if self.engine == "duckdb":
             if dialect == "duckdb":
@@ -131,11 +147,17 @@ class Executor:
         Raises UnknownDatabase for an unregistered db_id (a caller error, not the candidate's)."""
         t0 = time.perf_counter()
 
+        info = self.registry.get(db_id)  # UnknownDatabase propagates
+        engine = info.kind if info.target is not None else self.engine
+
         def fail(kind: ErrorKind, msg: str, executed: str | None = None) -> ExecutionResult:
-            return ExecutionResult(ok=False, error_kind=kind, error=msg, engine=self.engine, executed_sql=executed,
+            if info.target is not None:
+                from sqlbox.servers import redact
+
+                msg = redact(msg, info.target)
+            return ExecutionResult(ok=False, error_kind=kind, error=msg, engine=engine, executed_sql=executed,
                                    elapsed_ms=(time.perf_counter() - t0) * 1000)
 
-        self.registry.get(db_id)  # UnknownDatabase propagates
         try:
             executed = self.prepare(db_id, sql, dialect=dialect)
         except ParseFailure as e:
@@ -168,7 +190,7 @@ class Executor:
         res = ExecutionResult(
             ok=True, columns=cols, rows=[[json_preview(v) for v in r] for r in rows[: self.preview_rows]],
             row_count=len(rows), truncated=truncated, elapsed_ms=(time.perf_counter() - t0) * 1000,
-            fingerprint=fp, ordered_fingerprint=ofp, engine=self.engine, executed_sql=executed)
+            fingerprint=fp, ordered_fingerprint=ofp, engine=engine, executed_sql=executed)
         return res
 
     def _declared_name(self, db_id: str, name: str) -> str | None:

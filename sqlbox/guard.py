@@ -217,6 +217,10 @@ def guard(sql: str, dialect: str = "sqlite") -> exp.Expression:
                     _check_series(src, sorted(allowed)[0])
             elif isinstance(src, exp.Literal) or (isinstance(src, exp.Identifier) and _PATHLIKE.search(src.name)):
                 raise Rejected(f"table name {node.name!r} looks like a file path; only database tables may be read")
+    if dialect in ("postgres", "mysql"):  # server engines: their functions with side effects
+        from sqlbox.servers import check_server_sql
+
+        check_server_sql(root, dialect)
     return root
 
 

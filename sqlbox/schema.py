@@ -32,6 +32,7 @@ class Column:
     not_null: bool = False
     samples: tuple[Any, ...] = ()  # a few distinct non-null values
     storage: tuple[str, ...] = ()  # storage classes present among non-null values (SQLite only)
+    comment: str = ""  # the column's comment (servers)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Table:
     foreign_keys: list[ForeignKey] = field(default_factory=list)
     sample_rows: list[tuple[Any, ...]] = field(default_factory=list)
     row_count: int | None = None
+    comment: str = ""  # the table's comment (servers)
 
     def column(self, name: str) -> Column | None:
         low = name.lower()
@@ -110,6 +112,10 @@ def introspect(info: DatabaseInfo, samples: int = 3) -> Schema:
         return _introspect_sqlite(info.db_id, info.path, samples)
     if info.kind == "duckdb":
         return _introspect_duckdb(info.db_id, info.path, samples)
+    if info.target is not None:
+        from sqlbox.servers import introspect_server
+
+        return introspect_server(info.db_id, info.target, samples)
     raise ValueError(f"cannot introspect a database of kind {info.kind!r}")
 
 
@@ -247,17 +253,22 @@ def _fmt_value(v: Any, width: int = 40) -> str:
     return s if len(s) <= width else s[: width - 3] + "..."
 
 
+def _comment(text: str) -> str:
+    return f" /* {_fmt_value(text, 120)} */" if text else ""
+
+
 def _render(tables: list[tuple[Table, list[Column]]], sample_rows: int) -> str:
     parts = []
     for t, cols in tables:
         keep = {c.name for c in cols}
-        lines = [f"  {_ident(c.name)}{' ' + c.type if c.type else ''}" for c in cols]
+        lines = [f"  {_ident(c.name)}{' ' + c.type if c.type else ''}{_comment(c.comment)}" for c in cols]
         if t.primary_key:
             lines.append(f"  PRIMARY KEY ({', '.join(_ident(c) for c in t.primary_key)})")
         for fk in t.foreign_keys:
             lines.append(f"  FOREIGN KEY ({', '.join(_ident(c) for c in fk.columns)}) REFERENCES "
                          f"{_ident(fk.ref_table)}({', '.join(_ident(c) for c in fk.ref_columns)})")
-        text = f"CREATE TABLE {_ident(t.name)} (\n" + ",\n".join(lines) + "\n);"
+        text = (f"-- {_fmt_value(t.comment, 200)}\n" if t.comment else "") + \
+            f"CREATE TABLE {_ident(t.name)} (\n" + ",\n".join(lines) + "\n);"
         if sample_rows > 0 and t.sample_rows:
             idx = [i for i, c in enumerate(t.columns) if c.name in keep]
             rows = t.sample_rows[:sample_rows]

@@ -22,7 +22,7 @@ async def databases(s: State) -> list[DatabaseEntry]:
         for db in registry.ids():
             info = registry.get(db)
             n = safe(lambda db=db: len(registry.schema(db).tables), None)
-            out.append(DatabaseEntry(db_id=db, kind=str(info.kind), n_tables=n))
+            out.append(DatabaseEntry(db_id=db, kind=str(info.kind), dialect=info.dialect, n_tables=n))
         return out
 
     return await run_in_threadpool(collect)

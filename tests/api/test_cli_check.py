@@ -61,7 +61,7 @@ def test_databases_lists_demo(capsys):
     assert "demo" in out and "sqlite" in out
     assert main(["databases", "--json"]) == 0
     items = json.loads(capsys.readouterr().out)
-    assert items == [{"db_id": "demo", "kind": "sqlite", "path": items[0]["path"], "n_tables": 4}]
+    assert items == [{"db_id": "demo", "kind": "sqlite", "dialect": "sqlite", "path": items[0]["path"], "n_tables": 4}]
 
 
 @pytest.mark.skipif(not (SPIDER / "database" / "concert_singer").is_dir(), reason="Spider databases not available")

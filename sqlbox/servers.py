@@ -1,0 +1,940 @@
+"""Database servers as targets: PostgreSQL and MySQL/MariaDB, registered by URL, introspected through
+SQLAlchemy's inspector, and queried read-only and bounded.
+
+A target is a URL: ``postgresql://user@host:port/dbname`` or ``mysql://user@host:port/dbname``
+(``postgres://``, ``mariadb://`` and SQLAlchemy driver forms such as ``postgresql+psycopg://`` too). Query
+parameters this module understands (removed before connecting):
+
+- ``id=NAME``: the database id (default: the database name);
+- ``include=PAT,...`` / ``exclude=PAT,...``: which tables the schema shows, shell patterns over ``table``
+  or ``schema.table`` (tables outside the default schema need an include pattern naming their schema);
+- ``password_env=VAR`` / ``password_file=PATH``: where the password comes from. Passwords are never
+  accepted inside the URL (they would end up in config files, shells and logs); without either, the
+  driver's own environment applies (``PGPASSWORD``, ``~/.pgpass``; ``MYSQL_PWD`` for MySQL).
+
+Execution (`ServerConn.run`): one pooled connection per query, in a transaction that is read-only and
+always rolled back:
+- PostgreSQL: the session defaults to read-only (``default_transaction_read_only``), each query runs
+  under ``SET TRANSACTION READ ONLY`` with ``statement_timeout``, ``lock_timeout`` and
+  ``idle_in_transaction_session_timeout``; the extended protocol (binary results) refuses a second
+  statement; a
+  client-side cancel backs the timeout up; ``DISCARD ALL`` resets the session (settings, advisory locks)
+  before the connection goes back to the pool;
+- MySQL/MariaDB: ``START TRANSACTION READ ONLY`` under ``max_statement_time`` (MariaDB, seconds) or
+  ``max_execution_time`` (MySQL, ms), multi-statements disabled by the driver, a socket read timeout.
+Rows are fetched with ``fetchmany`` up to the cap; results are fingerprinted by `sqlbox.values`, so they
+compare with the file engines' results.
+
+`check_server_sql` is the guard's dialect layer: engine functions with side effects (sleeping, locks,
+signals, file access, sequences, settings, notifications, running SQL strings) are refused before any
+server sees them. `privilege_warnings` reports what the configured role could do beyond reading.
+`load_spider` copies a Spider SQLite database into a server database.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+from core.model import ErrorKind
+
+log = logging.getLogger("sqlarbiter.servers")
+
+# kind -> sqlglot dialect
+SERVER_DIALECTS = {"postgresql": "postgres", "mysql": "mysql"}
+_SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
+_DRIVERS = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql"}
+_OUR_PARAMS = ("id", "include", "exclude", "password_env", "password_file")
+
+
+class TargetError(ValueError):
+    """A database URL that cannot be used (the message never contains a password)."""
+
+
+def is_url(text: str) -> bool:
+    """Whether `text` names a database server (``scheme://...``) rather than a file or folder."""
+    m = re.match(r"^([A-Za-z][A-Za-z0-9]*)(\+[A-Za-z0-9_]+)?://", str(text).strip())
+    return bool(m) and m.group(1).lower() in _SCHEMES
+
+
+def split_database_list(value: str) -> list[str]:
+    """Split an ``os.pathsep``-separated list of files, folders and URLs (URLs contain ':' themselves)."""
+    parts = value.split(os.pathsep)
+    out: list[str] = []
+    i = 0
+    while i < len(parts):
+        p = parts[i]
+        if (os.pathsep == ":" and re.fullmatch(r"[A-Za-z][A-Za-z0-9]*(\+[A-Za-z0-9_]+)?", p) and i + 1 < len(parts)
+                and parts[i + 1].startswith("//")):
+            p = p + ":" + parts[i + 1]
+            i += 1
+            while i + 1 < len(parts) and re.match(r"^\d+(/|$|\?)", parts[i + 1]):  # host:PORT/db
+                p = p + ":" + parts[i + 1]
+                i += 1
+        if p:
+            out.append(p)
+        i += 1
+    return out
+
+
+@dataclass(frozen=True)
+class ServerTarget:
+    """A server database: kind, the password-free URL, and the options of the module docstring."""
+
+    kind: str  # postgresql | mysql
+    url: str  # scheme://user@host:port/dbname (no password, no options)
+    database: str
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    password_env: str | None = None
+    password_file: str | None = None
+
+    @property
+    def dialect(self) -> str:
+        return SERVER_DIALECTS[self.kind]
+
+    def password(self) -> str | None:
+        if self.password_file:
+            try:
+                return Path(self.password_file).expanduser().read_text().strip("\r\n")
+            except OSError as e:
+                raise TargetError(f"{self.url}: cannot read password_file {self.password_file}: "
+                                  f"{e.strerror or type(e).__name__}") from None
+        if self.password_env:
+            if self.password_env not in os.environ:
+                raise TargetError(f"{self.url}: environment variable {self.password_env} (password_env) is not set")
+            return os.environ[self.password_env]
+        if self.kind == "mysql":
+            return os.environ.get("MYSQL_PWD")
+        return None  # libpq reads PGPASSWORD / ~/.pgpass itself
+
+    def sqlalchemy_url(self, database: str | None = None):
+        from sqlalchemy.engine import make_url
+
+        u = make_url(_DRIVERS[self.kind] + self.url[self.url.index("://"):])
+        if database is not None:
+            u = u.set(database=database)
+        pw = self.password()
+        return u.set(password=pw) if pw else u
+
+    def with_database(self, database: str) -> ServerTarget:
+        parts = urlsplit(self.url)
+        return ServerTarget(self.kind, urlunsplit(parts._replace(path="/" + quote(database))), database,
+                            self.include, self.exclude, self.password_env, self.password_file)
+
+    def keeps(self, schema: str | None, table: str, default_schema: str | None) -> bool:
+        names = [table] if schema in (None, default_schema) else []
+        if schema:
+            names.append(f"{schema}.{table}")
+        if self.include and not any(fnmatch.fnmatchcase(n.lower(), p.lower()) for n in names for p in self.include):
+            return False
+        return not any(fnmatch.fnmatchcase(n.lower(), p.lower()) for n in names for p in self.exclude)
+
+
+def parse_target(url: str, *, db_id: str | None = None) -> tuple[str, ServerTarget]:
+    """(database id, target) for a server URL. Raises TargetError (never echoing a password)."""
+    text = str(url).strip()
+    if not is_url(text):
+        raise TargetError(f"not a database URL (expected postgresql://... or mysql://...): {_redact(text)!r}")
+    parts = urlsplit(text)
+    scheme = parts.scheme.split("+", 1)[0].lower()
+    kind = _SCHEMES[scheme]
+    if parts.password is not None:
+        raise TargetError(f"{_redact(text)}: do not put the password in the URL; give it in the environment "
+                          f"(?password_env=VAR) or a file (?password_file=PATH)")
+    if not parts.hostname:
+        raise TargetError(f"{_redact(text)}: the URL needs a host")
+    try:
+        parts.port  # noqa: B018 - validates the port
+    except ValueError:
+        raise TargetError(f"{_redact(text)}: bad port") from None
+    database = unquote(parts.path.lstrip("/"))
+    if not database or "/" in database:
+        raise TargetError(f"{_redact(text)}: the URL needs a database name (scheme://user@host:port/DBNAME)")
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    ours = {k: v for k, v in params if k in _OUR_PARAMS}
+    rest = [(k, v) for k, v in params if k not in _OUR_PARAMS]
+    if rest:
+        raise TargetError(f"{_redact(text)}: unknown URL option(s) {', '.join(sorted({k for k, _ in rest}))}; "
+                          f"known: {', '.join(_OUR_PARAMS)}")
+    if ours.get("password_env") and ours.get("password_file"):
+        raise TargetError(f"{_redact(text)}: give password_env or password_file, not both")
+    netloc = parts.netloc.rsplit("@", 1)
+    clean = urlunsplit((scheme if scheme != "postgres" else "postgresql", parts.netloc, "/" + quote(database), "", ""))
+    del netloc
+    split = lambda s: tuple(x.strip() for x in (s or "").split(",") if x.strip())  # noqa: E731
+    target = ServerTarget(kind, clean, database, split(ours.get("include")), split(ours.get("exclude")),
+                          ours.get("password_env") or None, ours.get("password_file") or None)
+    ident = db_id or ours.get("id") or database
+    return ident, target
+
+
+def _redact(text: str) -> str:
+    """The text with any ``user:password@`` password replaced by ``***``."""
+    return re.sub(r"(//[^/@:]*:)[^@/]*@", r"\1***@", text)
+
+
+def redact(text: str, target: ServerTarget | None = None) -> str:
+    """An error message without the target's password (drivers may echo connection strings)."""
+    out = _redact(str(text))
+    if target is not None:
+        try:
+            pw = target.password()
+        except TargetError:
+            pw = None
+        if pw:
+            out = out.replace(pw, "***")
+    return out
+
+
+# --------------------------------------------------------------------------- engines (pooled)
+
+_ENGINES: dict[tuple[ServerTarget, str | None], Any] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def engine_for(target: ServerTarget, *, database: str | None = None, pool_size: int = 4):
+    """The pooled SQLAlchemy engine of a target (one per target and process)."""
+    from sqlalchemy import create_engine
+
+    key = (target, database)
+    with _ENGINES_LOCK:
+        eng = _ENGINES.get(key)
+        if eng is None:
+            # no pre-ping (a round trip per query): a connection that fails is invalidated and replaced
+            kw: dict[str, Any] = {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": False,
+                                  "pool_recycle": 1800, "hide_parameters": True}
+            if target.kind == "postgresql":
+                kw["connect_args"] = {"connect_timeout": 10, "application_name": "sqlarbiter",
+                                      "options": "-c default_transaction_read_only=on"}
+            else:
+                kw["connect_args"] = {"connect_timeout": 10, "charset": "utf8mb4", "read_timeout": 120,
+                                      "local_infile": False}
+            eng = create_engine(target.sqlalchemy_url(database), **kw)
+            _ENGINES[key] = eng
+        return eng
+
+
+def dispose_all() -> None:
+    """Close every pooled server connection (tests; shutdown)."""
+    with _ENGINES_LOCK:
+        engines = list(_ENGINES.values())
+        _ENGINES.clear()
+    for e in engines:
+        try:
+            e.dispose()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+# --------------------------------------------------------------------------- the guard's dialect layer
+
+_PG_FORBIDDEN = {
+    "pg_sleep", "pg_sleep_for", "pg_sleep_until", "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf",
+    "pg_rotate_logfile", "pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file", "pg_ls_logdir",
+    "pg_ls_waldir", "pg_ls_tmpdir", "pg_ls_archive_statusdir", "pg_file_write", "pg_file_rename", "pg_file_unlink",
+    "lo_import", "lo_export", "lo_unlink", "lo_create", "lo_creat", "lo_open", "lo_put", "lo_from_bytea", "lo_get",
+    "lo_truncate", "lowrite", "loread", "set_config", "current_setting", "nextval", "setval", "currval", "lastval",
+    "pg_notify", "dblink", "dblink_exec", "dblink_connect", "dblink_send_query", "query_to_xml", "query_to_xmlschema",
+    "query_to_xml_and_xmlschema", "cursor_to_xml", "table_to_xml", "database_to_xml", "schema_to_xml",
+    "pg_switch_wal", "pg_create_restore_point", "pg_promote", "pg_backup_start", "pg_backup_stop",
+    "txid_current", "pg_current_xact_id", "pg_export_snapshot", "pg_import_snapshot", "binary_upgrade",
+    "pg_log_backend_memory_contexts", "pg_stat_reset", "pg_stat_reset_shared", "pg_replication_origin_create",
+}
+_PG_PREFIXES = ("pg_advisory", "pg_try_advisory", "dblink", "lo_", "pg_create_", "pg_drop_", "pg_logical_",
+                "pg_replication_", "pg_stat_reset", "pg_file", "pg_read_", "pg_ls_", "binary_upgrade")
+_MYSQL_FORBIDDEN = {
+    "sleep", "benchmark", "get_lock", "release_lock", "release_all_locks", "is_free_lock", "is_used_lock",
+    "load_file", "master_pos_wait", "source_pos_wait", "master_gtid_wait", "wait_for_executed_gtid_set",
+    "wait_until_sql_thread_after_gtids", "sys_exec", "sys_eval", "last_insert_id", "setval", "nextval", "lastval",
+    "uuid_short",
+}
+
+
+def check_server_sql(tree, dialect: str) -> None:
+    """Refuse engine functions with side effects for a server dialect (raises `sqlbox.guard.Rejected`),
+    and MySQL's ``SELECT ... INTO OUTFILE/DUMPFILE/@var`` (sqlglot keeps it as a property of the query)."""
+    from sqlglot import exp
+
+    from sqlbox.guard import Rejected
+
+    if dialect not in ("postgres", "mysql"):
+        return
+    for node in tree.walk():
+        if isinstance(node, exp.Func):
+            names = {type(node).__name__.lower()}
+            try:
+                names.add(node.sql_name().lower())
+            except Exception:  # noqa: BLE001
+                pass
+            if isinstance(node, exp.Anonymous):
+                names.add(str(node.this).lower())
+            for n in names:
+                bad = (n in _PG_FORBIDDEN or n.startswith(_PG_PREFIXES)) if dialect == "postgres" else \
+                    n in _MYSQL_FORBIDDEN
+                if bad:
+                    raise Rejected(f"function {n}() is not allowed on {dialect} (side effects, sleeping, locks, "
+                                   f"files or settings)")
+        if isinstance(node, exp.Var) and str(node.this).startswith("@"):
+            raise Rejected("session or system variables (@...) are not allowed")
+        if isinstance(node, exp.Parameter | exp.SessionParameter):
+            raise Rejected("session or system variables (@...) are not allowed")
+    for key in ("into", "locks"):
+        if tree.args.get(key):
+            raise Rejected(f"{key.upper()} clause is not allowed: only read-only queries may run")
+
+
+# --------------------------------------------------------------------------- execution
+
+_PG_TIMEOUT_STATES = {"57014", "55P03", "25P03"}  # query_canceled, lock_not_available, idle-in-tx timeout
+_PG_REJECT_STATES = {"25006", "42501", "0A000"}  # read-only transaction, insufficient privilege, not supported
+_PG_BINDER_STATES = {"42P01", "42703", "42883", "42702", "42803", "42P10", "42725", "42804", "42P18", "42846"}
+_MY_TIMEOUT = {1969, 3024, 1317, 1205, 3572, 2013}
+_MY_REJECT = {1792, 1142, 1143, 1227, 1044, 1045, 1290, 1148, 1370, 1465}
+_MY_PARSE = {1064, 1149}
+_MY_BINDER = {1054, 1146, 1305, 1052, 1055, 1056, 1111, 1140, 1242, 1222, 1247, 1630, 1582, 1583, 1584}
+
+
+class ServerConn:
+    """The executor's connection object for a server database: pooled connections, one read-only,
+    bounded, rolled-back transaction per query."""
+
+    def __init__(self, db_id: str, target: ServerTarget):
+        self.db_id = db_id
+        self.target = target
+        self.engine = target.kind
+        self._eng = engine_for(target)
+        self._timed_out = False
+        self._mariadb: bool | None = None
+
+    def _is_mariadb(self, cur) -> bool:
+        if self._mariadb is None:
+            cur.execute("SELECT VERSION()")
+            self._mariadb = "mariadb" in str(cur.fetchone()[0]).lower()
+        return self._mariadb
+
+    def run(self, sql: str, timeout_s: float, max_rows: int):
+        self._timed_out = False
+        raw = self._eng.raw_connection()
+        started = time.monotonic()
+        try:
+            if self.target.kind == "postgresql":
+                return self._run_pg(raw, sql, timeout_s, max_rows)
+            return self._run_mysql(raw, sql, timeout_s, max_rows)
+        finally:
+            if time.monotonic() - started > timeout_s:
+                self._timed_out = True
+            try:
+                raw.close()  # back to the pool (SQLAlchemy rolls back on return)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _run_pg(self, raw, sql: str, timeout_s: float, max_rows: int):
+        dbapi = raw.driver_connection
+        ms = max(1, int(timeout_s * 1000))
+        timer = threading.Timer(timeout_s + 0.5, self._cancel_pg, args=(dbapi,))
+        timer.daemon = True
+        cur = raw.cursor()
+        try:
+            cur.execute(f"SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}; "
+                        f"SET LOCAL idle_in_transaction_session_timeout = {ms + 5000}")
+            timer.start()
+            # binary results -> the extended protocol, which refuses a second statement
+            cur.execute(sql, binary=True)
+            cols = [d[0] for d in (cur.description or [])]
+            rows = cur.fetchmany(max_rows + 1) if cur.description else []
+            return cols, [tuple(r) for r in rows]
+        finally:
+            timer.cancel()
+            try:
+                cur.close()
+            except Exception:  # noqa: BLE001
+                pass
+            try:
+                raw.rollback()
+                dbapi.autocommit = True
+                try:
+                    dbapi.execute("DISCARD ALL")  # settings, advisory locks, prepared plans, temp tables
+                finally:
+                    dbapi.autocommit = False
+            except Exception:  # noqa: BLE001 - a broken connection: invalidate it, the pool opens a new one
+                try:
+                    raw.invalidate()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def _cancel_pg(self, dbapi) -> None:
+        self._timed_out = True
+        try:
+            dbapi.cancel_safe(timeout=2.0) if hasattr(dbapi, "cancel_safe") else dbapi.cancel()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _run_mysql(self, raw, sql: str, timeout_s: float, max_rows: int):
+        cur = raw.cursor()
+        try:
+            limit = (f"max_statement_time = {max(timeout_s, 0.001):.3f}" if self._is_mariadb(cur)
+                     else f"max_execution_time = {max(1, int(timeout_s * 1000))}")
+            # div_precision_increment: AVG and / keep the digits SQLite's doubles have (default: 4 decimals)
+            cur.execute(f"SET SESSION {limit}, innodb_lock_wait_timeout = {max(1, int(timeout_s + 0.999))}, "
+                        f"div_precision_increment = 16")
+            cur.execute("START TRANSACTION READ ONLY")
+            cur.execute(sql)  # no parameters: the text goes as is; the driver sends one statement only
+            cols = [d[0] for d in (cur.description or [])]
+            rows = cur.fetchmany(max_rows + 1) if cur.description else []
+            return cols, [tuple(r) for r in rows]
+        finally:
+            try:
+                cur.close()
+            except Exception:  # noqa: BLE001
+                pass
+            try:
+                raw.rollback()
+                c2 = raw.cursor()
+                c2.execute("DO RELEASE_ALL_LOCKS()") if self._mariadb else None
+                c2.close()
+            except Exception:  # noqa: BLE001
+                try:
+                    raw.invalidate()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def timed_out(self) -> bool:
+        return self._timed_out
+
+    def classify(self, e: Exception) -> ErrorKind:
+        if self.target.kind == "postgresql":
+            state = getattr(e, "sqlstate", None) or getattr(getattr(e, "diag", None), "sqlstate", None) or ""
+            if state in _PG_TIMEOUT_STATES or self._timed_out:
+                return ErrorKind.TIMEOUT
+            if state in _PG_REJECT_STATES or state.startswith("28"):
+                return ErrorKind.REJECTED
+            if state == "42601":
+                return ErrorKind.PARSE
+            if state in _PG_BINDER_STATES:
+                return ErrorKind.BINDER
+            if state.startswith(("08", "XX", "57", "58")):
+                return ErrorKind.INTERNAL
+            if state == "53200" or state == "54000":
+                return ErrorKind.TOO_LARGE
+            return ErrorKind.RUNTIME
+        code = e.args[0] if getattr(e, "args", None) and isinstance(e.args[0], int) else None
+        if code in _MY_TIMEOUT or self._timed_out:
+            return ErrorKind.TIMEOUT
+        if code in _MY_REJECT:
+            return ErrorKind.REJECTED
+        if code in _MY_PARSE:
+            return ErrorKind.PARSE
+        if code in _MY_BINDER:
+            return ErrorKind.BINDER
+        if code is not None and 2000 <= code < 3000:
+            return ErrorKind.INTERNAL
+        return ErrorKind.RUNTIME
+
+    def close(self) -> None:  # the pool is per target and process; nothing per executor thread
+        pass
+
+
+def error_text(e: BaseException, target: ServerTarget) -> str:
+    s = str(e).strip()
+    first = s.splitlines()[0] if s else ""
+    return redact(f"{type(e).__name__}: {first}", target)[:500]
+
+
+# --------------------------------------------------------------------------- introspection
+
+
+def default_schema(kind: str, insp) -> str | None:
+    try:
+        return insp.default_schema_name
+    except Exception:  # noqa: BLE001
+        return "public" if kind == "postgresql" else None
+
+
+def introspect_server(db_id: str, target: ServerTarget, samples: int = 3, timeout_s: float = 10.0):
+    """A `sqlbox.schema.Schema` for a server database: tables (include/exclude applied), columns with
+    their declared types and comments, primary and foreign keys, row counts and `samples` sample values
+    per column (read-only, bounded by `timeout_s` per query)."""
+    from sqlalchemy import inspect
+
+    from sqlbox.schema import Column, ForeignKey, Schema, Table
+
+    eng = engine_for(target)
+    insp = inspect(eng)
+    dflt = default_schema(target.kind, insp)
+    schemas = [dflt]
+    for p in target.include:
+        if "." in p:
+            s = p.split(".", 1)[0]
+            if not any(ch in s for ch in "*?[") and s not in schemas:
+                schemas.append(s)
+    tables: list[Table] = []
+    conn = ServerConn(db_id, target)
+    q = _quote_fn(target.kind)
+    for sch in schemas:
+        try:
+            names = sorted(insp.get_table_names(schema=sch)) + sorted(insp.get_view_names(schema=sch))
+        except Exception as e:  # noqa: BLE001
+            raise RuntimeError(f"{target.url}: cannot list tables of schema {sch}: {error_text(e, target)}") from None
+        for name in names:
+            if not target.keeps(sch, name, dflt):
+                continue
+            full = name if sch == dflt else f"{sch}.{name}"
+            qual = q(name) if sch == dflt else f"{q(sch)}.{q(name)}"
+            cols = insp.get_columns(name, schema=sch)
+            try:
+                pk = list(insp.get_pk_constraint(name, schema=sch).get("constrained_columns") or [])
+            except Exception:  # noqa: BLE001 - views
+                pk = []
+            fks = []
+            try:
+                for fk in insp.get_foreign_keys(name, schema=sch):
+                    ref = fk["referred_table"]
+                    rs = fk.get("referred_schema")
+                    fks.append(ForeignKey(full, tuple(fk["constrained_columns"]),
+                                          ref if rs in (None, dflt, sch) else f"{rs}.{ref}",
+                                          tuple(fk["referred_columns"])))
+            except Exception:  # noqa: BLE001
+                pass
+            try:
+                comment = (insp.get_table_comment(name, schema=sch) or {}).get("text") or ""
+            except Exception:  # noqa: BLE001
+                comment = ""
+            columns = []
+            for c in cols:
+                sv: tuple = ()
+                if samples > 0:
+                    try:
+                        _, rows = conn.run(f"SELECT DISTINCT {q(c['name'])} FROM {qual} WHERE {q(c['name'])} IS NOT NULL "
+                                           f"LIMIT {int(samples)}", timeout_s, samples)
+                        sv = tuple(r[0] for r in rows)
+                    except Exception:  # noqa: BLE001
+                        sv = ()
+                columns.append(Column(c["name"], _type_text(c["type"]), c["name"] in pk, not c.get("nullable", True),
+                                      sv, (), c.get("comment") or ""))
+            rows_: list[tuple] = []
+            count = None
+            if samples > 0:
+                try:
+                    rows_ = conn.run(f"SELECT * FROM {qual} LIMIT {int(samples)}", timeout_s, samples)[1]
+                except Exception:  # noqa: BLE001
+                    rows_ = []
+            try:
+                count = conn.run(f"SELECT count(*) FROM {qual}", timeout_s, 1)[1][0][0]
+            except Exception:  # noqa: BLE001
+                count = None
+            tables.append(Table(full, columns, pk, fks, rows_, count, comment))
+    return Schema(db_id=db_id, tables=tables, kind=target.kind)
+
+
+def _type_text(t) -> str:
+    try:
+        return str(t)
+    except Exception:  # noqa: BLE001 - e.g. NullType
+        return ""
+
+
+def _quote_fn(kind: str):
+    if kind == "mysql":
+        return lambda n: "`" + str(n).replace("`", "``") + "`"
+    return lambda n: '"' + str(n).replace('"', '""') + '"'
+
+
+# --------------------------------------------------------------------------- privileges
+
+
+def privilege_warnings(target: ServerTarget) -> list[str]:
+    """What the configured role can do beyond reading (empty when it is read-only). Never raises:
+    a connection failure comes back as a warning."""
+    from sqlalchemy import text
+
+    try:
+        with engine_for(target).connect() as c:
+            if target.kind == "postgresql":
+                return _pg_privileges(c, text)
+            return _mysql_privileges(c, text)
+    except Exception as e:  # noqa: BLE001
+        return [f"cannot check the privileges of {target.url}: {error_text(e, target)}"]
+
+
+def _pg_privileges(c, text) -> list[str]:
+    out = []
+    row = c.execute(text("SELECT current_user, r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolbypassrls "
+                         "FROM pg_roles r WHERE r.rolname = current_user")).one()
+    user, sup, crole, cdb, bypass = row
+    if sup:
+        out.append(f"role {user} is a SUPERUSER: it can write every table, read server files and run programs")
+    if crole or cdb:
+        out.append(f"role {user} can create roles or databases")
+    for role in () if sup else ("pg_write_all_data", "pg_read_server_files", "pg_write_server_files", "pg_execute_server_program",
+                 "pg_signal_backend"):
+        if c.execute(text("SELECT pg_has_role(current_user, :r, 'MEMBER') FROM pg_roles WHERE rolname = :r"),
+                     {"r": role}).scalar():
+            out.append(f"role {user} is a member of {role}")
+    n = c.execute(text(
+        "SELECT count(*) FROM information_schema.tables t WHERE t.table_schema NOT IN ('pg_catalog', "
+        "'information_schema') AND (has_table_privilege(quote_ident(t.table_schema) || '.' || "
+        "quote_ident(t.table_name), 'INSERT,UPDATE,DELETE,TRUNCATE'))")).scalar()
+    if n:
+        out.append(f"role {user} can write {n} table(s) (INSERT/UPDATE/DELETE/TRUNCATE)")
+    if c.execute(text("SELECT has_schema_privilege(current_schema(), 'CREATE')")).scalar():
+        out.append(f"role {user} can CREATE in schema {c.execute(text('SELECT current_schema()')).scalar()}")
+    return out
+
+
+_MY_WRITE = re.compile(r"\b(ALL PRIVILEGES|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|FILE|SUPER|PROCESS|SHUTDOWN|"
+                       r"RELOAD|GRANT OPTION|EXECUTE|LOCK TABLES|CREATE ROUTINE|ALTER ROUTINE|EVENT|TRIGGER|"
+                       r"REFERENCES|INDEX|CREATE TEMPORARY TABLES|CREATE USER|REPLICATION\b[\w ]*|BINLOG \w+|"
+                       r"CONNECTION ADMIN|READ_ONLY ADMIN|SLAVE MONITOR|DELETE HISTORY)\b", re.I)
+
+
+def _mysql_privileges(c, text) -> list[str]:
+    out = []
+    user = c.execute(text("SELECT CURRENT_USER()")).scalar()
+    for (g,) in c.execute(text("SHOW GRANTS")).all():
+        head = g.split(" ON ", 1)[0]
+        found = sorted({m.group(0).upper() for m in _MY_WRITE.finditer(head)})
+        if found:
+            on = g.split(" ON ", 1)[1].split(" TO ", 1)[0] if " ON " in g else "?"
+            out.append(f"user {user} has {', '.join(found)} on {on}")
+    return out
+
+
+# --------------------------------------------------------------------------- loading Spider
+
+
+@dataclass
+class LoadReport:
+    db_id: str
+    tables: int = 0
+    rows: int = 0
+    primary_keys: int = 0
+    foreign_keys: int = 0
+    skipped_constraints: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _server_type(kind: str, storage: tuple[str, ...], declared: str, is_key: bool, max_len: int):
+    from sqlalchemy import Float, LargeBinary, Text, types
+    from sqlalchemy.dialects import mysql, postgresql
+
+    st = set(storage)
+    if not st:
+        d = (declared or "").lower()
+        st = {"integer"} if "int" in d else {"real"} if re.search(r"real|float|double|num|dec", d) else {"text"}
+    if st == {"integer"}:
+        return types.BigInteger()
+    if st <= {"integer", "real"}:
+        return postgresql.DOUBLE_PRECISION() if kind == "postgresql" else mysql.DOUBLE()
+    if st == {"blob"}:
+        return postgresql.BYTEA() if kind == "postgresql" else mysql.LONGBLOB()
+    if kind == "mysql" and is_key:
+        return types.String(max(1, min(max(max_len, 64), 760)))
+    del Float, LargeBinary
+    return Text()
+
+
+def load_spider(sqlite_path: str | os.PathLike, server_url: str, db_id: str, *, replace: bool = False,
+                batch: int = 2000) -> LoadReport:
+    """Copy one Spider SQLite database into database `db_id` on the server named by `server_url` (any
+    database in its path is only where the admin connection goes). Identifiers are lower-cased (so the
+    unquoted, mixed-case names of Spider's SQL resolve); each column gets the server type of the storage
+    classes its values use (integer, real, text, blob; mixed -> text); primary and foreign keys are added
+    after the data when the data satisfies them (else listed in `skipped_constraints`)."""
+    import sqlite3
+
+    from sqlalchemy import Column as SaColumn
+    from sqlalchemy import MetaData, Table, create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from sqlbox.databases import DatabaseInfo
+    from sqlbox.schema import introspect
+
+    t0 = time.perf_counter()
+    if not re.fullmatch(r"[A-Za-z0-9_]+", db_id):
+        raise TargetError(f"database id {db_id!r}: only letters, digits and _ can name a server database")
+    _, admin = parse_target(server_url if urlsplit(server_url).path.strip("/") else
+                            server_url.rstrip("/") + ("/postgres" if server_url.startswith("postgres") else "/mysql"))
+    kind = admin.kind
+    schema = introspect(DatabaseInfo(db_id, Path(sqlite_path).resolve(), "sqlite"), samples=0)
+    name = db_id.lower()
+    admin_eng = create_engine(admin.sqlalchemy_url(), isolation_level="AUTOCOMMIT", hide_parameters=True)
+    try:
+        with admin_eng.connect() as c:
+            if kind == "postgresql":
+                exists = c.execute(text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": name}).scalar()
+                if exists and replace:
+                    c.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+                    exists = False
+                if exists:
+                    raise TargetError(f"database {name} already exists on {admin.url} (use --replace)")
+                c.execute(text(f'CREATE DATABASE "{name}" ENCODING \'UTF8\' TEMPLATE template0'))
+            else:
+                if replace:
+                    c.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+                elif c.execute(text("SELECT 1 FROM information_schema.schemata WHERE schema_name = :d"),
+                               {"d": name}).scalar():
+                    raise TargetError(f"database {name} already exists on {admin.url} (use --replace)")
+                c.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    finally:
+        admin_eng.dispose()
+    url = make_url(str(admin.sqlalchemy_url().set(database=name).render_as_string(hide_password=False)))
+    eng = create_engine(url, hide_parameters=True)
+    rep = LoadReport(db_id=db_id)
+    src = sqlite3.connect(f"file:{Path(sqlite_path).resolve()}?mode=ro", uri=True)
+    src.text_factory = lambda b: b.decode("utf-8", errors="replace")
+    try:
+        md = MetaData()
+        sa_tables = {}
+        keys = {t.name: {c.lower() for c in t.primary_key} | {c.lower() for fk in t.foreign_keys for c in fk.columns}
+                for t in schema.tables}
+        for t in schema.tables:
+            for other in schema.tables:
+                for fk in other.foreign_keys:
+                    if fk.ref_table.lower() == t.name.lower():
+                        keys[t.name] |= {c.lower() for c in fk.ref_columns}
+        # SQLite compares a text column holding numbers with an integer column numerically (affinity); a
+        # server would refuse or compare text: columns joined by a foreign key whose values are all integers
+        # become integer columns on both sides
+        as_int: set[tuple[str, str]] = set()
+        for t in schema.tables:
+            for fk in t.foreign_keys:
+                ref = schema.table(fk.ref_table)
+                for a, b in zip(fk.columns, fk.ref_columns, strict=False):
+                    ca, cb = t.column(a), ref.column(b) if ref else None
+                    if ca is None or cb is None or set(ca.storage) == set(cb.storage):
+                        continue
+                    if all(_all_int(src, tn, cn) for tn, cn in ((t.name, ca.name), (ref.name, cb.name))):
+                        as_int |= {(t.name, ca.name.lower()), (ref.name, cb.name.lower())}
+        for t in schema.tables:
+            cols = []
+            seen = set()
+            for c in t.columns:
+                if c.name.lower() in seen:
+                    continue
+                seen.add(c.name.lower())
+                max_len = 0
+                if kind == "mysql" and c.name.lower() in keys[t.name]:
+                    max_len = src.execute(f'SELECT max(length(CAST("{c.name}" AS TEXT))) FROM "{t.name}"').fetchone()[0] or 0
+                storage = ("integer",) if (t.name, c.name.lower()) in as_int else c.storage
+                if "text" in storage and "blob" not in storage:
+                    # text that SQLite would compare as numbers (every value a plain number, e.g. '2014',
+                    # '28.5'; not '007'): a numeric column, as a DBA loading this data would declare it
+                    storage = _numeric_text(src, t.name, c.name) or storage
+                cols.append(SaColumn(c.name.lower(), _server_type(kind, storage, c.type, c.name.lower() in keys[t.name],
+                                                                  max_len), nullable=True))
+            sa_tables[t.name] = Table(t.name.lower(), md, *cols)
+        md.create_all(eng)
+        for t in schema.tables:
+            st = sa_tables[t.name]
+            conv = [_converter(col.type) for col in st.columns]
+            names = [c.name for c in st.columns]
+            src_cols = ", ".join(f'"{c.name}"' for c in t.columns if c.name.lower() in names)
+            if not src_cols:
+                continue
+            cur = src.execute(f'SELECT {src_cols} FROM "{t.name}"')
+            with eng.begin() as c:
+                while True:
+                    chunk = cur.fetchmany(batch)
+                    if not chunk:
+                        break
+                    c.execute(st.insert(), [{n: f(v) for n, f, v in zip(names, conv, r, strict=True)} for r in chunk])
+                    rep.rows += len(chunk)
+            rep.tables += 1
+        q = _quote_fn(kind)
+        for t in schema.tables:
+            if t.primary_key:
+                try:
+                    with eng.begin() as c:
+                        c.execute(text(f"ALTER TABLE {q(t.name.lower())} ADD PRIMARY KEY "
+                                       f"({', '.join(q(x.lower()) for x in t.primary_key)})"))
+                    rep.primary_keys += 1
+                except Exception as e:  # noqa: BLE001 - the data violates it
+                    rep.skipped_constraints.append(f"{t.name} PRIMARY KEY: {str(e).splitlines()[0][:120]}")
+        for t in schema.tables:
+            for i, fk in enumerate(t.foreign_keys):
+                try:
+                    with eng.begin() as c:
+                        c.execute(text(
+                            f"ALTER TABLE {q(t.name.lower())} ADD CONSTRAINT {q(f'fk_{t.name.lower()}_{i}')} FOREIGN KEY "
+                            f"({', '.join(q(x.lower()) for x in fk.columns)}) REFERENCES {q(fk.ref_table.lower())} "
+                            f"({', '.join(q(x.lower()) for x in fk.ref_columns)})"))
+                    rep.foreign_keys += 1
+                except Exception as e:  # noqa: BLE001
+                    rep.skipped_constraints.append(f"{t.name} FOREIGN KEY {fk.columns}: {str(e).splitlines()[0][:120]}")
+    finally:
+        src.close()
+        eng.dispose()
+    rep.seconds = time.perf_counter() - t0
+    return rep
+
+
+_INT_TEXT = re.compile(r"-?(0|[1-9][0-9]{0,17})")
+_REAL_TEXT = re.compile(r"-?(0|[1-9][0-9]*)?\.[0-9]+|-?(0|[1-9][0-9]*)(\.[0-9]*)?[eE][-+]?[0-9]+")
+
+
+def _numeric_text(src, table: str, column: str) -> tuple[str, ...] | None:
+    """("integer",) / ("real",) when every non-null value of the column is a number or its plain text."""
+    kinds = set()
+    for (v,) in src.execute(f'SELECT DISTINCT "{column}" FROM "{table}" WHERE "{column}" IS NOT NULL'):
+        if isinstance(v, int):
+            kinds.add("integer")
+        elif isinstance(v, float):
+            kinds.add("real")
+        elif isinstance(v, str) and _INT_TEXT.fullmatch(v):
+            kinds.add("integer")
+        elif isinstance(v, str) and _REAL_TEXT.fullmatch(v):
+            kinds.add("real")
+        else:
+            return None
+    if not kinds:
+        return None
+    return ("integer",) if kinds == {"integer"} else ("real",)
+
+
+def _all_int(src, table: str, column: str) -> bool:
+    """Whether every non-null value of a SQLite column is an integer or the text of one."""
+    row = src.execute(f'SELECT count(*) FROM "{table}" WHERE "{column}" IS NOT NULL AND NOT (typeof("{column}") = '
+                      f"'integer' OR (typeof(\"{column}\") = 'text' AND trim(\"{column}\") GLOB '[0-9]*' AND "
+                      f"trim(\"{column}\") NOT GLOB '*[^0-9]*'))").fetchone()
+    return row[0] == 0
+
+
+def _converter(t):
+    from sqlalchemy import types
+
+    if isinstance(t, types.BigInteger | types.Integer):
+        return _to_int
+    if isinstance(t, types.Float | types.Numeric):
+        return _to_float
+    if isinstance(t, types.LargeBinary) or type(t).__name__ in ("BYTEA", "LONGBLOB"):
+        return lambda v: None if v is None else (bytes(v) if isinstance(v, bytes | memoryview) else str(v).encode())
+    return _to_text
+
+
+def _to_int(v):
+    return None if v is None else int(v)
+
+
+def _to_float(v):
+    return None if v is None else float(v)
+
+
+def _to_text(v):
+    if v is None:
+        return None
+    if isinstance(v, bytes):
+        return v.decode("utf-8", errors="replace").replace("\x00", "")
+    if isinstance(v, float):
+        return repr(v) if not v.is_integer() else f"{v:.1f}"  # SQLite's text form of a REAL
+    return str(v).replace("\x00", "")
+
+
+def spider_db_ids(spider: Path, split: str | None) -> list[str]:
+    """Spider database ids: those of `split` (dev/train) or every folder under database/."""
+    import json
+
+    if split == "dev":
+        return sorted({e["db_id"] for e in json.loads((spider / "dev.json").read_text())})
+    if split == "train":
+        return sorted({e["db_id"] for e in json.loads((spider / "train_spider.json").read_text())})
+    return sorted(p.name for p in (spider / "database").iterdir() if (p / f"{p.name}.sqlite").is_file())
+
+
+def iter_urls(entries: Iterable[str]) -> list[str]:
+    return [e for e in entries if is_url(e)]
+
+
+def sqlite_to_server(tree, dialect: str, schema=None) -> str:
+    """SQLite SQL for a server, with the SQLite habits sqlglot's transpile keeps: "double-quoted" names that
+    are no column, alias or table become string literals (SQLite's fallback); LIKE ignores ASCII case
+    (ILIKE on PostgreSQL; MySQL's default collations already do); a derived table without an alias gets
+    one (PostgreSQL and MySQL require it); `SELECT DISTINCT ... ORDER BY <expr not selected>`, the tie order of
+    grouped queries and (PostgreSQL) bare columns of aggregate queries as in `sqlbox.dialect` (SQLite's
+    behaviour)."""
+    from sqlglot import exp
+
+    from sqlbox.dialect import _add_group_tiebreak, _rewrite_bare_columns, _rewrite_distinct_order
+
+    tree = tree.copy()
+    if schema is not None:
+        columns = schema.column_names()
+        tables = {t.lower().rsplit(".", 1)[-1] for t in schema.table_names()}
+        aliases = {a.alias.lower() for a in tree.find_all(exp.Alias) if a.alias}
+        aliases |= {t.alias.lower() for t in tree.find_all(exp.Table) if t.alias}
+        aliases |= {c.alias.lower() for c in tree.find_all(exp.CTE) if c.alias}
+        for col in list(tree.find_all(exp.Column)):
+            ident = col.this
+            if (isinstance(ident, exp.Identifier) and ident.quoted and not col.table
+                    and ident.name.lower() not in columns | aliases | tables):
+                col.replace(exp.Literal.string(ident.name))
+    if dialect == "postgres":
+        for like in list(tree.find_all(exp.Like)):
+            like.replace(exp.ILike(this=like.this, expression=like.expression, escape=like.args.get("escape")))
+    for i, sub in enumerate(list(tree.find_all(exp.Subquery))):
+        if isinstance(sub.parent, exp.From | exp.Join) and not sub.alias:
+            sub.set("alias", exp.TableAlias(this=exp.to_identifier(f"_t{i}")))
+    for sel in reversed(list(tree.find_all(exp.Select))):
+        _add_group_tiebreak(sel)
+        _rewrite_distinct_order(sel)
+        if dialect == "postgres":  # MySQL/MariaDB accept bare columns (no ONLY_FULL_GROUP_BY by default)
+            _rewrite_bare_columns(sel)
+    if dialect == "postgres":
+        tree = tree.transform(_pg_bare_column)
+    return tree.sql(dialect=dialect)
+
+
+def _pg_bare_column(node):
+    """`sqlbox.dialect`'s bare-column aggregates in PostgreSQL: the value from the row with the max/min
+    argument (SQLite's rule) through ordered array_agg; any other bare column -> min()."""
+    from sqlglot import exp
+
+    if isinstance(node, exp.Anonymous) and str(node.this).upper() in ("ARG_MAX_NULL", "ARG_MIN_NULL"):
+        col, arg = node.expressions
+        order = "DESC NULLS LAST" if str(node.this).upper() == "ARG_MAX_NULL" else "ASC NULLS LAST"
+        return exp.maybe_parse(f"(ARRAY_AGG({col.sql('postgres')} ORDER BY {arg.sql('postgres')} {order}))[1]",
+                               dialect="postgres")
+    if isinstance(node, exp.AnyValue):
+        return exp.Min(this=node.this)
+    return node
+
+
+def prepare_sql(sql: str, dialect: str, target: ServerTarget, *, use_guard: bool = True, schema=None) -> str:
+    """The SQL to run on a server for a candidate written in `dialect`: guarded (in its dialect, plus the
+    server's dialect layer), then transpiled to the server's dialect unless already written in it (SQLite
+    through `sqlite_to_server`; `schema` is a callable returning the database's Schema).
+    Raises `sqlbox.guard.Rejected` / `ParseFailure`."""
+    from sqlbox.guard import Rejected, _parse, guard
+
+    if use_guard:
+        tree = guard(sql, dialect)
+        check_server_sql(tree, target.dialect)
+    else:
+        stmts = _parse(sql, dialect) if dialect != target.dialect else None
+        if stmts is None:
+            return sql
+        if len(stmts) != 1:
+            raise Rejected(f"expected one statement, got {len(stmts)}")
+        tree = stmts[0]
+    if dialect == target.dialect:
+        return sql
+    if dialect == "sqlite":
+        return sqlite_to_server(tree, target.dialect, schema() if schema is not None else None)
+    return tree.sql(dialect=target.dialect)
+
+
+def server_url_for(base_url: str, database: str) -> str:
+    """`base_url` (a server URL, with or without a database and options) pointed at `database`; options
+    such as password_env are kept, `id` is dropped."""
+    parts = urlsplit(base_url.strip())
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "id"])
+    return urlunsplit(parts._replace(path="/" + quote(database), query=query))

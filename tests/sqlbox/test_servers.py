@@ -1,0 +1,503 @@
+"""Server databases (sqlbox.servers): PostgreSQL and MariaDB targets registered by URL, introspected, and
+queried read-only and bounded; hostile SQL per engine, checked with row counts and checksums of every table,
+a canary file that must not be read, a marker file that must not appear, and a time bound.
+
+Each server test loads Spider's concert_singer into a throwaway database (dropped afterwards) and queries it
+as a read-only role (the docs' recipe). The servers are the CI's (.ci/postgres.sh, .ci/mariadb.sh); the tests
+try to start them and skip, saying why, only when that fails."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from core.model import ErrorKind
+from core.settings import spider_dir
+from sqlbox.databases import DatabaseRegistry
+from sqlbox.executor import Executor
+from sqlbox.guard import Rejected, guard, normalize
+from sqlbox.servers import (
+    TargetError,
+    check_server_sql,
+    dispose_all,
+    is_url,
+    load_spider,
+    parse_target,
+    split_database_list,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SPIDER_DB = spider_dir() / "database"
+CS = SPIDER_DB / "concert_singer" / "concert_singer.sqlite"
+TIMEOUT = 1.0
+SLACK = 4.0  # cancel latency on a busy 2-core machine
+RO = "sqlarbiter_ro"
+
+
+# --------------------------------------------------------------------------- URLs (no server needed)
+
+
+def test_parse_target_ids_options_and_passwords():
+    ident, t = parse_target("postgresql://reader@db.example:5433/sales")
+    assert (ident, t.kind, t.dialect, t.database, t.url) == (
+        "sales", "postgresql", "postgres", "sales", "postgresql://reader@db.example:5433/sales")
+    ident, t = parse_target("mariadb://r@h/shop?id=store&include=orders,public.items&exclude=*_tmp&password_env=PW")
+    assert (ident, t.kind, t.dialect, t.include, t.exclude, t.password_env) == (
+        "store", "mysql", "mysql", ("orders", "public.items"), ("*_tmp",), "PW")
+    assert parse_target("postgres://u@h/db", db_id="x")[0] == "x"
+    assert t.keeps(None, "orders", None) and not t.keeps(None, "customers", None)
+    with pytest.raises(TargetError) as e:
+        parse_target("postgresql://u:hunter2@h/db")
+    assert "hunter2" not in str(e.value) and "password_env" in str(e.value)
+    for bad, why in [("postgresql://u@h", "database name"), ("mysql://u@h/db?sslmode=x", "unknown URL option"),
+                     ("postgresql://u@h/db?password_env=A&password_file=B", "not both"), ("/tmp/x.sqlite", "not a database URL")]:
+        with pytest.raises(TargetError, match=why):
+            parse_target(bad)
+    assert is_url("postgresql+psycopg://u@h/d") and not is_url("data/spider") and not is_url("sqlite:///x.db")
+
+
+def test_password_from_env_or_file_never_in_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("SQLARBITER_TEST_PW", "s3cret-Pw")
+    reg = DatabaseRegistry()
+    # a port nothing listens on: the connection error must not carry the password
+    info = reg.register_url("postgresql://nobody@127.0.0.1:1/nodb?password_env=SQLARBITER_TEST_PW")
+    assert info.db_id == "nodb" and info.location == "postgresql://nobody@127.0.0.1:1/nodb"
+    assert info.target.password() == "s3cret-Pw" and "s3cret" not in repr(info)
+    with Executor(reg, timeout_s=2) as ex:
+        res = ex.execute("nodb", "SELECT 1")
+    assert not res.ok and res.engine == "postgresql"
+    assert "s3cret" not in res.model_dump_json()
+    pwf = tmp_path / "pw"
+    pwf.write_text("file-Secret\n")
+    _, t = parse_target(f"mysql://nobody@127.0.0.1:1/nodb?password_file={pwf}")
+    assert t.password() == "file-Secret"
+    _, t = parse_target("mysql://nobody@127.0.0.1:1/nodb?password_env=SQLARBITER_UNSET_VAR")
+    with pytest.raises(TargetError, match="not set"):
+        t.password()
+
+
+def test_database_lists_keep_urls_whole():
+    sep = os.pathsep
+    items = ["data/spider", "postgresql://u@127.0.0.1:5432/cs", "mysql://u@h/db?id=x", "/tmp/a.sqlite"]
+    assert split_database_list(sep.join(items)) == items
+
+
+def test_guard_parses_in_the_server_dialect():
+    assert guard("SELECT name::text FROM singer WHERE age > 3 LIMIT 2", "postgres")
+    assert guard("SELECT `name` FROM singer LIMIT 1, 2", "mysql")
+    canon, _ = normalize("select name from singer where name ilike '%a%'", "postgres")
+    assert "ILIKE" in canon
+    for sql, d in [("SELECT pg_sleep(10)", "postgres"), ("SELECT * FROM singer WHERE pg_read_file('/etc/passwd') > ''", "postgres"),
+                   ("SELECT pg_advisory_lock(1)", "postgres"), ("SELECT nextval('s')", "postgres"),
+                   ("SELECT SLEEP(5)", "mysql"), ("SELECT BENCHMARK(1000000000, md5('a'))", "mysql"),
+                   ("SELECT LOAD_FILE('/etc/passwd')", "mysql"), ("SELECT name FROM singer INTO OUTFILE '/tmp/x'", "mysql"),
+                   ("SELECT @@version", "mysql")]:
+        with pytest.raises(Rejected):
+            guard(sql, d)
+    # the server layer holds for SQL written in another dialect too (SQLite text run on PostgreSQL)
+    with pytest.raises(Rejected):
+        check_server_sql(guard("SELECT pg_sleep(1)", "sqlite"), "postgres")
+
+
+def test_sqlite_sql_rewritten_for_servers():
+    from sqlbox.schema import Column, Schema, Table
+    from sqlbox.servers import server_url_for, sqlite_to_server
+
+    schema = Schema("x", [Table("airlines", [Column("Airline"), Column("Country")])])
+    tree = guard('SELECT Country FROM airlines WHERE Airline = "JetBlue" AND "Country" LIKE \'u%\'', "sqlite")
+    pg = sqlite_to_server(tree, "postgres", schema)
+    assert "'JetBlue'" in pg and "ILIKE" in pg and '"Country"' in pg
+    my = sqlite_to_server(guard('SELECT count(*) FROM (SELECT Airline FROM airlines INTERSECT SELECT Country FROM airlines)',
+                                "sqlite"), "mysql", schema)
+    assert ") AS _t" in my
+    assert server_url_for("mysql://u@h:1/db?id=a&password_env=P", "other") == "mysql://u@h:1/other?password_env=P"
+
+
+def test_prompt_names_the_dialect():
+    from generators.base import GenerationRequest
+    from generators.prompts import build_messages
+
+    for dialect, name in [("postgres", "PostgreSQL"), ("mysql", "MySQL")]:
+        msgs = build_messages(GenerationRequest(question="How many singers?", schema="CREATE TABLE singer (id int);",
+                                                dialect=dialect))
+        assert name in msgs[0]["content"] and name in msgs[-1]["content"]
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def _start(script: str) -> None:
+    subprocess.run(["bash", str(ROOT / ".ci" / script)], capture_output=True, timeout=240, check=False)
+
+
+def _pg_admin():
+    psycopg = pytest.importorskip("psycopg")
+    dsn = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
+    try:
+        return psycopg.connect(dsn, autocommit=True)
+    except psycopg.OperationalError:
+        _start("postgres.sh")
+    try:
+        return psycopg.connect(dsn, autocommit=True)
+    except psycopg.OperationalError as e:
+        pytest.skip(f"no PostgreSQL server on 127.0.0.1:5432 and .ci/postgres.sh could not start one: "
+                    f"{str(e).splitlines()[0]}")
+
+
+def _my_admin(db: str | None = None):
+    pymysql = pytest.importorskip("pymysql")
+    kw = {"host": "127.0.0.1", "port": 3306, "user": "sqlarbiter", "autocommit": True, "connect_timeout": 3}
+    try:
+        return pymysql.connect(**kw, database=db)
+    except pymysql.err.OperationalError:
+        _start("mariadb.sh")
+    try:
+        return pymysql.connect(**kw, database=db)
+    except pymysql.err.OperationalError as e:
+        pytest.skip(f"no MariaDB server on 127.0.0.1:3306 and .ci/mariadb.sh could not start one: {e}")
+
+
+class Server:
+    """A loaded throwaway copy of concert_singer, an admin handle for checks, and a read-only registry."""
+
+    def __init__(self, kind: str, name: str, admin, reg: DatabaseRegistry):
+        self.kind, self.name, self.admin, self.reg = kind, name, admin, reg
+
+    def q(self, sql: str) -> list[tuple]:
+        cur = self.admin.cursor()
+        cur.execute(sql)
+        rows = list(cur.fetchall()) if cur.description else []
+        cur.close()
+        return rows
+
+    def snapshot(self) -> dict[str, tuple]:
+        """Every table of the database: (row count, checksum of the sorted rows), plus the table list."""
+        if self.kind == "postgresql":
+            tables = [r[0] for r in self.q("SELECT tablename FROM pg_tables WHERE schemaname NOT IN "
+                                           "('pg_catalog', 'information_schema') ORDER BY 1")]
+            out = {t: tuple(self.q(f'SELECT count(*), md5(coalesce(string_agg(x::text, \',\' ORDER BY x::text), \'\')) '
+                                   f'FROM "{t}" x')[0]) for t in tables}
+        else:
+            tables = [r[0] for r in self.q(f"SELECT table_name FROM information_schema.tables WHERE table_schema = "
+                                           f"'{self.name}' ORDER BY 1")]
+            out = {}
+            for t in tables:
+                rows = self.q(f"SELECT * FROM `{self.name}`.`{t}`")
+                out[t] = (len(rows), hash(tuple(sorted(map(repr, rows)))))
+        out["__tables__"] = tuple(tables)
+        return out
+
+
+@pytest.fixture(scope="module")
+def pg():
+    if not CS.is_file():
+        pytest.skip(f"Spider concert_singer not found at {CS}")
+    admin = _pg_admin()
+    name = f"sqlarbiter_t_{uuid.uuid4().hex[:10]}"
+    load_spider(CS, "postgresql://postgres@127.0.0.1:5432/postgres", name)
+    # the read-only role of docs/databases.md
+    if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (RO,)).fetchone():
+        admin.execute(f"CREATE ROLE {RO} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
+    admin.execute(f'GRANT CONNECT ON DATABASE "{name}" TO {RO}')
+    import psycopg
+
+    with psycopg.connect(f"host=127.0.0.1 port=5432 user=postgres dbname={name}", autocommit=True) as c:
+        c.execute(f"REVOKE CREATE ON SCHEMA public FROM PUBLIC; GRANT USAGE ON SCHEMA public TO {RO}; "
+                  f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {RO}")
+        c.execute("COMMENT ON TABLE singer IS 'People who sing at concerts'")
+        c.execute("COMMENT ON COLUMN singer.age IS 'age in years'")
+        c.execute("CREATE SEQUENCE IF NOT EXISTS seq1")
+        db_admin = psycopg.connect(f"host=127.0.0.1 port=5432 user=postgres dbname={name}", autocommit=True)
+    reg = DatabaseRegistry()
+    reg.register_url(f"postgresql://{RO}@127.0.0.1:5432/{name}", db_id="cs")
+    reg.register(CS.stem, CS)
+    yield Server("postgresql", name, db_admin, reg)
+    dispose_all()
+    db_admin.close()
+    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture(scope="module")
+def my():
+    if not CS.is_file():
+        pytest.skip(f"Spider concert_singer not found at {CS}")
+    admin = _my_admin()
+    name = f"sqlarbiter_t_{uuid.uuid4().hex[:10]}"
+    load_spider(CS, "mysql://sqlarbiter@127.0.0.1:3306/mysql", name)
+    cur = admin.cursor()
+    for host in ("127.0.0.1", "localhost"):
+        cur.execute(f"CREATE USER IF NOT EXISTS '{RO}'@'{host}'")
+        cur.execute(f"GRANT SELECT ON `{name}`.* TO '{RO}'@'{host}'")
+    cur.execute(f"ALTER TABLE `{name}`.singer COMMENT = 'People who sing at concerts'")
+    reg = DatabaseRegistry()
+    reg.register_url(f"mysql://{RO}@127.0.0.1:3306/{name}", db_id="cs")
+    reg.register(CS.stem, CS)
+    yield Server("mysql", name, _my_admin(name), reg)
+    dispose_all()
+    cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    admin.close()
+
+
+@pytest.fixture(params=["pg", "my"])
+def server(request):
+    return request.getfixturevalue(request.param)
+
+
+pytestmark = pytest.mark.postgres
+
+SAME_AS_SQLITE = [
+    "SELECT count(*) FROM singer",
+    "SELECT name, country, age FROM singer ORDER BY age DESC",
+    "SELECT avg(age), min(age), max(age) FROM singer WHERE country = 'France'",
+    "SELECT T2.name, count(*) FROM concert AS T1 JOIN stadium AS T2 ON T1.stadium_id = T2.stadium_id "
+    "GROUP BY T2.stadium_id, T2.name",
+    "SELECT name FROM stadium WHERE stadium_id NOT IN (SELECT stadium_id FROM concert)",
+    "SELECT country FROM singer WHERE age > 40 INTERSECT SELECT country FROM singer WHERE age < 30",
+    "SELECT DISTINCT T1.name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.singer_id = T2.singer_id",
+]
+
+
+def test_introspection_feeds_the_schema_prompt(server):
+    from sqlbox.schema import schema_features, schema_to_prompt
+
+    reg = server.reg
+    s = reg.schema("cs")
+    assert s.kind == server.kind and sorted(s.table_names()) == ["concert", "singer", "singer_in_concert", "stadium"]
+    singer = s.table("singer")
+    assert singer.primary_key == ["singer_id"] and singer.row_count == 6
+    assert singer.comment == "People who sing at concerts"
+    assert {c.name for c in singer.columns} >= {"name", "country", "age"} and singer.column("name").samples
+    assert any(fk.ref_table == "stadium" for fk in s.table("concert").foreign_keys)
+    prompt = schema_to_prompt(s, sample_rows=2)
+    assert "CREATE TABLE singer" in prompt and "People who sing at concerts" in prompt and "REFERENCES stadium" in prompt
+    assert schema_features(s)["n_tables"] == 4
+    info = reg.get("cs")
+    assert (info.kind, info.dialect) == (server.kind, "postgres" if server.kind == "postgresql" else "mysql")
+
+
+def test_results_match_sqlite_fingerprints(server):
+    with Executor(server.reg, engine="sqlite", timeout_s=10) as ex:
+        for sql in SAME_AS_SQLITE:
+            a, b = ex.execute(CS.stem, sql), ex.execute("cs", sql)  # SQLite text, transpiled for the server
+            assert a.ok and b.ok, (sql, a.error, b.error)
+            assert b.engine == server.kind and b.executed_sql
+            assert a.fingerprint == b.fingerprint, (sql, a.rows, b.rows)
+
+
+def test_row_cap_and_native_dialect(server):
+    with Executor(server.reg, timeout_s=10, max_rows=2) as ex:
+        r = ex.execute("cs", "SELECT name FROM singer ORDER BY name")
+        assert r.ok and r.row_count == 2 and r.truncated
+        native = "SELECT name || '!' FROM singer LIMIT 1" if server.kind == "postgresql" else \
+            "SELECT CONCAT(`name`, '!') FROM singer LIMIT 1"
+        r = ex.execute("cs", native, dialect=server.reg.get("cs").dialect)
+        assert r.ok and r.executed_sql == native and r.rows[0][0].endswith("!")
+        r = ex.execute("cs", "SELECT nosuch FROM singer")
+        assert not r.ok and r.error_kind == ErrorKind.BINDER
+
+
+def test_privilege_check_reports_writers(server):
+    from sqlbox.servers import privilege_warnings
+
+    assert privilege_warnings(server.reg.get("cs").target) == []  # the read-only role
+    admin_url = (f"postgresql://postgres@127.0.0.1:5432/{server.name}" if server.kind == "postgresql"
+                 else f"mysql://sqlarbiter@127.0.0.1:3306/{server.name}")
+    warnings = privilege_warnings(parse_target(admin_url)[1])
+    assert warnings and any("SUPERUSER" in w or "ALL PRIVILEGES" in w for w in warnings)
+
+
+# --------------------------------------------------------------------------- hostile corpora
+
+CANARY = "/tmp/sqlarbiter_canary.txt"
+CANARY_TEXT = "canary-7f3a9c-do-not-read"
+MARKER = "/tmp/sqlarbiter_marker_{}"
+
+PG_HOSTILE = [
+    "COPY singer TO PROGRAM 'touch {marker}'", "COPY singer FROM PROGRAM 'cat {canary}'",
+    "COPY (SELECT 1) TO '{marker}'", "COPY singer FROM '{canary}'",
+    "SELECT pg_read_file('{canary}')", "SELECT pg_read_binary_file('{canary}')", "SELECT * FROM pg_ls_dir('/tmp')",
+    "SELECT pg_stat_file('{canary}')", "SELECT lo_import('{canary}')", "SELECT lo_export(1, '{marker}')",
+    "SELECT * FROM dblink('dbname=postgres', 'DELETE FROM singer') AS t(a int)", "SELECT set_config('statement_timeout', '0', false)",
+    "SELECT pg_sleep(30)", "SELECT pg_sleep_for('30 seconds')", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity",
+    "SELECT pg_advisory_lock(42)", "SELECT pg_try_advisory_xact_lock(42)", "SELECT * FROM singer FOR UPDATE",
+    "SELECT * FROM singer FOR SHARE", "SELECT * INTO pwn FROM singer", "SELECT nextval('seq1')", "SELECT setval('seq1', 99)",
+    "SELECT pg_notify('ch', 'x')", "WITH d AS (DELETE FROM singer RETURNING *) SELECT count(*) FROM d",
+    "WITH u AS (UPDATE singer SET age = 0 RETURNING 1) SELECT * FROM u",
+    "WITH i AS (INSERT INTO stadium (stadium_id) VALUES (999) RETURNING 1) SELECT * FROM i",
+    "DO $$ BEGIN DELETE FROM singer; END $$", "CALL pwn()", "SELECT 1; DROP TABLE singer", "SELECT 1; COMMIT; DELETE FROM singer",
+    "DROP TABLE singer", "TRUNCATE singer", "CREATE TABLE pwn AS SELECT 1", "SET default_transaction_read_only = off",
+    "SELECT query_to_xml('DELETE FROM singer RETURNING 1', true, false, '')",
+    "SELECT count(*) FROM generate_series(1, 100000000000)", "LOCK TABLE singer IN ACCESS EXCLUSIVE MODE",
+    "SELECT current_setting('data_directory')", "SELECT txid_current()",
+]
+MY_HOSTILE = [
+    "SELECT * FROM singer INTO OUTFILE '{marker}'", "SELECT name FROM singer LIMIT 1 INTO DUMPFILE '{marker}'",
+    "SELECT LOAD_FILE('{canary}')", "LOAD DATA INFILE '{canary}' INTO TABLE singer",
+    "LOAD DATA LOCAL INFILE '{canary}' INTO TABLE singer", "SELECT SLEEP(30)", "SELECT BENCHMARK(5000000000, md5('x'))",
+    "SELECT GET_LOCK('x', 30)", "SELECT * FROM singer FOR UPDATE", "SELECT * FROM singer LOCK IN SHARE MODE",
+    "SET @@session.max_statement_time = 0", "SET @@global.read_only = 0", "SELECT @@datadir",
+    "HANDLER singer OPEN", "SELECT 1; DROP TABLE singer", "SELECT 1; DELETE FROM singer",
+    "DELETE FROM singer", "UPDATE singer SET age = 0", "DROP TABLE singer", "CREATE TABLE pwn (a int)",
+    "INSERT INTO stadium (stadium_id) VALUES (999)", "SELECT name INTO @v FROM singer LIMIT 1",
+    "SELECT count(*) FROM singer a, singer b, singer c, singer d, singer e, singer f, singer g, singer h, singer i, singer j",
+    "SELECT * FROM singer WHERE name = 'x' OR SLEEP(1)", "DO SLEEP(30)", "KILL CONNECTION_ID()",
+]
+
+
+def _hostile(server, corpus: list[str], tmp_path) -> dict:
+    Path(CANARY).write_text(CANARY_TEXT)
+    Path(CANARY).chmod(0o644)
+    before = server.snapshot()
+    tried = writes = file_reads = slow = 0
+    failures = []
+    outcomes: dict[str, int] = {}  # guard off: what the server layer did
+    for i, template in enumerate(corpus):
+        marker = MARKER.format(f"{server.kind}_{i}")
+        if os.path.exists(marker):
+            os.remove(marker)
+        sql = template.format(canary=CANARY, marker=marker)
+        for use_guard in (True, False):
+            with Executor(server.reg, timeout_s=TIMEOUT, use_guard=use_guard) as ex:
+                t0 = time.monotonic()
+                res = ex.execute("cs", sql, dialect=server.reg.get("cs").dialect)
+                took = time.monotonic() - t0
+            tried += 1
+            text = res.model_dump_json()
+            if CANARY_TEXT in text:
+                file_reads += 1
+                failures.append(f"file read: {sql}")
+            if os.path.exists(marker):
+                writes += 1
+                failures.append(f"file written: {sql}")
+                os.remove(marker)
+            if took > TIMEOUT + SLACK:
+                slow += 1
+                failures.append(f"{took:.1f}s: {sql}")
+            if use_guard and res.ok:
+                failures.append(f"guard let through: {sql}")
+            if not use_guard:
+                k = "ok (harmless)" if res.ok else str(res.error_kind)
+                outcomes[k] = outcomes.get(k, 0) + 1
+                if os.environ.get("SQLARBITER_SHOW_HOSTILE"):
+                    print(f"  guard off: {k:<14} {took:5.2f}s  {sql[:70]}  | {(res.error or '')[:90]}")
+            after = server.snapshot()
+            if after != before:
+                writes += 1
+                failures.append(f"database changed (guard={'on' if use_guard else 'off'}): {sql}")
+                before = after
+    return {"tried": tried, "writes": writes, "file_reads": file_reads, "slow": slow, "failures": failures,
+            "guard_off": outcomes}
+
+
+def test_hostile_postgresql(pg, tmp_path):
+    rep = _hostile(pg, PG_HOSTILE, tmp_path)
+    print(f"postgresql hostile: {rep}")
+    assert rep["tried"] == 2 * len(PG_HOSTILE)
+    assert rep["failures"] == [] and rep["writes"] == rep["file_reads"] == rep["slow"] == 0
+    # nothing left behind: no advisory locks, no idle transactions of ours
+    assert pg.q("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")[0][0] == 0
+    assert pg.q("SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND state LIKE 'idle in transaction%%'"
+                .replace("%s", f"'{RO}'"))[0][0] == 0
+
+
+@pytest.mark.mariadb
+def test_hostile_mariadb(my, tmp_path):
+    rep = _hostile(my, MY_HOSTILE, tmp_path)
+    print(f"mariadb hostile: {rep}")
+    assert rep["tried"] == 2 * len(MY_HOSTILE)
+    assert rep["failures"] == [] and rep["writes"] == rep["file_reads"] == rep["slow"] == 0
+    assert my.q("SELECT IS_USED_LOCK('x')")[0][0] is None
+
+
+def test_read_only_transaction_holds_without_role_limits(pg):
+    """Even as the owner (a superuser) with the guard off, the read-only transaction refuses writes."""
+    reg = DatabaseRegistry()
+    reg.register_url(f"postgresql://postgres@127.0.0.1:5432/{pg.name}", db_id="own")
+    before = pg.snapshot()
+    with Executor(reg, timeout_s=TIMEOUT, use_guard=False) as ex:
+        for sql in ["WITH d AS (DELETE FROM singer RETURNING *) SELECT count(*) FROM d", "SELECT nextval('seq1')",
+                    "SELECT 1; COMMIT; DELETE FROM singer", "SELECT * INTO pwn FROM singer"]:
+            r = ex.execute("own", sql, dialect="postgres")
+            assert not r.ok, sql
+        r = ex.execute("own", "SELECT pg_sleep(20)", dialect="postgres")
+        assert r.error_kind == ErrorKind.TIMEOUT and r.elapsed_ms < (TIMEOUT + SLACK) * 1000
+    assert pg.snapshot() == before
+
+
+# --------------------------------------------------------------------------- planner and CLI
+
+
+def test_planner_uses_the_database_dialect(pg):
+    from planner.config import config_from_dict
+    from planner.normalize import CandidatePool
+    from planner.pipeline import Planner
+
+    cfg = config_from_dict({}, env={})
+    p = Planner(cfg, registry=pg.reg)
+    try:
+        assert p.dialect("cs") == "postgres" and p.dialect(CS.stem) == cfg.defaults.dialect
+    finally:
+        p.close()
+    pool = CandidatePool(dialect="postgres")
+    pool.add_many(["SELECT pg_sleep(5)", "SELECT name::varchar FROM singer"], source="t")
+    assert pool.candidates[0].rejected and not pool.candidates[1].rejected
+
+
+def test_cli_databases_and_load_spider_usage(pg, capsys):
+    from cli.main import main
+
+    url = f"postgresql://{RO}@127.0.0.1:5432/{pg.name}"
+    assert main(["databases", "--data", url, "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '"kind": "postgresql"' in out and '"dialect": "postgres"' in out
+    assert main(["databases", "load-spider", "--to", "/tmp/x.sqlite"]) == 2
+    assert "server URL" in capsys.readouterr().err
+    assert main(["databases", "load-spider", "--to", "postgresql://postgres@127.0.0.1:5432", "--db-ids", "nope_1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown Spider database" in err and "concert_singer" in err
+    assert main(["check", "--data", "postgresql://u:pw1@127.0.0.1:5432/x", "--db", "x", "SELECT 1"]) == 2
+    err = capsys.readouterr().err
+    assert "pw1" not in err and "password_env" in err
+
+
+def test_api_lists_kind_and_dialect(pg, tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from planner.config import config_from_dict
+
+    monkeypatch.setenv("SQLARBITER_TEST_PW2", "zz-secret-zz")
+    url = f"postgresql://{RO}@127.0.0.1:5432/{pg.name}?id=cs_pg&password_env=SQLARBITER_TEST_PW2"
+    cfg = config_from_dict({"databases": [url], "store_url": f"sqlite:///{tmp_path / 's.db'}"}, env={})
+    with TestClient(create_app(cfg)) as c:
+        r = c.get("/databases")
+        assert r.status_code == 200
+        rows = {d["db_id"]: d for d in r.json()}
+        assert rows["cs_pg"]["kind"] == "postgresql" and rows["cs_pg"]["dialect"] == "postgres"
+        assert rows["cs_pg"]["n_tables"] == 4 and "zz-secret" not in r.text
+        s = c.get("/databases/cs_pg/schema")
+        assert s.status_code == 200 and "CREATE TABLE singer" in s.json()["prompt"]
+        r = c.post("/check", json={"db_id": "cs_pg", "sql": "SELECT count(*) FROM singer"})
+        assert r.status_code == 200 and r.json()["rows"] == [[6]]
+
+
+def test_eval_verdicts_on_the_server(server):
+    """`eval ... --target-url`: gold and predictions (SQLite SQL) run on the server under the official rule."""
+    from eval.exec_match import verdicts
+
+    base = ("postgresql://sqlarbiter_ro@127.0.0.1:5432" if server.kind == "postgresql"
+            else "mysql://sqlarbiter_ro@127.0.0.1:3306")
+    gold = 'SELECT name FROM singer WHERE country = "France" ORDER BY age DESC'
+    preds = ["SELECT name FROM singer WHERE country = 'France' ORDER BY age DESC",
+             "SELECT name FROM singer WHERE country = 'France' ORDER BY age ASC",
+             "SELECT nosuch FROM singer", "DROP TABLE singer", ""]
+    vs = verdicts("spider", f"/nowhere/{server.name}.sqlite", gold, preds, target_url=base, timeout=5)
+    assert [v.ex for v in vs] == [True, False, False, False, False]
+    assert vs[2].error_kind == "pred_error" and "rejected" not in (vs[2].error or "")
+    assert vs[3].error_kind == "pred_error" and "DROP" in (vs[3].error or "")

@@ -1,8 +1,8 @@
 """Process isolation for untrusted SQL: parsing (guard, rewrite) and execution run in warm worker processes
 with OS limits, so no candidate can take the calling process (the HTTP server) down.
 
-Each worker is a fresh interpreter (`python -c ...`, not a fork of the caller: no torch, no model, no event
-loop inherited) that keeps an in-process `sqlbox.executor.Executor` (isolation off) with its connections
+Each worker is a separate process (not a fork of the caller: no torch, no model, no event loop inherited)
+that keeps an in-process `sqlbox.executor.Executor` (isolation off) with its connections
 open between calls. Limits on every call:
 - address space: `RLIMIT_AS` set once at start (`address_space_mb`); an allocation past it fails inside the
   worker (DuckDB reports out-of-memory, Python raises MemoryError) or kills it;
@@ -14,7 +14,9 @@ A killed or dead worker is replaced in the background (a fresh process, warmed b
 the call reports TIMEOUT (wall clock or CPU limit) or TOO_LARGE (the worker died some other way, in practice
 its memory limit). The caller never parses or runs candidate SQL itself.
 
-Protocol: `multiprocessing.connection.Connection` over two pipes (pickled tuples). Requests are
+Workers are forked from a fork server (`multiprocessing`'s "forkserver" context, preloaded with
+`sqlbox.zygote`): a clean interpreter that imported DuckDB and sqlglot once, so a replacement starts in
+milliseconds. Protocol: a `multiprocessing` Pipe (pickled tuples). Requests are
 (op, args); answers are ("ok", value) or ("exc", class name, message). Databases travel as
 `DatabaseInfo` plus the caller's `Schema`, sent once per worker and database (again if the info changes).
 """
@@ -27,7 +29,6 @@ import os
 import queue
 import resource
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 _PKG_ROOT = str(Path(__file__).resolve().parent.parent)
 _START_TIMEOUT_S = 120.0  # a cold interpreter importing duckdb and sqlglot on a loaded machine
+_DEBUG = bool(os.environ.get("SQLBOX_WORKER_DEBUG"))
+_WARM_DBS = 8  # a replacement worker opens the most recent databases before it takes work
 _CONNECT_BUDGET_S = 60.0  # opening a database (DuckDB: load the sqlite scanner, create the typed views)
 
 
@@ -51,23 +54,32 @@ class WorkerDied(RuntimeError):
         self.message = message
 
 
+_CTX_LOCK = threading.Lock()
+_CTX = None
+
+
+def _context():
+    """The fork server that starts workers: a clean interpreter (not the caller) that has imported DuckDB,
+    sqlglot and the executor once (`sqlbox.zygote`); each worker is a fork of it (milliseconds)."""
+    global _CTX
+    with _CTX_LOCK:
+        if _CTX is None:
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["sqlbox.zygote"])
+            _CTX = ctx
+        return _CTX
+
+
 class _Worker:
     def __init__(self, settings: dict[str, Any]):
-        r_child, w_parent = os.pipe()
-        r_parent, w_child = os.pipe()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = _PKG_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env["OMP_NUM_THREADS"] = "1"
-        cmd = [sys.executable, "-c", "from sqlbox.isolation import _main; _main()", str(r_child), str(w_child),
-               repr(settings)]
-        try:
-            self.proc = subprocess.Popen(cmd, pass_fds=(r_child, w_child), env=env, stdin=subprocess.DEVNULL,
-                                         close_fds=True, start_new_session=True)
-        finally:
-            os.close(r_child)
-            os.close(w_child)
-        self.tx = Connection(w_parent, readable=False)
-        self.rx = Connection(r_parent, writable=False)
+        ctx = _context()
+        self.rx, child = ctx.Pipe(duplex=True)
+        self.tx = self.rx
+        self.proc = ctx.Process(target=_main, args=(child, dict(settings)), name="sqlbox-worker", daemon=True)
+        self.proc.start()
+        child.close()
         self.known: dict[str, Any] = {}  # db_id -> DatabaseInfo sent to this worker
         self.calls = 0
 
@@ -80,27 +92,19 @@ class _Worker:
 
     def kill(self) -> None:
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
             self.proc.kill()
-        except ProcessLookupError:
+        except (ProcessLookupError, ValueError, AttributeError):
             pass
+        self.proc.join(timeout=10)
         try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not fail
+            self.rx.close()
+        except OSError:
             pass
-        for c in (self.tx, self.rx):
-            try:
-                c.close()
-            except OSError:
-                pass
 
     def close(self) -> None:
         try:
             self.tx.send(("exit", None))
-            self.proc.wait(timeout=2)
+            self.proc.join(timeout=2)
         except Exception:  # noqa: BLE001 - fall back to a kill
             pass
         self.kill()
@@ -111,7 +115,7 @@ class WorkerPool:
     busy). Thread-safe."""
 
     def __init__(self, settings: dict[str, Any], *, size: int = 2, timeout_s: float = 5.0, grace_s: float = 0.5,
-                 address_space_mb: int = 3072):
+                 address_space_mb: int = 4096):
         if size < 1:
             raise ValueError("a worker pool needs at least one worker")
         self.settings = dict(settings, address_space_mb=int(address_space_mb))
@@ -124,6 +128,7 @@ class WorkerPool:
         self._closed = False
         self._all: set[_Worker] = set()
         self.kills = 0  # workers killed or found dead (for tests and metrics)
+        self._dbs: dict[str, tuple[str, Any, Any]] = {}  # databases seen, most recent last (warmed on replace)
 
     # -- lifecycle
     def _spawn(self) -> _Worker:
@@ -147,6 +152,17 @@ class WorkerPool:
                 with self._lock:
                     self._count = max(0, self._count - 1)
                 return
+            with self._lock:
+                warm = list(self._dbs.values())[-_WARM_DBS:]
+            try:
+                for db in warm:  # open the recent databases before taking work
+                    self._register(w, db, replace=False)
+            except WorkerDied:  # it died warming up: no new replacement (no restart loop); calls start one
+                with self._lock:
+                    self._count = max(0, self._count - 1)
+                return
+            except Exception:  # noqa: BLE001 - it opens that database on demand instead
+                pass
             if self._closed:
                 self._discard(w, close=True)
                 return
@@ -217,14 +233,13 @@ class WorkerPool:
         ok = False
         try:
             if db is not None:
-                db_id, info, schema = db
-                if w.known.get(db_id) != info:  # register and open the connection, outside the call's budget
-                    w.tx.send(("cpu", _CONNECT_BUDGET_S))
-                    w.tx.send(("register", (db_id, info, schema)))
-                    self._answer(w, _CONNECT_BUDGET_S)
-                    w.known[db_id] = info
-            w.tx.send(("cpu", budget))
-            w.tx.send((op, args))
+                with self._lock:
+                    self._dbs.pop(db[0], None)
+                    self._dbs[db[0]] = db
+                    while len(self._dbs) > 64:
+                        self._dbs.pop(next(iter(self._dbs)))
+                self._register(w, db, keep_on_error=True)
+            self._send(w, ("cpu", budget), (op, args))
             out = self._answer(w, budget)
             ok = True
             return out
@@ -233,38 +248,54 @@ class WorkerPool:
                 w.calls += 1
                 self._idle.put(w)
 
-    def _answer(self, w: _Worker, budget: float) -> Any:
+    def _register(self, w: _Worker, db: tuple[str, Any, Any], keep_on_error: bool = False,
+                  replace: bool = True) -> None:
+        """Make sure `w` knows `db` and has its connection open (outside any call's budget)."""
+        db_id, info, schema = db
+        if w.known.get(db_id) != info:
+            self._send(w, ("cpu", _CONNECT_BUDGET_S), ("register", (db_id, info, schema)), replace=replace)
+            self._answer(w, _CONNECT_BUDGET_S, keep_on_error=keep_on_error, replace=replace)
+            w.known[db_id] = info
+
+    def _send(self, w: _Worker, *msgs: tuple, replace: bool = True) -> None:
+        try:
+            for m in msgs:
+                w.tx.send(m)
+        except OSError:
+            self._lost(w, replace)
+            raise WorkerDied("too_large", "the sandbox worker had died; replaced") from None
+
+    def _answer(self, w: _Worker, budget: float, keep_on_error: bool = True, replace: bool = True) -> Any:
         deadline = time.monotonic() + budget + self.grace_s
         try:
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0 or not w.rx.poll(left):
-                    self._lost(w)
+                    self._lost(w, replace)
                     raise WorkerDied("timeout", f"timed out after {budget:g} s (sandbox worker killed)")
                 msg = w.rx.recv()
                 if msg[0] == "ok":
                     return msg[1]
                 if msg[0] == "exc":
                     # a worker that raised stays usable; put it back (the caller's finally does not)
-                    w.calls += 1
-                    self._idle.put(w)
+                    if keep_on_error:
+                        w.calls += 1
+                        self._idle.put(w)
                     raise _rebuild(msg[1], msg[2])
         except (EOFError, OSError, BrokenPipeError):
-            code = w.proc.poll()
-            if code is None:
-                try:
-                    code = w.proc.wait(timeout=2)
-                except subprocess.TimeoutExpired:
-                    code = None
-            self._lost(w)
+            w.proc.join(timeout=2)
+            code = w.proc.exitcode
+            self._lost(w, replace)
             if code == -signal.SIGXCPU:
                 raise WorkerDied("timeout", f"CPU time limit reached after {budget:g} s (sandbox worker killed)") from None
             raise WorkerDied("too_large", f"the sandbox worker died (exit {code}): memory limit of "
                                           f"{self.settings['address_space_mb']} MB or a crash; replaced") from None
 
-    def _lost(self, w: _Worker) -> None:
+    def _lost(self, w: _Worker, replace: bool = True) -> None:
         self.kills += 1
         self._discard(w)
+        if not replace:
+            return  # the caller accounts for the slot
         if self._closed:
             with self._lock:
                 self._count = max(0, self._count - 1)
@@ -304,13 +335,8 @@ def _limit_cpu(extra_s: float) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
-def _main() -> None:  # pragma: no cover - runs in the worker process (exercised through WorkerPool)
-    import ast
-
-    rfd, wfd, raw = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-    settings = ast.literal_eval(raw)
-    rx = Connection(rfd, writable=False)
-    tx = Connection(wfd, readable=False)
+def _main(conn: Connection, settings: dict[str, Any]) -> None:  # pragma: no cover - runs in the worker
+    rx = tx = conn
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller's Ctrl-C is the caller's; it kills us
     mb = int(settings.pop("address_space_mb"))
     if mb > 0:
@@ -339,6 +365,11 @@ def _main() -> None:  # pragma: no cover - runs in the worker process (exercised
             return
         if op == "exit":
             return
+        if _DEBUG:
+            import faulthandler
+
+            print(f"[worker {os.getpid()}] {op} {str(args)[:80]}", file=sys.stderr, flush=True)
+            faulthandler.dump_traceback_later(1.2, exit=False)
         if op == "cpu":
             _limit_cpu(float(args))
             continue

@@ -35,12 +35,14 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import SQLAlchemyError
 
+from api.limits import SafeJSONResponse
+from api.limits import install as install_limits
 from api.schemas import (
     CheckRequest,
     DatabaseEntry,
@@ -170,6 +172,7 @@ def create_app(config: Config | str | None = None, *, planner: Planner | None = 
         "with a reasoning discriminator, choose one, route by quality and cost.",
         lifespan=lifespan,
     )
+    install_limits(app, cfg)  # body limit, safe 4xx bodies, the schema's bounds from the config (api.limits)
     app.state.config, app.state.planner, app.state.store = cfg, planner, store
     app.state.metrics, app.state.admission = metrics, admission
 
@@ -188,7 +191,7 @@ def create_app(config: Config | str | None = None, *, planner: Planner | None = 
 
     # ---------------------------------------------------------------- errors
     def _err(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
-        return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+        return SafeJSONResponse({"detail": detail}, status_code=status, headers=headers)
 
     def _status_handler(status: int):
         async def handler(_: Request, e: Exception) -> JSONResponse:
@@ -305,7 +308,11 @@ def create_app(config: Config | str | None = None, *, planner: Planner | None = 
               responses={404: {**_ERR, "description": "unknown plan id"},
                          422: {**_ERR, "description": "invalid feedback (e.g. corrected_sql does not execute)"}},
               summary="Label a plan correct/incorrect and/or give the corrected SQL")
-    async def feedback(req: FeedbackRequest) -> FeedbackResponse:
+    async def feedback(req: FeedbackRequest,
+                       idempotency_key: str | None = Header(
+                           None, min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
+                           description="makes a retried feedback count once (without it: feedback with the same "
+                           "content for the same plan counts once)")) -> FeedbackResponse:
         plan = await run_in_threadpool(store.get, req.plan_id)
         correct, source = req.correct, "client" if req.correct is not None else "none"
         if req.corrected_sql is not None:
@@ -317,12 +324,14 @@ def create_app(config: Config | str | None = None, *, planner: Planner | None = 
                 correct = ch.execution.fingerprint == ex.fingerprint
                 source = "corrected_sql_execution"
         fb = await run_in_threadpool(lambda: store.add_feedback(req.plan_id, correct=correct,
-                                                                corrected_sql=req.corrected_sql))
-        metrics.feedback.inc(label={True: "correct", False: "incorrect", None: "unlabelled"}[correct])
-        await run_in_threadpool(planner.feedback, plan, correct, req.corrected_sql)
+                                                                corrected_sql=req.corrected_sql,
+                                                                idempotency_key=idempotency_key))
+        if not fb.duplicate:  # a repeat is acknowledged, never counted or forwarded twice
+            metrics.feedback.inc(label={True: "correct", False: "incorrect", None: "unlabelled"}[correct])
+            await run_in_threadpool(planner.feedback, plan, correct, req.corrected_sql)
         return FeedbackResponse(id=fb.id, plan_id=fb.plan_id, correct=fb.correct, corrected_sql=fb.corrected_sql,
-                                label_source=source,
-                                forwarded_to_router=plan.route.router if (plan.route and correct is not None) else None)
+                                label_source=source, duplicate=fb.duplicate,
+                                forwarded_to_router=plan.route.router if (plan.route and fb.correct is not None) else None)
 
     # ---------------------------------------------------------------- databases
     @api.post("/check", tags=["databases"], responses={404: {**_ERR, "description": "unknown database"}},

@@ -203,7 +203,9 @@ class Planner:
         self.registry = registry
         lim = config.limits
         self.executor = executor or Executor(registry, engine=lim.engine, timeout_s=lim.exec_timeout_s,
-                                             max_rows=lim.max_rows, preview_rows=lim.preview_rows)
+                                             max_rows=lim.max_rows, preview_rows=lim.preview_rows,
+                                             isolation=lim.isolation, workers=lim.sandbox_workers,
+                                             address_space_mb=lim.sandbox_memory_mb)
         self.engine = engine  # SQLAlchemy engine for routers that keep state (bandit)
         first = next(iter(config.pairs.values()))
         disc_specs = {k: _with_budget(v, config.defaults.reasoning_budget) for k, v in config.discriminators.items()}
@@ -297,7 +299,7 @@ class Planner:
 
         plan = Plan(question=question, policy=policy, route=decision.model_copy(deep=True))
         plan.route.steps = list(steps)  # the planned ladder while it runs (routers read it in should_escalate)
-        pool = CandidatePool(dialect=cfg.defaults.dialect)
+        pool = CandidatePool(dialect=cfg.defaults.dialect, analyzer=getattr(self.executor, "analyze", None))
         scored: list[ScoredCandidate] = []
         usage: dict[tuple[str, str], tuple[TokenUsage, ModelSpec]] = {}
         ran: list[str] = []

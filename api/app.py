@@ -161,6 +161,9 @@ def create_app(config: Config | str | None = None, *, planner: Planner | None = 
     async def lifespan(app: FastAPI):
         if cfg.warmup:
             threading.Thread(target=_warmup, args=(planner,), name="warmup", daemon=True).start()
+        if getattr(planner.executor, "pool", None) is not None:  # start the sandbox workers (sqlbox.isolation)
+            threading.Thread(target=_safe, args=(planner.executor.pool.warm, None), name="sandbox-warmup",
+                             daemon=True).start()
         yield
         admission.shutdown()
         planner.close()

@@ -43,6 +43,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.limits import SafeJSONResponse
 from api.limits import install as install_limits
+from api.probes import install as install_probes
+from api.probes import mark_draining
 from api.schemas import (
     CheckRequest,
     DatabaseEntry,
@@ -64,7 +66,7 @@ from planner.plans import PlanStore, UnknownPlan
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 VERSION = "0.1.0"
-OPEN_PATHS = {"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+OPEN_PATHS = {"/health", "/livez", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 
 _ERR = {"model": ErrorResponse}
 PLAN_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -165,6 +167,7 @@ def create_app(config: Config | str | None = None, *, planner: Planner | None = 
             threading.Thread(target=_safe, args=(planner.executor.pool.warm, None), name="sandbox-warmup",
                              daemon=True).start()
         yield
+        mark_draining(app)
         admission.shutdown()
         planner.close()
 
@@ -176,6 +179,7 @@ def create_app(config: Config | str | None = None, *, planner: Planner | None = 
         lifespan=lifespan,
     )
     install_limits(app, cfg)  # body limit, safe 4xx bodies, the schema's bounds from the config (api.limits)
+    install_probes(app, planner, store)  # GET /livez, GET /readyz (api.probes)
     app.state.config, app.state.planner, app.state.store = cfg, planner, store
     app.state.metrics, app.state.admission = metrics, admission
 

@@ -35,15 +35,15 @@ def _plan(client) -> str:
 
 
 @pytest.mark.parametrize("method, path, body", [
-    ("POST", "/check", '{"db_id": "demo", "sql": %s}' % SURROGATE),
-    ("POST", "/check", '{"db_id": %s, "sql": "SELECT 1"}' % SURROGATE),
-    ("POST", "/plan", '{"question": %s, "db_id": "demo"}' % SURROGATE),
-    ("POST", "/plan", '{"question": "q", "db_id": "demo", "pair": %s}' % SURROGATE),
-    ("POST", "/feedback", '{"plan_id": %s, "correct": true}' % SURROGATE),
-    ("POST", "/feedback", '{"plan_id": "x", "corrected_sql": %s}' % SURROGATE),
-    ("PUT", "/generators/active", '{"name": %s}' % SURROGATE),
-    ("PUT", "/discriminators/active", '{"name": %s}' % SURROGATE),
-    ("POST", "/check", '{"db_id": "demo", "sql": 5, %s: 1}' % SURROGATE),  # a surrogate in a key
+    ("POST", "/check", f'{{"db_id": "demo", "sql": {SURROGATE}}}'),
+    ("POST", "/check", f'{{"db_id": {SURROGATE}, "sql": "SELECT 1"}}'),
+    ("POST", "/plan", f'{{"question": {SURROGATE}, "db_id": "demo"}}'),
+    ("POST", "/plan", f'{{"question": "q", "db_id": "demo", "pair": {SURROGATE}}}'),
+    ("POST", "/feedback", f'{{"plan_id": {SURROGATE}, "correct": true}}'),
+    ("POST", "/feedback", f'{{"plan_id": "x", "corrected_sql": {SURROGATE}}}'),
+    ("PUT", "/generators/active", f'{{"name": {SURROGATE}}}'),
+    ("PUT", "/discriminators/active", f'{{"name": {SURROGATE}}}'),
+    ("POST", "/check", f'{{"db_id": "demo", "sql": 5, {SURROGATE}: 1}}'),  # a surrogate in a key
 ])
 def test_lone_surrogates_are_422(client, method, path, body):
     r = _raw(client, method, path, body)
@@ -124,3 +124,11 @@ def test_hostile_sql_through_check_is_bounded(client):
     assert r.json()["verdict"] != "ok" and "demo.sqlite" not in r.text
     assert client.post("/check", json={"db_id": "demo", "sql": "SELECT count(*) FROM singer"}).json()["verdict"] == "ok"
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0 < 200
+
+
+def test_liveness_and_readiness(client):
+    assert client.get("/livez").json() == {"live": True}
+    r = client.get("/readyz")
+    assert r.status_code == 200 and r.json()["ready"] and r.json()["store"], r.text
+    client.app.state.draining = True
+    assert client.get("/readyz").status_code == 503 and client.get("/livez").status_code == 200

@@ -114,7 +114,7 @@ class WorkerPool:
     """Up to `size` warm sandbox workers; `call` runs one op on an idle worker (waiting for one if all are
     busy). Thread-safe."""
 
-    def __init__(self, settings: dict[str, Any], *, size: int = 2, timeout_s: float = 5.0, grace_s: float = 0.5,
+    def __init__(self, settings: dict[str, Any], *, size: int = 2, timeout_s: float = 5.0, grace_s: float = 0.25,
                  address_space_mb: int = 4096):
         if size < 1:
             raise ValueError("a worker pool needs at least one worker")

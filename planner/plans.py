@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.model import Plan
-from core.store import Base, make_engine
+from core.store import Base, create_tables, make_engine
 
 
 class UnknownPlan(LookupError):
@@ -99,8 +99,7 @@ class PlanStore:
 
     def __init__(self, engine: Engine | str | None = None):
         self.engine = engine if isinstance(engine, Engine) else make_engine(engine)
-        Base.metadata.create_all(self.engine, tables=[PlanRow.__table__, FeedbackRow.__table__,
-                                                      FeedbackKeyRow.__table__])
+        create_tables(self.engine, [PlanRow.__table__, FeedbackRow.__table__, FeedbackKeyRow.__table__])
         self._lock = threading.Lock()  # SQLite: serialize writers so concurrent plans never see "database is locked"
 
     @property

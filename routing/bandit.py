@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.model import Plan, RouteDecision
-from core.store import Base, make_engine
+from core.store import Base, create_tables, make_engine
 from routing.features import FeatureConfig, Featurizer
 from routing.outcomes import Outcome
 from routing.router import ROUTERS, RouteContext
@@ -137,7 +137,7 @@ class BanditRouter:
         self._lock = threading.RLock()
         self.engine = engine if engine is not None else (make_engine(store_url) if store_url else None)
         if self.engine is not None:
-            Base.metadata.create_all(self.engine, tables=[RouterStateRow.__table__])
+            create_tables(self.engine, tables=[RouterStateRow.__table__])
         self.ucb = LinUCB(self.featurizer.dim, alpha, ridge)
         self._load()
 

@@ -34,6 +34,9 @@ from fastapi import Depends, FastAPI, Request, Response
 
 from api import errors
 from api.admission import Admission, Overloaded
+from api.limits import install as install_limits
+from api.probes import install as install_probes
+from api.probes import mark_draining
 from api.routes import check, databases, feedback, health, models, plans
 from api.state import OPEN_PATHS, PROTECTED_RESPONSES, VERSION, AppState, require_key
 from api.ui import router as ui_router
@@ -65,7 +68,11 @@ def create_app(config: Config | str | None = None, *, planner: Planner | None = 
     async def lifespan(app: FastAPI):
         if cfg.warmup:
             threading.Thread(target=_warmup, args=(planner,), name="warmup", daemon=True).start()
+        if getattr(planner.executor, "pool", None) is not None:  # start the sandbox workers (sqlbox.isolation)
+            threading.Thread(target=_safe_warm, args=(planner.executor.pool,), name="sandbox-warmup",
+                             daemon=True).start()
         yield
+        mark_draining(app)
         state.admission.shutdown()
         planner.close()
 
@@ -76,6 +83,8 @@ def create_app(config: Config | str | None = None, *, planner: Planner | None = 
         "with a reasoning discriminator, choose one, route by quality and cost.",
         lifespan=lifespan,
     )
+    install_limits(app, cfg)  # body limit, safe 4xx bodies, the schema's bounds from the config (api.limits)
+    install_probes(app, planner, store)  # GET /livez, GET /readyz (api.probes)
     app.state.sqlarbiter = state
     # The same objects under their own names, for callers and tests that reach into the app.
     app.state.config, app.state.planner, app.state.store = cfg, planner, store
@@ -88,6 +97,13 @@ def create_app(config: Config | str | None = None, *, planner: Planner | None = 
         app.include_router(router, dependencies=[Depends(require_key)], responses=PROTECTED_RESPONSES)
     app.include_router(ui_router(Depends(require_key)))  # the playground (/ui/) and POST /plan/stream
     return app
+
+
+def _safe_warm(pool) -> None:
+    try:
+        pool.warm()
+    except Exception:  # noqa: BLE001 - a failed warm-up shows on the first candidate, with its error
+        pass
 
 
 async def _count_requests(request: Request, call_next):

@@ -85,7 +85,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"sqlarbiter: serving on http://{args.host}:{args.port} (playground: http://{args.host}:{args.port}/ui/; "
           f"docs: /docs; config: {cfg.source})",
           file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    # SIGTERM drains: uvicorn stops accepting, then waits for the requests in flight (a plan's deadline at most)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                timeout_graceful_shutdown=int(app.state.config.limits.max_deadline_s) + 5)
     return 0
 
 

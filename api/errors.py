@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.admission import Overloaded
+from api.limits import SafeJSONResponse
 from api.state import get_state
 from core.errors import BackendError
 from core.registry import UnknownName
@@ -26,7 +27,7 @@ STATUS: tuple[tuple[type[Exception], int], ...] = (
 
 
 def error(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+    return SafeJSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
 def _fixed(status: int):

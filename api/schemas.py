@@ -46,6 +46,19 @@ MAX_N = 256
 class _Req(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @model_validator(mode="after")
+    def _encodable(self):
+        """Every string must be encodable as UTF-8 (JSON allows lone surrogates like "\\ud800"; they are refused
+        here with 422 rather than failing later when a response echoes them)."""
+        for name in type(self).model_fields:
+            v = getattr(self, name)
+            if isinstance(v, str):
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError(f"{name}: not valid Unicode text (a lone surrogate)") from None
+        return self
+
 
 class PlanRequest(_Req):
     """Plan one question: generate candidates, check them, judge them, choose one."""
@@ -120,6 +133,9 @@ class FeedbackResponse(BaseModel):
         description="where `correct` comes from: the client, or comparing the execution results of the chosen "
         "and corrected SQL; `none` when no label could be derived")
     forwarded_to_router: str | None = Field(None, description="the router whose update() received the label")
+    duplicate: bool = Field(False, description="this request repeated an earlier feedback (same Idempotency-Key "
+                            "for the plan, or without one the same content): acknowledged with the stored "
+                            "feedback, not stored or forwarded again")
 
 
 class ErrorResponse(BaseModel):

@@ -21,7 +21,7 @@ from planner.plans import PlanStore
 
 T = TypeVar("T")
 VERSION = "0.1.0"
-OPEN_PATHS = {"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+OPEN_PATHS = {"/health", "/livez", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 
 ERR: dict[str, Any] = {"model": ErrorResponse}
 PLAN_RESPONSES: dict[int | str, dict[str, Any]] = {

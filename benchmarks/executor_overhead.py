@@ -15,6 +15,11 @@ raw engine time of the same SQL as executed (`con.execute(sql).fetchall()` on th
 Overhead = executor time - raw time; medians over queries (each query: best of `--repeat` runs).
 Also: the cold cost of opening one sandboxed connection per database (DuckDB: LOAD the sqlite scanner,
 ATTACH, create the typed views, lock; schema introspection excluded, it is cached by the registry).
+
+Isolation side by side, in the same run: every query is also run through an isolated executor
+(`isolation="process"`, one warm sandbox worker, `sqlbox.isolation`), alternating with the in-process one
+(`isolation="none"`); reported: both medians, the ratio of the medians and the per-query added cost
+(isolated - in-process, median / p90).
 """
 
 from __future__ import annotations
@@ -129,18 +134,23 @@ def run(spider: Path, limit: int | None, repeat: int, engines: tuple[str, ...] =
             c = open_connection(engine, reg.get(db), reg.schema(db), memory_limit="1GB", threads=1)
             setup.append((time.perf_counter() - t) * 1000)
             c.close()
-        ex = Executor(reg, engine=engine, timeout_s=30, max_rows=100_000)
-        execs, raws, overheads = [], [], []
+        ex = Executor(reg, engine=engine, timeout_s=30, max_rows=100_000, isolation="none")
+        iso = Executor(reg, engine=engine, timeout_s=30, max_rows=100_000, isolation="process", workers=1)
+        execs, raws, overheads, isos, added = [], [], [], [], []
         for e in tqdm(dev, desc=f"{engine}", unit="q", file=sys.stderr):
             db, sql = e["db_id"], e["query"]
             ex.execute(db, sql)  # warm the connection and caches
-            best_exec = best_raw = float("inf")
+            iso.execute(db, sql)
+            best_exec = best_raw = best_iso = float("inf")
             ok = True
             for _ in range(repeat):
                 t = time.perf_counter()
                 r = ex.execute(db, sql)
                 best_exec = min(best_exec, (time.perf_counter() - t) * 1000)
-                if not r.ok:
+                t = time.perf_counter()
+                ri = iso.execute(db, sql)
+                best_iso = min(best_iso, (time.perf_counter() - t) * 1000)
+                if not r.ok or not ri.ok:
                     ok = False
                     break
                 con = ex._conn(db).con
@@ -151,13 +161,19 @@ def run(spider: Path, limit: int | None, repeat: int, engines: tuple[str, ...] =
                 execs.append(best_exec)
                 raws.append(best_raw)
                 overheads.append(best_exec - best_raw)
+                isos.append(best_iso)
+                added.append(best_iso - best_exec)
         ex.close()
+        iso.close()
         out["engines"][engine] = {
             "n_ok": len(execs),
             "exec_ms_median": statistics.median(execs), "exec_ms_p90": _pct(execs, 0.9),
             "raw_ms_median": statistics.median(raws), "raw_ms_p90": _pct(raws, 0.9),
             "overhead_ms_median": statistics.median(overheads), "overhead_ms_p90": _pct(overheads, 0.9),
             "connection_setup_ms_median": statistics.median(setup), "connection_setup_ms_max": max(setup),
+            "isolated_ms_median": statistics.median(isos), "isolated_ms_p90": _pct(isos, 0.9),
+            "isolation_ratio_of_medians": statistics.median(isos) / statistics.median(execs),
+            "isolation_added_ms_median": statistics.median(added), "isolation_added_ms_p90": _pct(added, 0.9),
         }
     return out
 
@@ -167,7 +183,7 @@ def markdown(res: dict, repeat: int, extra_args: str = "") -> str:
         "## Executor overhead per candidate (Spider dev gold queries)",
         "",
         f"Command: `python -m benchmarks.executor_overhead --repeat {repeat}{extra_args}`  ",
-        f"Machine: 2-core x86-64 CPU, no GPU, shared with other jobs. Date: {time.strftime('%Y-%m-%d')}.  ",
+        f"Machine: 2-core x86-64 CPU, no GPU, shared and loaded. Date: {time.strftime('%Y-%m-%d')}.  ",
         f"{res['n_queries']} gold queries over {res['n_databases']} databases; warm per-thread connections; "
         "each query: best of the repeats. Executor = `Executor.execute()` wall time (guard, SQLite->DuckDB "
         "rewrite, sandbox parse check, timed run, row cap, fingerprints); raw = `con.execute(sql).fetchall()` "
@@ -182,6 +198,19 @@ def markdown(res: dict, repeat: int, extra_args: str = "") -> str:
                      f"{r['raw_ms_median']:.2f} / {r['raw_ms_p90']:.2f} | "
                      f"{r['overhead_ms_median']:.2f} / {r['overhead_ms_p90']:.2f} | "
                      f"{r['connection_setup_ms_median']:.1f} / {r['connection_setup_ms_max']:.1f} |")
+    lines += [
+        "",
+        "Isolation (same run, alternating per query): in-process executor vs `isolation=\"process\"` (one warm "
+        "sandbox worker; the request and result cross a pipe).",
+        "",
+        "| engine | in-process median / p90 (ms) | isolated median / p90 (ms) | ratio of medians | added per candidate median / p90 (ms) |",
+        "|---|---|---|---|---|",
+    ]
+    for eng, r in res["engines"].items():
+        lines.append(f"| {eng} | {r['exec_ms_median']:.2f} / {r['exec_ms_p90']:.2f} | "
+                     f"{r['isolated_ms_median']:.2f} / {r['isolated_ms_p90']:.2f} | "
+                     f"{r['isolation_ratio_of_medians']:.2f} | "
+                     f"{r['isolation_added_ms_median']:.2f} / {r['isolation_added_ms_p90']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -210,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))
     if args.markdown:
-        extra = (f" --engines {','.join(engines)}" if engines != ("sqlite", "duckdb") else "") + "".join(
+        extra = (f" --limit {args.limit}" if args.limit else "") + (
+            f" --engines {','.join(engines)}" if engines != ("sqlite", "duckdb") else "") + "".join(
             f" --target-url {u}" for u in args.target_url or [])
         print(markdown(res, args.repeat, extra))
     return 0

@@ -153,7 +153,7 @@ def start_server(cfg: Path, port: int, log: Path, threads: int | None = None) ->
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)  # torch intra-op threads of the server process
     return subprocess.Popen(
-        [sys.executable, "-m", "api", "serve", "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port),
+        [sys.executable, "-m", "cli", "serve", "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port),
          "--log-level", "warning"],
         cwd=REPO_ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )

@@ -24,5 +24,22 @@ def make_engine(url: str | None = None) -> Engine:
     url = url or default_url()
     kw = {"connect_args": {"check_same_thread": False}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     engine = create_engine(url, **kw)
-    Base.metadata.create_all(engine)
+    create_tables(engine)
     return engine
+
+
+_SCHEMA_LOCK = 0x5351_4C41  # the advisory lock that serializes schema creation across replicas
+
+
+def create_tables(engine: Engine, tables: list | None = None) -> None:
+    """`Base.metadata.create_all` for `tables` (default: all registered), safe when several replicas start at
+    once on one PostgreSQL: they take a transaction-level advisory lock first, so one creates and the others
+    then find the tables (PostgreSQL's CREATE TABLE IF NOT EXISTS is not safe against a concurrent one)."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy import text
+
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
+            Base.metadata.create_all(conn, tables=tables)
+        return
+    Base.metadata.create_all(engine, tables=tables)

@@ -89,6 +89,14 @@ class Limits(_Strict):
     max_rows: int = Field(10_000, ge=1, description="row cap per execution")
     preview_rows: int = Field(20, ge=1, le=1000, description="rows kept in a preview")
     engine: str = Field("duckdb", description="execution engine for the executability check: duckdb | sqlite")
+    isolation: Literal["process", "none"] = Field(
+        "process", description="where candidate SQL is parsed and run: `process` = warm sandbox worker processes "
+        "with OS limits (sqlbox.isolation; the service process never parses or runs it), `none` = in-process")
+    sandbox_workers: int = Field(2, ge=1, le=256, description="sandbox worker processes (isolation = process)")
+    sandbox_memory_mb: int = Field(4096, ge=1024, le=1_048_576,
+                                   description="address-space limit (RLIMIT_AS) of each sandbox worker, MB")
+    max_body_bytes: int = Field(2_000_000, ge=1024, le=1_000_000_000,
+                                description="largest request body; larger ones are answered 413 unread")
     torch_threads: int | None = Field(
         None, ge=1, le=1024,
         description="torch intra-op threads for local models (process-wide; None = torch's default, one per core). "

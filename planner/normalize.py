@@ -16,6 +16,7 @@ pool). Each added SQL is
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from core.model import Candidate
@@ -33,6 +34,9 @@ class CandidatePool:
 
     dialect: str = "sqlite"
     candidates: list[Candidate] = field(default_factory=list)
+    # (sql, dialect) -> sqlbox.guard.analyze's dict; the planner passes its executor's `analyze`, which runs
+    # the parse in a sandbox worker (bounded time and memory); None = parse in this process
+    analyzer: Callable[[str, str], dict] | None = None
     _by_key: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -47,6 +51,16 @@ class CandidatePool:
         if not sql.strip():
             cand.rejected = EMPTY_REASON
             key = "empty:"
+        elif self.analyzer is not None:
+            a = self.analyzer(sql, self.dialect)
+            cand.rejected = a.get("rejected")
+            key = None
+            if cand.rejected is None and a.get("dedup_key"):
+                cand.normalized, cand.dedup_key = a.get("normalized"), a["dedup_key"]
+                key = "q:" + cand.dedup_key
+            if key is None:
+                key = ("rejected:" if cand.rejected else "raw:") + _collapse(sql)
+                cand.dedup_key = cand.dedup_key or key
         else:
             try:
                 guard(sql, self.dialect)

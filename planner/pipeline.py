@@ -219,7 +219,9 @@ class Planner:
         self.registry = registry
         lim = config.limits
         self.executor = executor or Executor(registry, engine=lim.engine, timeout_s=lim.exec_timeout_s,
-                                             max_rows=lim.max_rows, preview_rows=lim.preview_rows)
+                                             max_rows=lim.max_rows, preview_rows=lim.preview_rows,
+                                             isolation=lim.isolation, workers=lim.sandbox_workers,
+                                             address_space_mb=lim.sandbox_memory_mb)
         self.engine = engine  # SQLAlchemy engine for routers that keep state (bandit)
         first = next(iter(config.pairs.values()))
         disc_specs = {k: _with_budget(v, config.defaults.reasoning_budget) for k, v in config.discriminators.items()}
@@ -388,7 +390,7 @@ class Planner:
                                          prompt_tokens=linked.prompt_tokens, full_tokens=linked.full_tokens,
                                          latency_ms=round(linked.latency_ms, 3))
         plan.route.steps = list(steps)  # the planned ladder while it runs (routers read it in should_escalate)
-        pool = CandidatePool(dialect=self.dialect(question.db_id))
+        pool = CandidatePool(dialect=self.dialect(question.db_id), analyzer=getattr(self.executor, "analyze", None))
         scored: list[ScoredCandidate] = []
         usage: dict[tuple[str, str], tuple[TokenUsage, ModelSpec]] = {}
         ran: list[str] = []

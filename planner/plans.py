@@ -2,22 +2,26 @@
 
 What it owns: the `plans` table (id, created_at, db_id, question, status, chosen_sql, policy, pair,
 total_cost, the full Plan as JSON) and the `feedback` table (id, plan_id -> plans.id, correct, corrected_sql,
-created_at), and `PlanStore`, which commits every write before returning (so what the service
+created_at), the `feedback_keys` table (one idempotency key per stored feedback, so a repeated feedback is
+acknowledged but stored and counted once), and `PlanStore`, which commits every write before returning (so what the service
 acknowledged survives a restart). Works on any SQLAlchemy URL; SQLite (default) and PostgreSQL are tested.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, Text, func, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.model import Plan
-from core.store import Base, make_engine
+from core.store import Base, create_tables, make_engine
 
 
 class UnknownPlan(LookupError):
@@ -52,6 +56,16 @@ class FeedbackRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class FeedbackKeyRow(Base):
+    """One row per distinct feedback: its idempotency key (the client's `Idempotency-Key`, or a hash of the
+    content). The primary key makes a duplicate fail to insert, on every replica at once."""
+
+    __tablename__ = "feedback_keys"
+
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    feedback_id: Mapped[int] = mapped_column(Integer, ForeignKey("feedback.id", ondelete="CASCADE"))
+
+
 @dataclass(frozen=True)
 class Feedback:
     id: int
@@ -59,10 +73,21 @@ class Feedback:
     correct: bool | None
     corrected_sql: str | None
     created_at: datetime
+    duplicate: bool = False  # this call repeated an earlier feedback: acknowledged, not stored again
 
     @classmethod
-    def _of(cls, r: FeedbackRow) -> Feedback:
-        return cls(r.id, r.plan_id, r.correct, r.corrected_sql, _aware(r.created_at))
+    def _of(cls, r: FeedbackRow, duplicate: bool = False) -> Feedback:
+        return cls(r.id, r.plan_id, r.correct, r.corrected_sql, _aware(r.created_at), duplicate)
+
+
+def feedback_key(plan_id: str, correct: bool | None, corrected_sql: str | None,
+                 idempotency_key: str | None = None) -> str:
+    """The dedup key of a feedback: the client's idempotency key (per plan), else its content."""
+    if idempotency_key is not None:
+        raw, kind = json.dumps([plan_id, idempotency_key]), "idem"
+    else:
+        raw, kind = json.dumps([plan_id, correct, corrected_sql]), "body"
+    return f"{kind}:{hashlib.sha256(raw.encode('utf-8', 'surrogatepass')).hexdigest()}"
 
 
 def _aware(dt: datetime) -> datetime:
@@ -74,7 +99,7 @@ class PlanStore:
 
     def __init__(self, engine: Engine | str | None = None):
         self.engine = engine if isinstance(engine, Engine) else make_engine(engine)
-        Base.metadata.create_all(self.engine, tables=[PlanRow.__table__, FeedbackRow.__table__])
+        create_tables(self.engine, [PlanRow.__table__, FeedbackRow.__table__, FeedbackKeyRow.__table__])
         self._lock = threading.Lock()  # SQLite: serialize writers so concurrent plans never see "database is locked"
 
     @property
@@ -112,18 +137,46 @@ class PlanStore:
             rows = s.scalars(select(PlanRow).order_by(PlanRow.created_at.desc()).limit(limit)).all()
             return [Plan.model_validate_json(r.plan_json) for r in rows]
 
-    def add_feedback(self, plan_id: str, *, correct: bool | None = None, corrected_sql: str | None = None) -> Feedback:
+    def add_feedback(self, plan_id: str, *, correct: bool | None = None, corrected_sql: str | None = None,
+                     idempotency_key: str | None = None) -> Feedback:
+        """Store one feedback, once: a repeat (same `idempotency_key` for the plan, or without one the same
+        content) returns the stored feedback with `duplicate=True` and stores nothing. Safe across replicas
+        (the key's primary key decides, in the same transaction as the feedback row)."""
         if correct is None and corrected_sql is None:
             raise ValueError("feedback needs `correct` and/or `corrected_sql`")
-        with self._lock, Session(self.engine) as s:
-            if s.get(PlanRow, plan_id) is None:
-                raise UnknownPlan(f"unknown plan id {plan_id!r}")
-            row = FeedbackRow(plan_id=plan_id, correct=correct, corrected_sql=corrected_sql,
-                              created_at=datetime.now(UTC))
-            s.add(row)
-            s.commit()
-            s.refresh(row)
-            return Feedback._of(row)
+        key = feedback_key(plan_id, correct, corrected_sql, idempotency_key)
+        with self._lock:
+            with Session(self.engine) as s:
+                if s.get(PlanRow, plan_id) is None:
+                    raise UnknownPlan(f"unknown plan id {plan_id!r}")
+                old = self._by_key(s, key)
+                if old is not None:
+                    return old
+                row = FeedbackRow(plan_id=plan_id, correct=correct, corrected_sql=corrected_sql,
+                                  created_at=datetime.now(UTC))
+                s.add(row)
+                try:
+                    s.flush()
+                    s.add(FeedbackKeyRow(key=key, feedback_id=row.id))
+                    s.commit()
+                except IntegrityError:  # another replica stored the same feedback first
+                    s.rollback()
+                else:
+                    s.refresh(row)
+                    return Feedback._of(row)
+            with Session(self.engine) as s:
+                old = self._by_key(s, key)
+                if old is None:  # pragma: no cover - the winner's row is committed before our insert failed
+                    raise RuntimeError("feedback key conflict without a stored feedback")
+                return old
+
+    @staticmethod
+    def _by_key(s: Session, key: str) -> Feedback | None:
+        k = s.get(FeedbackKeyRow, key)
+        if k is None:
+            return None
+        row = s.get(FeedbackRow, k.feedback_id)
+        return Feedback._of(row, duplicate=True) if row is not None else None
 
     def feedback_for(self, plan_id: str) -> list[Feedback]:
         with Session(self.engine) as s:

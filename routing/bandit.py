@@ -24,12 +24,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import DateTime, String, Text, delete, select
+from sqlalchemy import DateTime, String, Text, delete, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.model import Plan, RouteDecision
-from core.store import Base, make_engine
+from core.store import Base, create_tables, make_engine
 from routing.features import FeatureConfig, Featurizer
 from routing.outcomes import Outcome
 from routing.router import ROUTERS, RouteContext
@@ -137,7 +137,7 @@ class BanditRouter:
         self._lock = threading.RLock()
         self.engine = engine if engine is not None else (make_engine(store_url) if store_url else None)
         if self.engine is not None:
-            Base.metadata.create_all(self.engine, tables=[RouterStateRow.__table__])
+            create_tables(self.engine, tables=[RouterStateRow.__table__])
         self.ucb = LinUCB(self.featurizer.dim, alpha, ridge)
         self._load()
 
@@ -202,9 +202,38 @@ class BanditRouter:
         with self._lock:
             if self.cost_scale is None and cost > 0:
                 self.cost_scale = float(cost)  # first priced outcome fixes the scale (warm_start sets it better)
-            self.ucb.update(pair, x, self.reward(correct, cost), cost, float(correct))
-            if persist:
-                self.save([pair])
+            if persist and self.engine is not None:
+                self._observe_stored(x, pair, correct, cost)
+            else:
+                self.ucb.update(pair, x, self.reward(correct, cost), cost, float(correct))
+
+    def _observe_stored(self, x: np.ndarray, pair: str, correct: bool | float, cost: float) -> None:
+        """One update as a read-modify-write of the arm's stored row under a row lock (SELECT ... FOR UPDATE on
+        PostgreSQL), so replicas sharing the store never lose each other's updates: the arm is re-read from
+        the store (it may hold other replicas' updates), updated, written back, in one transaction. A first
+        insert that races another replica's is retried."""
+        from sqlalchemy.exc import IntegrityError
+
+        for attempt in range(5):
+            try:
+                with Session(self.engine) as s, s.begin():
+                    # take the write lock first: the row's lock on PostgreSQL, the database's on SQLite (which
+                    # ignores FOR UPDATE and would otherwise let two transactions read the same old state)
+                    s.execute(update(RouterStateRow).where(RouterStateRow.key == self.key, RouterStateRow.arm == pair)
+                              .values(updated_at=datetime.now(UTC)))
+                    row = s.scalars(select(RouterStateRow).where(RouterStateRow.key == self.key,
+                                                                 RouterStateRow.arm == pair).with_for_update()).first()
+                    if row is not None:
+                        self.ucb.load_arm(pair, json.loads(row.state))
+                    self.ucb.update(pair, x, self.reward(correct, cost), cost, float(correct))
+                    now = datetime.now(UTC)
+                    s.merge(RouterStateRow(key=self.key, arm=pair, state=json.dumps(self.ucb.arm_state(pair)),
+                                           updated_at=now))
+                    s.merge(RouterStateRow(key=self.key, arm=META, state=json.dumps(self._meta()), updated_at=now))
+                return
+            except IntegrityError:  # another replica inserted the first row of this arm (or meta) meanwhile
+                if attempt == 4:
+                    raise
 
     def update(self, ctx: RouteContext, pair: str, correct: bool, cost: float) -> None:
         self.observe(self.context(ctx.question.text, ctx.schema_features), pair, correct, cost)

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.model import Plan
-from core.store import Base, make_engine
+from core.store import Base, create_tables, make_engine
 
 
 class OutcomeError(ValueError):
@@ -89,7 +89,7 @@ class OutcomeStore:
 
     def __init__(self, engine: Engine | str | None = None):
         self.engine = engine if isinstance(engine, Engine) else make_engine(engine)
-        Base.metadata.create_all(self.engine, tables=[OutcomeRow.__table__])
+        create_tables(self.engine, tables=[OutcomeRow.__table__])
 
     def add(self, outcomes: Iterable[Outcome]) -> int:
         rows = [OutcomeRow(**o.model_dump()) for o in outcomes]

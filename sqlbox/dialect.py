@@ -8,7 +8,8 @@
   (SQLite takes the first row), `old_implicit_casting=true` (SQLite compares text with numbers) (set by the
   engine);
 - the query is rewritten (`sqlite_to_duckdb`): sqlglot transpile sqlite -> duckdb; double-quoted strings that
-  name no column become string literals (SQLite's fallback); LIKE -> ILIKE (SQLite LIKE ignores ASCII case);
+  name no column become string literals (SQLite's fallback); `x LIKE p` -> `lower(x) LIKE lower(p)` (SQLite LIKE
+  ignores ASCII case; DuckDB's ILIKE backtracks exponentially on some patterns, its LIKE does not);
   comparisons and sums over VARCHAR-exposed columns follow SQLite's affinity rules; bare columns of aggregate
   queries (not in GROUP BY) -> `arg_max_null/arg_min_null(col, <the min/max argument>)` when the query has a
   min()/max() (SQLite takes the bare value from that row), else `any_value(col)`; `SELECT DISTINCT ... ORDER BY
@@ -348,9 +349,11 @@ def sqlite_to_duckdb(tree: exp.Expression, schema: Schema | None) -> str:
                     and ident.name.lower() not in columns and ident.name.lower() not in aliases
                     and ident.name.lower() not in tables):
                 col.replace(exp.Literal.string(ident.name))
-    # 2. LIKE is case-insensitive for ASCII in SQLite
+    # 2. LIKE is case-insensitive for ASCII in SQLite: lower(x) LIKE lower(p). (Not ILIKE: DuckDB's ILIKE
+    # matcher backtracks exponentially on patterns such as '%a%a...%b', where its LIKE stays linear.)
     for like in list(tree.find_all(exp.Like)):
-        like.replace(exp.ILike(this=like.this, expression=like.expression, escape=like.args.get("escape")))
+        like.replace(exp.Like(this=exp.Lower(this=like.this), expression=exp.Lower(this=like.expression),
+                              escape=like.args.get("escape")))
     # 3. SQLite affinity for VARCHAR-exposed columns
     if schema is not None:
         _rewrite_affinity(tree, schema)

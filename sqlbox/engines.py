@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from core.model import ErrorKind
 from sqlbox.databases import DatabaseInfo
 from sqlbox.dialect import duck_type, quote_ident
-from sqlbox.guard import TABLE_FUNCTION_ALLOWLIST, Rejected, is_forbidden_function
+from sqlbox.guard import TABLE_FUNCTION_ALLOWLIST, Rejected, UnknownRelation, is_forbidden_function
 from sqlbox.schema import Schema
 
 ENGINES = ("duckdb", "sqlite")
@@ -69,13 +69,13 @@ def open_connection(engine: str, info: DatabaseInfo, schema: Schema | None = Non
     through `schema` (its introspected schema; required then); the sqlite engine ignores schema, memory_limit and
     threads."""
     if engine == "sqlite":
-        return SqliteConn(info)
+        return SqliteConn(info, schema.table_names() if schema is not None else None)
     if engine != "duckdb":
         raise ValueError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
     if schema is None:
         if info.kind == "sqlite":
             raise ValueError(f"the duckdb engine needs the schema of sqlite database {info.db_id!r}")
-        schema = Schema(info.db_id)
+        schema = Schema(info.db_id, kind="duckdb")
     return DuckConn(info, schema, memory_limit=memory_limit, threads=threads)
 
 
@@ -164,18 +164,28 @@ _SQLITE_DENIED_FUNCS = {"load_extension", "readfile", "writefile", "edit", "fts3
                         "sqlar_compress", "sqlar_uncompress", "shell", "system"}
 
 
-def _sqlite_authorizer(action, arg1, arg2, dbname, source):
-    if action not in _SQLITE_ALLOWED_ACTIONS:
-        return sqlite3.SQLITE_DENY
-    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in _SQLITE_DENIED_FUNCS:
-        return sqlite3.SQLITE_DENY
-    return sqlite3.SQLITE_OK
+def _sqlite_authorizer(relations: frozenset[str] | None):
+    """Reads only (SELECT, READ, RECURSIVE, non-file functions); with `relations`, READ only of those tables
+    in the `main` database (no sqlite_master/sqlite_schema, no pragma_* table-valued functions)."""
+
+    def authorize(action, arg1, arg2, dbname, source):
+        if action not in _SQLITE_ALLOWED_ACTIONS:
+            return sqlite3.SQLITE_DENY
+        if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in _SQLITE_DENIED_FUNCS:
+            return sqlite3.SQLITE_DENY
+        if action == sqlite3.SQLITE_READ and relations is not None and dbname is not None:
+            # (a CTE's rows come with no database name; every stored table, view or virtual table has one)
+            if dbname != "main" or (arg1 or "").lower() not in relations:
+                return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+    return authorize
 
 
 class SqliteConn:
     engine = "sqlite"
 
-    def __init__(self, info: DatabaseInfo):
+    def __init__(self, info: DatabaseInfo, relations: list[str] | None = None):
         if info.kind != "sqlite":
             raise ValueError(f"the sqlite engine cannot open {info.kind} database {info.db_id!r}")
         uri = f"file:{info.path.as_posix()}?mode=ro"
@@ -187,7 +197,8 @@ class SqliteConn:
         # the progress-handler deadline cannot interrupt
         self.con.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _SQLITE_MAX_VALUE_BYTES)
         self.con.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, 1_000_000)
-        self.con.set_authorizer(_sqlite_authorizer)
+        self.con.set_authorizer(_sqlite_authorizer(
+            frozenset(r.lower() for r in relations) if relations is not None else None))
         self.deadline = 0.0
 
     def run(self, sql: str, timeout_s: float, max_rows: int):
@@ -275,6 +286,7 @@ class DuckConn:
         import duckdb
 
         self._duckdb = duckdb
+        self.relations = frozenset(t.lower() for t in schema.table_names())
         self.con = duckdb.connect(":memory:", config={
             "autoload_known_extensions": False, "autoinstall_known_extensions": False,
             "allow_unsigned_extensions": False, "threads": int(threads), "memory_limit": str(memory_limit),
@@ -305,6 +317,9 @@ class DuckConn:
         else:
             c.execute(f"ATTACH '{path}' AS src (READ_ONLY)")
             c.execute("USE src")
+            if not schema.tables:  # no introspected schema: the attached database's own tables
+                self.relations = frozenset(r[0].lower() for r in c.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'src'").fetchall())
         for stmt in ("SET integer_division = true", "SET scalar_subquery_error_on_multiple_rows = false",
                      "SET old_implicit_casting = true", "SET temp_directory = ''",
                      "SET enable_external_access = false", "SET lock_configuration = true"):
@@ -323,10 +338,18 @@ class DuckConn:
         tree = json.loads(self.con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
         if tree.get("error"):
             raise Rejected(f"sandbox: {tree.get('error_message') or 'cannot serialize the statement'}")
+        ctes: set[str] = set()
+        tables: list[tuple[str, str, str]] = []
         stack = [tree]
         while stack:
             node = stack.pop()
             if isinstance(node, dict):
+                for entry in (node.get("cte_map") or {}).get("map", []) if isinstance(node.get("cte_map"), dict) else []:
+                    if isinstance(entry, dict) and isinstance(entry.get("key"), str):
+                        ctes.add(entry["key"].lower())
+                if node.get("type") == "BASE_TABLE":
+                    tables.append((str(node.get("catalog_name") or ""), str(node.get("schema_name") or ""),
+                                   str(node.get("table_name") or "")))
                 name = node.get("function_name")
                 if isinstance(name, str):
                     if is_forbidden_function(name):
@@ -338,6 +361,13 @@ class DuckConn:
                 stack.extend(node.values())
             elif isinstance(node, list):
                 stack.extend(node)
+        # relations by allowlist: the database's own tables (and the query's CTEs), unqualified
+        for catalog, schema_name, table in tables:
+            if catalog or schema_name:
+                raise Rejected(f"sandbox: table {'.'.join(p for p in (catalog, schema_name, table) if p)} is not "
+                               f"allowed: only the database's own tables may be read")
+            if table.lower() not in self.relations and table.lower() not in ctes:
+                raise UnknownRelation(f"sandbox: no such table: {table} (only the database's own tables may be read)")
 
     def run(self, sql: str, timeout_s: float, max_rows: int):
         self._timed_out = False

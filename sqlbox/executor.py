@@ -29,8 +29,10 @@ from core.model import ErrorKind, ExecutionResult
 from sqlbox.databases import DatabaseRegistry, UnknownDatabase
 from sqlbox.dialect import sqlite_result_names, sqlite_to_duckdb
 from sqlbox.engines import ENGINES, open_connection
-from sqlbox.guard import ParseFailure, Rejected, guard
+from sqlbox.guard import ParseFailure, Rejected, UnknownRelation, guard
 from sqlbox.values import fingerprints, json_preview
+
+ISOLATIONS = ("process", "none")
 
 
 class Executor:
@@ -40,9 +42,12 @@ class Executor:
     def __init__(self, registry: DatabaseRegistry, *, engine: Literal["duckdb", "sqlite"] = "duckdb",
                  timeout_s: float = 5.0, max_rows: int = 10_000, preview_rows: int = 20,
                  memory_limit: str = "1GB", threads: int = 1, use_guard: bool = True,
-                 max_connections: int = 16):
+                 max_connections: int = 16, isolation: Literal["process", "none"] = "process",
+                 workers: int = 2, address_space_mb: int = 4096, grace_s: float = 0.25):
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"unknown isolation {isolation!r}; choose one of: {', '.join(ISOLATIONS)}")
         if timeout_s <= 0 or max_rows < 1 or preview_rows < 0:
             raise ValueError("timeout_s must be > 0, max_rows >= 1, preview_rows >= 0")
         self.registry = registry
@@ -57,6 +62,16 @@ class Executor:
         self._local = threading.local()
         self._all: list[Any] = []
         self._lock = threading.Lock()
+        self.isolation = isolation
+        self.pool = None
+        if isolation == "process":
+            from sqlbox.isolation import WorkerPool
+
+            self.pool = WorkerPool(
+                {"engine": engine, "timeout_s": self.timeout_s, "max_rows": self.max_rows,
+                 "preview_rows": self.preview_rows, "memory_limit": memory_limit, "threads": threads,
+                 "use_guard": use_guard, "max_connections": max_connections},
+                size=workers, timeout_s=self.timeout_s, grace_s=grace_s, address_space_mb=address_space_mb)
 
     # -- connections
     def _conn(self, db_id: str):
@@ -75,7 +90,7 @@ class Executor:
 
             c = ServerConn(db_id, info.target)
         else:
-            schema = self.registry.schema(db_id) if self.engine == "duckdb" and info.kind == "sqlite" else None
+            schema = self.registry.schema(db_id) if info.kind == "sqlite" else None
             c = open_connection(self.engine, info, schema, memory_limit=self.memory_limit, threads=self.threads)
         c._info = info
         conns[db_id] = c
@@ -99,7 +114,15 @@ class Executor:
                 pass
 
     def close(self) -> None:
-        """Close every connection this executor opened (in all threads). A later `execute` reopens lazily."""
+        """Close every connection this executor opened (in all threads) and stop its sandbox workers. A later
+        `execute` reopens lazily (and starts workers again)."""
+        if self.pool is not None:
+            self.pool.close()
+            from sqlbox.isolation import WorkerPool
+
+            old = self.pool
+            self.pool = WorkerPool(old.settings, size=old.size, timeout_s=old.timeout_s, grace_s=old.grace_s,
+                                   address_space_mb=old.settings["address_space_mb"])
         with self._lock:
             conns, self._all = self._all, []
         for c in conns:
@@ -116,16 +139,44 @@ class Executor:
         self.close()
 
     # -- translation
+    def _db(self, db_id: str) -> tuple[str, Any, Any]:
+        info = self.registry.get(db_id)  # UnknownDatabase propagates
+        return db_id, info, (self.registry.schema(db_id) if info.kind == "sqlite" or info.target is not None else None)
+
+    def _relations(self, db_id: str) -> list[str] | None:
+        info = self.registry.get(db_id)
+        if info.kind != "sqlite":
+            return None  # a DuckDB file: its own tables are checked by the engine
+        return self.registry.schema(db_id).table_names()
+
+    def analyze(self, sql: str, dialect: str = "sqlite") -> dict:
+        """`sqlbox.guard.analyze` (guard verdict, canonical SQL, dedup key), in a sandbox worker when isolated:
+        a parse that runs past the timeout or the memory limit is reported as a parse failure."""
+        from sqlbox.guard import analyze
+
+        if self.pool is None:
+            return analyze(sql, dialect)
+        from sqlbox.isolation import WorkerDied
+
+        try:
+            return self.pool.call("analyze", (sql, dialect))
+        except WorkerDied as e:
+            return {"rejected": None, "parse_failed": True, "normalized": None, "dedup_key": None,
+                    "error": e.message}
+
     def prepare(self, db_id: str, sql: str, *, dialect: str = "sqlite") -> str:
         """The SQL this executor's engine would run for `sql` (after the guard and dialect handling).
-        Raises Rejected/ParseFailure/UnknownDatabase."""
+        Raises Rejected/ParseFailure/UnknownDatabase (and, isolated, `sqlbox.isolation.WorkerDied` for a parse
+        past the limits)."""
+        if self.pool is not None:
+            return self.pool.call("prepare", (db_id, sql, dialect), db=self._db(db_id))
         target = self.registry.get(db_id).target
         if target is not None:
             from sqlbox.servers import prepare_sql
 
             return prepare_sql(sql, dialect, target, use_guard=self.use_guard,
                                schema=lambda: self.registry.schema(db_id))
-        tree = guard(sql, dialect) if self.use_guard else None
+        tree = guard(sql, dialect, self._relations(db_id)) if self.use_guard else None
         if self.engine == "duckdb":
             if dialect == "duckdb":
                 return sql
@@ -158,10 +209,25 @@ class Executor:
             return ExecutionResult(ok=False, error_kind=kind, error=msg, engine=engine, executed_sql=executed,
                                    elapsed_ms=(time.perf_counter() - t0) * 1000)
 
+        if self.pool is not None:
+            from sqlbox.isolation import RemoteError, WorkerDied
+
+            db = self._db(db_id)  # UnknownDatabase propagates
+            try:
+                res = self.pool.call("execute", (db_id, sql, dialect), db=db)
+            except WorkerDied as e:
+                return fail(ErrorKind.TIMEOUT if e.kind == "timeout" else ErrorKind.TOO_LARGE, e.message)
+            except RemoteError as e:
+                return fail(ErrorKind.INTERNAL, str(e)[:500])
+            res.elapsed_ms = (time.perf_counter() - t0) * 1000
+            return res
+        self.registry.get(db_id)  # UnknownDatabase propagates
         try:
             executed = self.prepare(db_id, sql, dialect=dialect)
         except ParseFailure as e:
             return fail(ErrorKind.PARSE, e.reason)
+        except UnknownRelation as e:
+            return fail(ErrorKind.BINDER, e.reason)
         except Rejected as e:
             return fail(ErrorKind.REJECTED, e.reason)
         except UnknownDatabase:
@@ -174,6 +240,8 @@ class Executor:
             return fail(ErrorKind.INTERNAL, f"cannot open database {db_id!r}: {_first_line(e)}", executed)
         try:
             cols, rows = conn.run(executed, self.timeout_s, self.max_rows)
+        except UnknownRelation as e:
+            return fail(ErrorKind.BINDER, e.reason, executed)
         except Rejected as e:
             return fail(ErrorKind.REJECTED, e.reason, executed)
         except Exception as e:

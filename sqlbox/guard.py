@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Collection
 
 import sqlglot
 from sqlglot import exp
@@ -51,6 +52,12 @@ class ParseFailure(Rejected):
     """sqlglot could not parse the SQL."""
 
     kind = "parse"
+
+
+class UnknownRelation(Rejected):
+    """The query names a table its database does not have (reported like the engine's "no such table")."""
+
+    kind = "binder"
 
 
 class _QuietCommandFallback(logging.Filter):
@@ -179,9 +186,12 @@ def _parse(sql: str, dialect: str) -> list[exp.Expression | None]:
 _EMPTY_STATEMENT = tuple(getattr(exp, n) for n in ("Semicolon",) if hasattr(exp, n))
 
 
-def guard(sql: str, dialect: str = "sqlite") -> exp.Expression:
+def guard(sql: str, dialect: str = "sqlite", relations: Collection[str] | None = None) -> exp.Expression:
     """Return the parsed query if `sql` is a single read-only query; raise `Rejected` (or its subclass
-    `ParseFailure`) with the reason otherwise."""
+    `ParseFailure`) with the reason otherwise. `relations`: when given, the only tables the query may name
+    (case-insensitive) besides its own CTEs and the allowlisted table functions: no schema- or
+    catalog-qualified name, no catalog view (`information_schema.*`, `pg_catalog.*`, `duckdb_tables`,
+    `pragma_database_list`, `sqlite_master`, ...), no table the database does not have."""
     stmts = _parse(sql, dialect)
     if not stmts:
         raise Rejected("empty SQL: no statement")
@@ -217,11 +227,53 @@ def guard(sql: str, dialect: str = "sqlite") -> exp.Expression:
                     _check_series(src, sorted(allowed)[0])
             elif isinstance(src, exp.Literal) or (isinstance(src, exp.Identifier) and _PATHLIKE.search(src.name)):
                 raise Rejected(f"table name {node.name!r} looks like a file path; only database tables may be read")
+    if relations is not None:
+        check_relations(root, relations)
     if dialect in ("postgres", "mysql"):  # server engines: their functions with side effects
         from sqlbox.servers import check_server_sql
 
         check_server_sql(root, dialect)
     return root
+
+
+def check_relations(root: exp.Expression, relations: Collection[str]) -> None:
+    """Raise `Rejected` unless every table `root` names is one of `relations` (case-insensitive) or one of
+    its CTEs, unqualified; table functions are checked by `guard`."""
+    allowed = {r.lower() for r in relations}
+    ctes = {c.alias_or_name.lower() for c in root.find_all(exp.CTE) if c.alias_or_name}
+    for node in root.find_all(exp.Table):
+        src = node.this
+        if not isinstance(src, exp.Identifier):
+            continue  # a table function (allowlisted by guard) or unnest
+        qual = ".".join(p for p in (node.catalog, node.db) if p)
+        name = src.name
+        if qual:
+            raise Rejected(f"table {qual}.{name} is not allowed: a query may read only its database's tables "
+                           f"(unqualified)")
+        if name.lower() not in allowed and name.lower() not in ctes:
+            shown = ", ".join(sorted(relations)[:30]) + (" ..." if len(relations) > 30 else "")
+            raise UnknownRelation(f"no such table: {name} (a query may read only its database's tables: {shown})")
+
+
+def analyze(sql: str, dialect: str = "sqlite") -> dict:
+    """The guard's verdict and the canonical form in one parse-heavy call (what the planner's candidate pool
+    needs; run in a sandbox worker by `Executor.analyze`): {"rejected": reason | None, "parse_failed": bool,
+    "normalized": str | None, "dedup_key": str | None}."""
+    out: dict = {"rejected": None, "parse_failed": False, "normalized": None, "dedup_key": None}
+    try:
+        guard(sql, dialect)
+    except ParseFailure:
+        out["parse_failed"] = True
+    except Rejected as e:
+        out["rejected"] = str(e) or "rejected by the SQL guard"
+        return out
+    except Exception:  # noqa: BLE001 - sqlglot failed in an unexpected way: the executor reports it
+        out["parse_failed"] = True
+    try:
+        out["normalized"], out["dedup_key"] = normalize(sql, dialect)
+    except Exception:  # noqa: BLE001
+        pass
+    return out
 
 
 # --------------------------------------------------------------------------- canonical forms

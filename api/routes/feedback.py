@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Header, HTTPException
 from fastapi.concurrency import run_in_threadpool
 
 from api.schemas import FeedbackRequest, FeedbackResponse
@@ -15,7 +15,11 @@ router = APIRouter(tags=["planning"])
              responses={404: {**ERR, "description": "unknown plan id"},
                         422: {**ERR, "description": "invalid feedback (e.g. corrected_sql does not execute)"}},
              summary="Label a plan correct/incorrect and/or give the corrected SQL")
-async def feedback(req: FeedbackRequest, s: State) -> FeedbackResponse:
+async def feedback(req: FeedbackRequest, s: State,
+                   idempotency_key: str | None = Header(
+                       None, min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
+                       description="makes a retried feedback count once (without it: feedback with the same "
+                       "content for the same plan counts once)")) -> FeedbackResponse:
     planner, store = s.planner, s.store
     plan = await run_in_threadpool(store.get, req.plan_id)
     correct, source = req.correct, "client" if req.correct is not None else "none"
@@ -28,9 +32,11 @@ async def feedback(req: FeedbackRequest, s: State) -> FeedbackResponse:
             correct = ch.execution.fingerprint == ex.fingerprint
             source = "corrected_sql_execution"
     fb = await run_in_threadpool(lambda: store.add_feedback(req.plan_id, correct=correct,
-                                                            corrected_sql=req.corrected_sql))
-    s.metrics.feedback.inc(label={True: "correct", False: "incorrect", None: "unlabelled"}[correct])
-    await run_in_threadpool(planner.feedback, plan, correct, req.corrected_sql)
+                                                            corrected_sql=req.corrected_sql,
+                                                            idempotency_key=idempotency_key))
+    if not fb.duplicate:  # a repeat is acknowledged, never counted or forwarded twice
+        s.metrics.feedback.inc(label={True: "correct", False: "incorrect", None: "unlabelled"}[correct])
+        await run_in_threadpool(planner.feedback, plan, correct, req.corrected_sql)
     return FeedbackResponse(id=fb.id, plan_id=fb.plan_id, correct=fb.correct, corrected_sql=fb.corrected_sql,
-                            label_source=source,
-                            forwarded_to_router=plan.route.router if (plan.route and correct is not None) else None)
+                            label_source=source, duplicate=fb.duplicate,
+                            forwarded_to_router=plan.route.router if (plan.route and fb.correct is not None) else None)

@@ -64,7 +64,7 @@ def test_resolution_order_config_env_then_data(tmp_path, monkeypatch):
 
 
 def test_bad_entries_raise(tmp_path):
-    with pytest.raises(FileNotFoundError, match="neither a database file nor a directory"):
+    with pytest.raises(FileNotFoundError, match="neither a database URL, a database file nor a directory"):
         cli_registry(_parse(["--db", "x", "--data", str(tmp_path / "missing")]))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no databases found"):

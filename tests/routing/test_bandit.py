@@ -123,3 +123,24 @@ def test_bad_params():
         BanditRouter(alpha=-1)
     with pytest.raises(ValueError):
         LinUCB(d=0)
+
+
+def test_replicas_on_one_store_lose_no_update(tmp_path):
+    """Two routers (two replicas) on one store, updates interleaved: every update is counted in the store
+    (each is a read-modify-write of the arm's row under a row lock), none overwritten by the other's copy."""
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    a = BanditRouter(alpha=0.4, lam=0.5, engine=make_engine(url), cost_scale=0.1)
+    b = BanditRouter(alpha=0.4, lam=0.5, engine=make_engine(url), cost_scale=0.1)
+    for i, q in enumerate(QUESTIONS):
+        (a if i % 2 else b).update(_ctx(q), "cheap", i % 3 == 0, 0.01)
+    threads = [threading.Thread(target=lambda r=r: [r.update(_ctx(q), "strong", True, 0.02) for q in QUESTIONS])
+               for r in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stored = BanditRouter(alpha=0.4, lam=0.5, engine=make_engine(url)).state()["arms"]
+    assert stored["cheap"]["n"] == len(QUESTIONS) and stored["strong"]["n"] == 2 * len(QUESTIONS)
+    assert stored["cheap"]["correct_sum"] == sum(1 for i in range(len(QUESTIONS)) if i % 3 == 0)

@@ -139,9 +139,15 @@ class Executor:
         self.close()
 
     # -- translation
-    def _db(self, db_id: str) -> tuple[str, Any, Any]:
+    def _db(self, db_id: str) -> tuple[str, Any, Any, dict[str, str]]:
         info = self.registry.get(db_id)  # UnknownDatabase propagates
-        return db_id, info, (self.registry.schema(db_id) if info.kind == "sqlite" or info.target is not None else None)
+        if info.target is not None:  # a server: its schema when it can be read (the server reports the rest)
+            try:
+                schema = self.registry.schema(db_id)
+            except Exception:  # noqa: BLE001 - an unreachable server fails in the worker, with its (redacted) error
+                schema = None
+            return db_id, info, schema, _credentials_env(info.target)
+        return db_id, info, (self.registry.schema(db_id) if info.kind == "sqlite" else None), {}
 
     def _relations(self, db_id: str) -> list[str] | None:
         info = self.registry.get(db_id)
@@ -274,6 +280,15 @@ class Executor:
         """Run several candidates on one database, in order, on this thread's connection."""
         return [self.execute(db_id, s, dialect=dialect) for s in sqls]
 
+
+
+def _credentials_env(target: Any) -> dict[str, str]:
+    """The environment variables a server target reads its password from, as this process sees them now: the
+    sandbox workers fork from a server started earlier, so they get these with the database."""
+    import os
+
+    names = [n for n in (target.password_env, "PGPASSWORD", "MYSQL_PWD") if n]
+    return {n: os.environ[n] for n in names if n in os.environ}
 
 
 def _first_line(e: BaseException) -> str:

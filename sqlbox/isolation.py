@@ -251,9 +251,9 @@ class WorkerPool:
     def _register(self, w: _Worker, db: tuple[str, Any, Any], keep_on_error: bool = False,
                   replace: bool = True) -> None:
         """Make sure `w` knows `db` and has its connection open (outside any call's budget)."""
-        db_id, info, schema = db
+        db_id, info, schema, env = db
         if w.known.get(db_id) != info:
-            self._send(w, ("cpu", _CONNECT_BUDGET_S), ("register", (db_id, info, schema)), replace=replace)
+            self._send(w, ("cpu", _CONNECT_BUDGET_S), ("register", (db_id, info, schema, env)), replace=replace)
             self._answer(w, _CONNECT_BUDGET_S, keep_on_error=keep_on_error, replace=replace)
             w.known[db_id] = info
 
@@ -376,7 +376,8 @@ def _main(conn: Connection, settings: dict[str, Any]) -> None:  # pragma: no cov
         recycle = False
         try:
             if op == "register":
-                db_id, info, schema = args
+                db_id, info, schema, env = args
+                os.environ.update(env)  # a server's credentials as the caller sees them now (not at fork time)
                 registry._dbs[db_id] = info  # the caller validated the file
                 schemas[db_id] = schema
                 ex._drop(db_id)

@@ -8,7 +8,8 @@ use, in which:
   simple identifiers, or quoted with "", `` or []), so a query can only name tables and columns that
   exist; `rowid` is accepted as a column;
 - table aliases (`singer AS T1`), output aliases (`count(*) AS cnt`), CTE and subquery names are free
-  identifiers, and a qualifier (`T1.`) may be any identifier; an unqualified name in ORDER BY / HAVING
+  identifiers; a qualifier (`T1.`) is a table name or a short alias (at most 4 characters, as T1, s, sic),
+  so a long made-up name cannot pass as one; an unqualified name in ORDER BY / HAVING
   may also be an output alias (a free identifier there) - the only place a free name stands for a column;
 - literals are free: numbers, '...' strings and "..." strings (SQLite reads a "..." that names no
   column as a string, as much of Spider's gold SQL does);
@@ -92,7 +93,8 @@ function_call ::= function sp "(" sp ((kw_distinct ws)? expr_list (ws kw_order w
 filter_clause ::= kw_filter sp "(" sp kw_where ws expr sp ")"
 over_clause ::= kw_over sp "(" sp (kw_partition ws kw_by ws expr_list)? (sp kw_order ws kw_by ws order_term (sp "," sp order_term)*)? sp ")"
 column_ref ::= (qualifier sp "." sp)? column
-qualifier ::= ident
+qualifier ::= table | alias_name
+alias_name ::= [A-Za-z_] [A-Za-z0-9_]? [A-Za-z0-9_]? [A-Za-z0-9_]?
 literal ::= number | sq_string | dq_string | kw_null | kw_true | kw_false | kw_current_date | kw_current_time | kw_current_timestamp
 number ::= [0-9]+ ("." [0-9]*)? ([eE] [+-]? [0-9]+)? | "." [0-9]+ ([eE] [+-]? [0-9]+)?
 sq_string ::= "'" ([^'] | "''")* "'"

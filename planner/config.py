@@ -53,7 +53,8 @@ class Defaults(_Strict):
     n: int = Field(4, ge=1, le=64, description="candidates generated per question")
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
-    max_tokens: int = Field(192, ge=1, le=8192, description="generator max new tokens per sample")
+    max_tokens: int = Field(128, ge=1, le=8192, description="generator max new tokens per sample (sampling stops "
+                            "earlier, where the SQL ends: the grammar's end, a closed ``` block or a `;`)")
     reasoning_budget: int = Field(
         256, ge=1, le=32768,
         description="discriminator max new tokens (its chain of thought); the paper uses 1024, "
@@ -64,7 +65,12 @@ class Defaults(_Strict):
     dialect: str = "sqlite"
     schema_max_tokens: int | None = Field(2048, ge=64, description="token budget of the schema prompt")
     schema_sample_rows: int = Field(0, ge=0, le=10)
-    few_shot: int = Field(3, ge=0, le=16, description="few-shot examples per prompt, from the database's examples (planner.examples: the demo database ships 3; SQLARBITER_FEW_SHOT adds a JSONL file); 0 turns them off")
+    few_shot: int = Field(3, ge=0, le=16, description="few-shot examples per prompt (the demo database ships 3; "
+                          "SQLARBITER_FEW_SHOT adds a JSONL file); 0 turns them off")
+    few_shot_retrieval: bool = Field(
+        True, description="retrieve the examples most similar to the question (planner.fewshot: masked-question "
+        "MiniLM similarity over Spider train for Spider databases and the SQLARBITER_FEW_SHOT file, cross-database); "
+        "false: only the asked database's own examples (planner.examples)")
 
 
 class Limits(_Strict):

@@ -100,6 +100,14 @@ def sample(loaded: LoadedModel, prompt_ids: list[int], *, n: int = 1, temperatur
 
             scs = stopping_criteria if isinstance(stopping_criteria, list) else [stopping_criteria]
             extra["stopping_criteria"] = StoppingCriteriaList(scs)
+        if not greedy and n > 1 and len(prompt_ids) > 1:
+            # prefill the prompt ONCE and give every sample a copy of its KV cache (generate would otherwise
+            # expand the prompt to n rows and prefill each)
+            cache = model(input_ids=inp[:, :-1], use_cache=True).past_key_values
+            cache.batch_repeat_interleave(n)
+            inp = inp.repeat(n, 1)
+            cfg.num_return_sequences = 1
+            extra["past_key_values"] = cache
         out = model.generate(input_ids=inp, attention_mask=torch.ones_like(inp), generation_config=cfg,
                              use_model_defaults=False, **extra)
     seqs = out.sequences[:, len(prompt_ids):].tolist()

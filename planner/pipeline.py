@@ -277,7 +277,11 @@ class Planner:
         if d.few_shot_retrieval:
             from planner.fewshot import retrieve
 
-            return retrieve(question.text, question.db_id, self.registry.schema(question.db_id), d.few_shot)
+            try:
+                return retrieve(question.text, question.db_id, self.registry.schema(question.db_id), d.few_shot)
+            except (ImportError, OSError, RuntimeError) as e:  # no embedder installed / unreadable store
+                log.warning("few-shot retrieval unavailable (%s: %s); using the database's own examples",
+                            type(e).__name__, e)
         return few_shot_examples(question.db_id, d.few_shot)
 
     def route_context(self, question: Question) -> RouteContext:

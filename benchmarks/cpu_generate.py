@@ -75,9 +75,9 @@ def run(args: argparse.Namespace) -> int:
     times: dict[tuple, list[float]] = {s: [] for s in settings}
     toks: dict[tuple, int] = {}
     sqls: dict[tuple, list[str]] = {}
-    for kind, th in settings:  # warm-up
-        torch.set_num_threads(int(th))
-        gens[kind].generate(req)
+    warm = GenerationRequest(**{**req.__dict__, "params": SamplingParams(n=1, max_tokens=4, seed=0)})
+    for kind in gens:  # warm-up: grammar compilation, first-call allocations
+        gens[kind].generate(warm)
     for _ in range(args.reps):
         for s in settings:
             kind, th = s
@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
             res = gens[kind].generate(req)
             times[s].append(time.perf_counter() - t0)
             toks[s], sqls[s] = res.completion_tokens, res.sqls
+            print(f"{kind}:{th} {times[s][-1]:.1f} s {res.completion_tokens} tokens", flush=True)
     ref = sqls.get(("fp32", "1")) or next(iter(sqls.values()))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f} "
           f"(1 min) at the end; torch {torch.__version__}; n={args.n}, max_tokens={args.max_tokens}, reps={args.reps}")

@@ -88,9 +88,10 @@ class Limits(_Strict):
     preview_rows: int = Field(20, ge=1, le=1000, description="rows kept in a preview")
     engine: str = Field("duckdb", description="execution engine for the executability check: duckdb | sqlite")
     torch_threads: int | None = Field(
-        None, ge=1, le=1024,
+        1, ge=1, le=1024,
         description="torch intra-op threads for local models (process-wide; None = torch's default, one per core). "
-        "On a machine whose cores are shared with other work, 1 is several times faster than oversubscribing.",
+        "Default 1: on the 2-core machine shared with other work, generation at 2 threads took 3x longer than at 1 "
+        "(BENCHMARKS.md, CPU generation settings).",
     )
 
     @field_validator("engine")

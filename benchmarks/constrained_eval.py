@@ -26,7 +26,7 @@ SETTINGS = ("unconstrained", "constrained", "constrained+fewshot")
 def _vote(rows_list: list[list[tuple] | None]) -> int | None:
     from eval.exec_match import _unorder_row
 
-    keys = [None if r is None else repr(sorted(_unorder_row(x) for x in r)) for r in rows_list]
+    keys = [None if r is None else repr(sorted(repr(_unorder_row(x)) for x in r)) for r in rows_list]
     counts = Counter(k for k in keys if k is not None)
     if not counts:
         return None

@@ -3,8 +3,12 @@
 `create_openai_app(model_name, loaded_model)` serves one loaded checkpoint at `/v1/models`,
 `/v1/completions` and `/v1/chat/completions` with n, temperature (0 = greedy), top_p, max_tokens, seed,
 stop, logprobs (completions: `logprobs: k`; chat: `logprobs: true` + `top_logprobs: k`), usage, and the
-vLLM extensions `ignore_eos`, `add_special_tokens` (completions) and `continue_final_message` /
-`add_generation_prompt` (chat: continue the final assistant message, used by verdict forcing). Log-probabilities come from the raw logits. Streaming is not supported.
+vLLM extensions `ignore_eos`, `add_special_tokens` (completions), `continue_final_message` /
+`add_generation_prompt` (chat: continue the final assistant message, used by verdict forcing) and
+grammar-constrained sampling: `guided_grammar: "<EBNF>"` or `structured_outputs: {"grammar": "<EBNF>"}` (enforced
+with xgrammar, `generators.constrained`; an invalid grammar is a 400). `create_openai_app(..., grammar=False)`
+refuses those fields with a 400, as a server without structured outputs does. Log-probabilities come from the raw
+logits. Streaming is not supported.
 Requests are served one generation at a time (the model's lock). It is what the tests run the HTTP
 backends against, and `sqlarbiter models serve-openai` serves it. `serve_in_thread(app)` starts it with
 uvicorn on a free loopback port for tests and benchmarks.
@@ -43,6 +47,12 @@ class _Req(BaseModel):
     stop: str | list[str] | None = None
     stream: bool = False
     ignore_eos: bool = False
+    guided_grammar: str | None = None  # vLLM (< 0.10) structured-outputs field
+    structured_outputs: dict[str, Any] | None = None  # vLLM >= 0.10: {"grammar": "<EBNF>"}
+
+    def grammar(self) -> str | None:
+        so = self.structured_outputs or {}
+        return self.guided_grammar or (so.get("grammar") if isinstance(so, dict) else None)
 
 
 class CompletionRequest(_Req):
@@ -75,8 +85,9 @@ def _token_text(tok: Any, i: int) -> str:
     return tok.decode([i], skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
-def create_openai_app(model_name: str, loaded_model: LoadedModel) -> FastAPI:
-    """The FastAPI app serving `loaded_model` under the name `model_name`."""
+def create_openai_app(model_name: str, loaded_model: LoadedModel, *, grammar: bool = True) -> FastAPI:
+    """The FastAPI app serving `loaded_model` under the name `model_name`; `grammar=False` refuses
+    grammar-constrained requests (HTTP 400)."""
     app = FastAPI(title="sqlarbiter OpenAI-compatible server", version="1")
     lm = loaded_model
     tok = lm.tokenizer
@@ -87,12 +98,22 @@ def create_openai_app(model_name: str, loaded_model: LoadedModel) -> FastAPI:
             raise HTTPException(400, "stream=true is not supported by this server")
         if req.model not in (None, model_name):
             raise HTTPException(404, f"model {req.model!r} not found; this server serves {model_name!r}")
+        if req.grammar() is not None and not grammar:
+            raise HTTPException(400, "guided_grammar / structured_outputs are not supported by this server")
 
     def run(prompt_ids: list[int], req: _Req, max_tokens: int, k: int | None) -> list[tuple[Sample, str, list]]:
         if not prompt_ids:
             raise HTTPException(400, "empty prompt")
+        extra = {}
+        if req.grammar() is not None:
+            from generators.constrained import grammar_processor
+
+            try:
+                extra["logits_processor"] = grammar_processor(lm, req.grammar())
+            except Exception as e:  # noqa: BLE001 - xgrammar raises RuntimeError/ValueError on a bad grammar
+                raise HTTPException(400, f"invalid grammar: {type(e).__name__}: {str(e)[:300]}") from None
         samples = sample(lm, prompt_ids, n=req.n, temperature=req.temperature, top_p=req.top_p, max_tokens=max_tokens,
-                         seed=req.seed, logprobs=k, stop=None, ignore_eos=req.ignore_eos)
+                         seed=req.seed, logprobs=k, stop=None, ignore_eos=req.ignore_eos, **extra)
         out = []
         for s in samples:
             # text = concatenation of the token strings (special tokens dropped), so offsets are exact

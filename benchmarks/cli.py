@@ -45,6 +45,12 @@ CATALOGUE: list[Bench] = [
     Bench("executor-overhead", "benchmarks.executor_overhead", "sandboxed executor overhead per candidate"),
     Bench("dialect-agreement", "benchmarks.dialect_agreement", "SQLite vs DuckDB agreement on Spider dev gold"),
     Bench("load-test", "benchmarks.load_test", "loopback load test of the planning service"),
+    Bench("grammar-coverage", "benchmarks.grammar_coverage", "gold SQL (Spider dev/train, BIRD dev) accepted by the "
+          "schema grammar of constrained decoding"),
+    Bench("constrained-eval", "benchmarks.constrained_eval", "embedded generator on Spider dev: unconstrained vs "
+          "constrained vs constrained + retrieved few-shot (executable rate, oracle/chosen EX)", cpu_suite=False),
+    Bench("cpu-generate", "benchmarks.cpu_generate", "CPU generation: fp32 / bf16 / int8 dynamic quantisation, "
+          "torch threads", cpu_suite=False),
 ]
 BY_NAME = {b.name: b for b in CATALOGUE} | {b.module.rsplit(".", 1)[1]: b for b in CATALOGUE}
 

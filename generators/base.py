@@ -27,6 +27,8 @@ class GenerationRequest:
     few_shot: list[tuple[str, str]] = field(default_factory=list)  # (question, sql) examples
     dialect: str = "sqlite"
     params: SamplingParams = field(default_factory=SamplingParams)
+    grammar: str | None = None  # EBNF of the answer (generators.grammar.sql_grammar, wrap="fence"); used by
+    # generators whose `constrained` setting is on, ignored by the others
 
 
 @dataclass
@@ -38,6 +40,8 @@ class GenerationResult:
     model: str  # checkpoint / model name that produced them
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    constrained: bool = False  # sampled under the request's grammar
+    notes: list[str] = field(default_factory=list)  # e.g. a server refused the grammar: sampled unconstrained
 
 
 @runtime_checkable

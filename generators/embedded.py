@@ -9,7 +9,10 @@ from generators.base import GENERATORS
 
 @GENERATORS.register("embedded")
 def embedded_generator(spec=None, **kwargs):
-    """The `transformers` generator on the embedded checkpoint (spec.path is ignored)."""
+    """The `transformers` generator on the embedded checkpoint (spec.path is ignored); schema-constrained
+    decoding is on unless `options.constrained = false`."""
     from generators.hf import TransformersGenerator
 
+    opts = getattr(spec, "options", None) or {}
+    kwargs.setdefault("constrained", bool(opts.get("constrained", True)))
     return TransformersGenerator(spec, path=embedded_checkpoint(), **kwargs)

@@ -11,6 +11,7 @@ from core.runtime.chat import render_prompt
 from core.runtime.checkpoint import LoadedModel, load_checkpoint
 from core.runtime.hf import encode, sample
 from generators.base import GENERATORS, GenerationRequest, GenerationResult
+from generators.constrained import grammar_processor, sql_end_stopping
 from generators.extract import extract_sql, opens_thinking
 from generators.prompts import build_messages
 
@@ -22,11 +23,16 @@ def _opt(spec: Any, key: str, default: Any = None) -> Any:
 @GENERATORS.register("transformers")
 class TransformersGenerator:
     """Generator on a local checkpoint. `spec.path` (directory or .gguf) unless `path`/`loaded` is given;
-    options: device (auto|cpu|cuda), dtype (auto|float32|bfloat16|float16)."""
+    options: device (auto|cpu|cuda), dtype (auto|float32|bfloat16|float16), constrained (true|false: enforce
+    the request's schema grammar while sampling, `generators.constrained`; default off here, on for `embedded`).
+    Sampling stops where the SQL ends: at the grammar's end when constrained, else at a closed ``` block or a
+    `;` (`generators.constrained.sql_end_stopping`), not at max_tokens."""
 
     def __init__(self, spec: Any = None, *, path: str | None = None, loaded: LoadedModel | None = None,
-                 name: str | None = None, device: str | None = None, dtype: str | None = None):
+                 name: str | None = None, device: str | None = None, dtype: str | None = None,
+                 constrained: bool | None = None):
         self.spec = spec
+        self.constrained = bool(_opt(spec, "constrained", False) if constrained is None else constrained)
         if loaded is None:
             path = path or getattr(spec, "path", None)
             if not path:
@@ -47,10 +53,16 @@ class TransformersGenerator:
         prompt = render_prompt(lm.tokenizer, build_messages(request))
         ids = encode(lm, prompt, templated=lm.has_chat_template())
         thinking = opens_thinking(prompt)  # the template opened <think>: SQL drafted before </think> is no answer
-        samples = sample(lm, ids, n=p.n, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens, seed=p.seed)
+        use_grammar = self.constrained and bool(request.grammar)
+        if use_grammar:
+            extra = {"logits_processor": grammar_processor(lm, request.grammar)}
+        else:
+            extra = {"stopping_criteria": sql_end_stopping(lm.tokenizer, len(ids))}
+        samples = sample(lm, ids, n=p.n, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens,
+                         seed=p.seed, **extra)
         return GenerationResult(
             sqls=[extract_sql(s.text, thinking=thinking) for s in samples], raw=[s.text for s in samples], model=self.name,
-            prompt_tokens=len(ids), completion_tokens=sum(len(s.ids) for s in samples),
+            prompt_tokens=len(ids), completion_tokens=sum(len(s.ids) for s in samples), constrained=use_grammar,
         )
 
     def _lm(self) -> LoadedModel:

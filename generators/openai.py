@@ -13,12 +13,29 @@ from generators.base import GENERATORS, GenerationRequest, GenerationResult
 from generators.extract import extract_sql
 from generators.prompts import build_messages
 
+GRAMMAR_FIELDS = ("guided_grammar", "structured_outputs")
+
+
+def grammar_payload(field: str, grammar: str) -> dict:
+    """The request fields that carry an EBNF grammar to a vLLM-style server."""
+    if field == "structured_outputs":
+        return {"structured_outputs": {"grammar": grammar}}
+    return {"guided_grammar": grammar}
+
+
+def _refused(e: BackendError) -> bool:
+    msg = str(e)
+    return "HTTP 400" in msg or "HTTP 422" in msg
+
 
 @GENERATORS.register("openai")
 class OpenAIGenerator:
     """Generator over an OpenAI-compatible server. Spec: url, model (served model name), api_key_env;
     options: endpoint ("chat" | "completions"; completions sends the plain Instruction/Response layout),
-    timeout, max_retries, backoff, concurrency."""
+    timeout, max_retries, backoff, concurrency, constrained (true: send the request's schema grammar, default
+    false), grammar_field ("guided_grammar", vLLM's field, the default; or "structured_outputs", vLLM >= 0.10's
+    `{"structured_outputs": {"grammar": ...}}`). A server that refuses the field (HTTP 400/422) is asked again
+    without it: those samples are unconstrained and the result's notes say so."""
 
     def __init__(self, spec: Any, *, client: OpenAIClient | None = None):
         self.spec = spec
@@ -28,6 +45,12 @@ class OpenAIGenerator:
         if self.endpoint not in ("chat", "completions"):
             raise ValueError(f"model {spec.name!r}: options.endpoint must be chat or completions, not {self.endpoint!r}")
         self.client = client or client_from_spec(spec)
+        opts = spec.options or {}
+        self.constrained = bool(opts.get("constrained", False))
+        self.grammar_field = opts.get("grammar_field", "guided_grammar")
+        if self.grammar_field not in GRAMMAR_FIELDS:
+            raise ValueError(f"model {spec.name!r}: options.grammar_field must be one of {', '.join(GRAMMAR_FIELDS)}, "
+                             f"not {self.grammar_field!r}")
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
         p = request.params
@@ -35,13 +58,30 @@ class OpenAIGenerator:
         texts: list[str] = []
         prompt_tokens = completion_tokens = 0
         model_name = self.model
+        grammar = request.grammar if self.constrained and request.grammar else None
+        notes: list[str] = []
 
-        def call(n: int, seed: int | None) -> dict:
+        def send(n: int, seed: int | None, g: str | None) -> dict:
             kw = {"model": self.model, "n": n, "temperature": p.temperature, "top_p": p.top_p,
                   "max_tokens": p.max_tokens, "seed": seed}
+            if g is not None:
+                kw.update(grammar_payload(self.grammar_field, g))
             if self.endpoint == "chat":
                 return self.client.chat(messages, **kw)
             return self.client.completions(render_plain(messages), **kw)
+
+        def call(n: int, seed: int | None) -> dict:
+            nonlocal grammar
+            if grammar is None:
+                return send(n, seed, None)
+            try:
+                return send(n, seed, grammar)
+            except BackendError as e:
+                if not _refused(e):
+                    raise
+                grammar = None
+                notes.append(f"the server refused {self.grammar_field} ({str(e)[-160:]}); sampled unconstrained")
+                return send(n, seed, None)
 
         # Some servers cap or ignore n: ask again (different seeds) until we hold n samples.
         calls = 0
@@ -58,7 +98,8 @@ class OpenAIGenerator:
             if not choices:
                 raise BackendError(f"{self.client.base}: the server returned no choices")
         return GenerationResult(sqls=[extract_sql(t) for t in texts], raw=texts, model=self.name,
-                                prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+                                prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                constrained=grammar is not None, notes=notes)
 
     def generate_many(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         """Several questions concurrently (bounded by the client's concurrency limit)."""

@@ -53,7 +53,8 @@ class Defaults(_Strict):
     n: int = Field(4, ge=1, le=64, description="candidates generated per question")
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
-    max_tokens: int = Field(192, ge=1, le=8192, description="generator max new tokens per sample")
+    max_tokens: int = Field(128, ge=1, le=8192, description="generator max new tokens per sample (sampling stops "
+                            "earlier, where the SQL ends: the grammar's end, a closed ``` block or a `;`)")
     reasoning_budget: int = Field(
         512, ge=1, le=32768,
         description="discriminator max new tokens (its chain of thought); the paper uses 512 end to end "
@@ -72,7 +73,12 @@ class Defaults(_Strict):
         "auto", description="schema linking (sqlbox.linking): off = the whole schema, truncated to schema_max_tokens; "
         "on = always the linked subset; auto = link only when the whole schema exceeds schema_max_tokens")
     linking_top_k: int = Field(20, ge=1, le=1000, description="tables the linker keeps before its foreign-key closure")
-    few_shot: int = Field(3, ge=0, le=16, description="few-shot examples per prompt, from the database's examples (planner.examples: the demo database ships 3; SQLARBITER_FEW_SHOT adds a JSONL file); 0 turns them off")
+    few_shot: int = Field(3, ge=0, le=16, description="few-shot examples per prompt (the demo database ships 3; "
+                          "SQLARBITER_FEW_SHOT adds a JSONL file); 0 turns them off")
+    few_shot_retrieval: bool = Field(
+        True, description="retrieve the examples most similar to the question (planner.fewshot: masked-question "
+        "MiniLM similarity over Spider train for Spider databases and the SQLARBITER_FEW_SHOT file, cross-database); "
+        "false: only the asked database's own examples (planner.examples)")
 
 
 class Limits(_Strict):
@@ -98,9 +104,10 @@ class Limits(_Strict):
     max_body_bytes: int = Field(2_000_000, ge=1024, le=1_000_000_000,
                                 description="largest request body; larger ones are answered 413 unread")
     torch_threads: int | None = Field(
-        None, ge=1, le=1024,
+        1, ge=1, le=1024,
         description="torch intra-op threads for local models (process-wide; None = torch's default, one per core). "
-        "On a machine whose cores are shared with other work, 1 is several times faster than oversubscribing.",
+        "Default 1: on the 2-core machine shared with other work, generation at 2 threads took 3x longer than at 1 "
+        "(BENCHMARKS.md, CPU generation settings).",
     )
 
     @field_validator("engine")

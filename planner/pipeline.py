@@ -325,6 +325,34 @@ class Planner:
                                                     max_tokens=d.schema_max_tokens)
         return self._prompts[db_id]
 
+    def grammar(self, db_id: str) -> str | None:
+        """The schema grammar of `db_id` for constrained generators (generators.grammar; None for a dialect
+        other than SQLite/DuckDB's shared SELECT syntax)."""
+        if self.dialect(db_id) not in ("sqlite", "duckdb"):
+            return None
+        key = f"grammar:{db_id}"
+        if key not in self._prompts:
+            from generators.grammar import sql_grammar
+
+            self._prompts[key] = sql_grammar(self.registry.schema(db_id))
+        return self._prompts[key]
+
+    def few_shot(self, question: Question) -> list[tuple[str, str]]:
+        """Few-shot examples: retrieved by masked-question similarity (planner.fewshot) when
+        `defaults.few_shot_retrieval`, else the database's own (planner.examples)."""
+        d = self.config.defaults
+        if d.few_shot <= 0:
+            return []
+        if d.few_shot_retrieval:
+            from planner.fewshot import retrieve
+
+            try:
+                return retrieve(question.text, question.db_id, self.registry.schema(question.db_id), d.few_shot)
+            except (ImportError, OSError, RuntimeError) as e:  # no embedder installed / unreadable store
+                log.warning("few-shot retrieval unavailable (%s: %s); using the database's own examples",
+                            type(e).__name__, e)
+        return few_shot_examples(question.db_id, d.few_shot)
+
     def route_context(self, question: Question) -> RouteContext:
         from sqlbox.schema import schema_features
 
@@ -395,10 +423,11 @@ class Planner:
         usage: dict[tuple[str, str], tuple[TokenUsage, ModelSpec]] = {}
         ran: list[str] = []
         escalations: list[str] = []
+        gen_info: dict[str, Any] = {"constrained": [], "notes": []}
         for k, pair_name in enumerate(steps):
             p = cfg.pairs[pair_name]
             ran.append(pair_name)
-            self._run_step(question, p.generator, p.discriminator, n, policy, pool, scored, usage, clock)
+            self._run_step(question, p.generator, p.discriminator, n, policy, pool, scored, usage, clock, gen_info)
             with clock.stage("select"):
                 self._select(plan, scored, policy, usage, ran)
             if k + 1 < len(steps):
@@ -414,6 +443,9 @@ class Planner:
             plan.route.details["planned_steps"] = list(steps)
         if escalations:
             plan.route.details["escalations"] = escalations
+        plan.route.details["constrained"] = gen_info["constrained"]  # generators that sampled under the grammar
+        if gen_info["notes"]:
+            plan.route.details["generation_notes"] = gen_info["notes"]  # e.g. a server refused the grammar
         plan.timings_ms = {s: round(v, 3) for s, v in clock.timings.items()}
         plan.timings_ms["total"] = round(clock.elapsed() * 1000.0, 3)
 
@@ -432,17 +464,22 @@ class Planner:
         return plan
 
     def _run_step(self, question: Question, gen_name: str, disc_name: str, n: int, policy: str,
-                  pool: CandidatePool, scored: list[ScoredCandidate], usage: dict, clock: _Clock) -> None:
+                  pool: CandidatePool, scored: list[ScoredCandidate], usage: dict, clock: _Clock,
+                  gen_info: dict | None = None) -> None:
         d = self.config.defaults
         prompt = self.schema_prompt(question.db_id, question)
         with clock.stage("generate"):
             req = GenerationRequest(question=question.text, schema=prompt, evidence=question.evidence,
-                                    dialect=self.dialect(question.db_id),
-                                    few_shot=few_shot_examples(question.db_id, d.few_shot),
+                                    dialect=self.dialect(question.db_id), few_shot=self.few_shot(question),
+                                    grammar=self.grammar(question.db_id),
                                     params=SamplingParams(n=n, temperature=d.temperature, top_p=d.top_p,
                                                           max_tokens=d.max_tokens, seed=d.seed))
             with self.generators.acquire(gen_name) as (ckpt, backend):
                 res = backend.generate(req)
+            if gen_info is not None:
+                if res.constrained:
+                    gen_info["constrained"].append(gen_name)
+                gen_info["notes"] += [f"{gen_name}: {x}" for x in res.notes]
             spec = self.generators.spec_of(ckpt)
             u = _usage_key(usage, ckpt, "generator", spec)
             u.prompt_tokens += res.prompt_tokens

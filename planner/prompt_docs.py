@@ -79,13 +79,15 @@ def render_docs() -> str:
     out += [
         "## Generator prompt",
         "",
-        f"Version `{gen.PROMPT_VERSION}` (`generators/prompts.py`). System message (`{{dialect}}` is e.g. SQLite):",
+        f"Version `{gen.PROMPT_VERSION}` (`generators/prompts.py`). System message (`{{dialect}}` is e.g. SQLite; "
+        "`{schema}` the schema prompt, once):",
         "",
         "```text",
         gen.SYSTEM,
         "```",
         "",
-        "User message (few-shot examples, when given, are earlier user/assistant turns with the SQL in a ```sql block;",
+        "User message (few-shot examples, when given, are earlier user/assistant turns, question only, with the SQL in a",
+        "```sql block; with schema-constrained decoding the answer is held to that block by the grammar;",
         "`{evidence_line}` is `Hint: ...` plus a newline, or empty):",
         "",
         "```text",

@@ -63,9 +63,12 @@ class Sample:
 
 def sample(loaded: LoadedModel, prompt_ids: list[int], *, n: int = 1, temperature: float = 0.7, top_p: float = 1.0,
            max_tokens: int = 256, seed: int | None = None, logprobs: int | None = None,
-           stop: list[str] | None = None, ignore_eos: bool = False) -> list[Sample]:
+           stop: list[str] | None = None, ignore_eos: bool = False, logits_processor: Any = None,
+           stopping_criteria: Any = None) -> list[Sample]:
     """n completions of one prompt. temperature 0 = greedy. Log-probabilities come from the raw (unscaled)
-    logits, as OpenAI-compatible servers report them; `logprobs=k` also keeps the k best per step."""
+    logits, as OpenAI-compatible servers report them; `logprobs=k` also keeps the k best per step.
+    `logits_processor` (e.g. a grammar mask from `generators.constrained`) and `stopping_criteria` are
+    passed to `generate` as they are (a single object or a list)."""
     import torch
     from transformers import GenerationConfig
 
@@ -88,8 +91,27 @@ def sample(loaded: LoadedModel, prompt_ids: list[int], *, n: int = 1, temperatur
     with loaded.lock, torch.inference_mode():
         if seed is not None:
             torch.manual_seed(int(seed))
+        extra: dict[str, Any] = {}
+        if logits_processor is not None:
+            from transformers import LogitsProcessorList
+
+            lps = logits_processor if isinstance(logits_processor, list) else [logits_processor]
+            extra["logits_processor"] = LogitsProcessorList(lps)
+        if stopping_criteria is not None:
+            from transformers import StoppingCriteriaList
+
+            scs = stopping_criteria if isinstance(stopping_criteria, list) else [stopping_criteria]
+            extra["stopping_criteria"] = StoppingCriteriaList(scs)
+        if not greedy and n > 1 and len(prompt_ids) > 1:
+            # prefill the prompt ONCE and give every sample a copy of its KV cache (generate would otherwise
+            # expand the prompt to n rows and prefill each)
+            cache = model(input_ids=inp[:, :-1], use_cache=True).past_key_values
+            cache.batch_repeat_interleave(n)
+            inp = inp.repeat(n, 1)
+            cfg.num_return_sequences = 1
+            extra["past_key_values"] = cache
         out = model.generate(input_ids=inp, attention_mask=torch.ones_like(inp), generation_config=cfg,
-                             use_model_defaults=False)
+                             use_model_defaults=False, **extra)
     seqs = out.sequences[:, len(prompt_ids):].tolist()
     rows = [0] * n if greedy else list(range(n))  # greedy: one decode, n identical samples
     logps = None

@@ -191,3 +191,65 @@ def test_models_cli_list_and_prepare(tiny_checkpoint, capsys):
     assert str(tiny_checkpoint) in capsys.readouterr().out
     assert main(["models", "serve-openai", "--model", "/nonexistent/ckpt"]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+# ---- grammar-constrained sampling (guided_grammar / structured_outputs) through the loopback server ----
+
+def _demo_grammar():
+    from generators.grammar import sql_grammar
+    from sqlbox.databases import DatabaseInfo
+    from sqlbox.demo import build_demo
+    from sqlbox.schema import introspect
+
+    return sql_grammar(introspect(DatabaseInfo("demo", build_demo(), "sqlite"), samples=0))
+
+
+@pytest.mark.parametrize("field", ["guided_grammar", "structured_outputs"])
+def test_constrained_generator_over_http(server, field):
+    import xgrammar as xgr
+
+    from generators.grammar import _string_matcher_grammar
+
+    g = _demo_grammar()
+    gen = OpenAIGenerator(_spec(server, "generator", constrained=True, grammar_field=field, max_retries=0))
+    res = gen.generate(GenerationRequest(question="How many singers are there?", schema=SCHEMA, grammar=g,
+                                         params=SamplingParams(n=2, max_tokens=16, seed=3)))
+    assert res.constrained and not res.notes
+    for raw in res.raw:
+        m = xgr.GrammarMatcher(_string_matcher_grammar(g), terminate_without_stop_token=True)
+        assert raw.startswith("```sql\n") and m.accept_string(raw)
+
+
+def test_invalid_grammar_is_a_400(server):
+    with OpenAIClient(server, max_retries=0) as c, pytest.raises(BackendError, match="400"):
+        c.completions("SELECT", max_tokens=2, guided_grammar="root ::= ")
+
+
+def test_server_refusing_the_grammar_falls_back_unconstrained(tiny_model):
+    with serve_in_thread(create_openai_app("tiny", tiny_model, grammar=False)) as url:
+        gen = OpenAIGenerator(_spec(url, "generator", constrained=True, max_retries=0))
+        res = gen.generate(GenerationRequest(question="How many singers are there?", schema=SCHEMA,
+                                             grammar=_demo_grammar(), params=SamplingParams(n=1, max_tokens=8, seed=0)))
+    assert not res.constrained and len(res.raw) == 1
+    assert res.notes and "refused guided_grammar" in res.notes[0] and "unconstrained" in res.notes[0]
+
+
+def test_constrained_plan_through_the_loopback_server(server):
+    from core.model import Question
+    from planner.config import config_from_dict
+    from planner.pipeline import Planner
+
+    cfg = config_from_dict({
+        "generators": {"http": {"backend": "openai", "url": server, "model": "tiny",
+                                "options": {"constrained": True, "max_retries": 0}}},
+        "discriminators": {"http": {"backend": "openai", "url": server, "model": "tiny",
+                                    "options": {"mode": "logit", "max_retries": 0}}},
+        "pairs": {"http": {"generator": "http", "discriminator": "http"}},
+        "defaults": {"max_tokens": 48, "policy": "vote"},
+    }, env={})
+    planner = Planner(cfg)
+    plan = planner.plan(Question(text="How many singers are older than 30?", db_id="demo"), n=2)
+    assert plan.route.details["constrained"] == ["http"]
+    assert "generation_notes" not in plan.route.details
+    assert all(not c.candidate.rejected for c in plan.candidates)
+    planner.close()

@@ -1,0 +1,109 @@
+"""CPU generation settings side by side: fp32 vs bf16 vs torch int8 dynamic quantisation of the Linear layers,
+and the torch thread count, for the embedded generator on the demo question (schema-constrained, n samples).
+
+Each setting generates the same request `--reps` times after one warm-up (which also compiles the grammar);
+settings are interleaved rep by rep so background load hits them alike. Reports median seconds per generate
+call, tokens/s, and the candidates' SQL agreement with the fp32 run (same seed).
+
+    python -m benchmarks.cpu_generate --settings fp32:1,fp32:2,bf16:1,int8:1 --reps 2 --n 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import statistics
+import sys
+import time
+
+
+def _model_for(base, kind: str):
+    import torch
+
+    from core.runtime.checkpoint import LoadedModel
+
+    if kind == "fp32":
+        return base
+    if kind == "bf16":
+        m = copy.deepcopy(base.model).to(torch.bfloat16)
+        dt = torch.bfloat16
+    elif kind == "int8":
+        from torch.ao.quantization import quantize_dynamic
+
+        m = quantize_dynamic(copy.deepcopy(base.model), {torch.nn.Linear}, dtype=torch.qint8)
+        dt = torch.float32
+    else:
+        raise ValueError(f"unknown setting {kind!r}; choose fp32, bf16, int8")
+    m.eval()
+    return LoadedModel(name=f"{base.name}-{kind}", path=base.path, model=m, tokenizer=base.tokenizer,
+                       device="cpu", dtype=dt)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--settings", default="fp32:1,fp32:2,bf16:1,int8:1", help="dtype:threads, comma-separated")
+    p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--n", type=int, default=4)
+    p.add_argument("--max-tokens", type=int, default=128)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from core.runtime.checkpoint import load_checkpoint
+    from core.runtime.embedded import embedded_checkpoint
+    from generators.base import GenerationRequest, SamplingParams
+    from generators.grammar import sql_grammar
+    from generators.hf import TransformersGenerator
+    from planner.examples import few_shot_examples
+    from sqlbox.databases import DatabaseInfo
+    from sqlbox.demo import DEMO_QUESTION, build_demo
+    from sqlbox.schema import introspect, schema_to_prompt
+
+    schema = introspect(DatabaseInfo("demo", build_demo(), "sqlite"), samples=0)
+    req = GenerationRequest(question=DEMO_QUESTION, schema=schema_to_prompt(schema), grammar=sql_grammar(schema),
+                            few_shot=few_shot_examples("demo", 3),
+                            params=SamplingParams(n=args.n, temperature=0.7, top_p=0.95, max_tokens=args.max_tokens,
+                                                  seed=0))
+    base = load_checkpoint(embedded_checkpoint(), name="embedded", dtype="float32")
+    settings = [tuple(s.split(":")) for s in args.settings.split(",") if s]
+    gens = {}
+    for kind, _ in settings:
+        if kind not in gens:
+            gens[kind] = TransformersGenerator(loaded=_model_for(base, kind), name=kind, constrained=True)
+    times: dict[tuple, list[float]] = {s: [] for s in settings}
+    toks: dict[tuple, int] = {}
+    sqls: dict[tuple, list[str]] = {}
+    warm = GenerationRequest(**{**req.__dict__, "params": SamplingParams(n=1, max_tokens=4, seed=0)})
+    for kind in gens:  # warm-up: grammar compilation, first-call allocations
+        gens[kind].generate(warm)
+    for _ in range(args.reps):
+        for s in settings:
+            kind, th = s
+            torch.set_num_threads(int(th))
+            t0 = time.perf_counter()
+            res = gens[kind].generate(req)
+            times[s].append(time.perf_counter() - t0)
+            toks[s], sqls[s] = res.completion_tokens, res.sqls
+            print(f"{kind}:{th} {times[s][-1]:.1f} s {res.completion_tokens} tokens", flush=True)
+    ref = sqls.get(("fp32", "1")) or next(iter(sqls.values()))
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f} "
+          f"(1 min) at the end; torch {torch.__version__}; n={args.n}, max_tokens={args.max_tokens}, reps={args.reps}")
+    print("| setting | threads | median s / generate | completion tokens | tokens/s | same SQL as fp32:1 |")
+    print("|---|---|---|---|---|---|")
+    for s in settings:
+        med = statistics.median(times[s])
+        same = sum(a == b for a, b in zip(sqls[s], ref, strict=False))
+        print(f"| {s[0]} | {s[1]} | {med:.1f} | {toks[s]} | {toks[s] / med:.1f} | {same}/{len(ref)} |")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.cpu_generate", description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

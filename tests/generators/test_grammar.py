@@ -1,0 +1,50 @@
+"""The schema grammar: accepts the SQL Spider/BIRD write over the schema, refuses names the schema lacks."""
+
+import pytest
+
+from generators.grammar import accepts, sql_grammar
+from sqlbox.databases import DatabaseInfo
+from sqlbox.demo import build_demo
+from sqlbox.schema import Column, Schema, Table, introspect
+
+
+@pytest.fixture(scope="module")
+def demo_grammar():
+    schema = introspect(DatabaseInfo("demo", build_demo(), "sqlite"), samples=0)
+    return sql_grammar(schema, wrap="none")
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT count(*) FROM singer WHERE age > 30",
+    "select T1.name, T2.year from singer AS T1 JOIN singer_in_concert AS T3 ON T1.singer_id = T3.singer_id "
+    "JOIN concert AS T2 ON T2.concert_id = T3.concert_id ORDER BY T2.year DESC LIMIT 3;",
+    'SELECT name FROM singer WHERE country = "France" AND name LIKE \'%a%\' GROUP BY name HAVING count(*) >= 1',
+    "SELECT avg(age), max(age) FROM singer WHERE singer_id NOT IN (SELECT singer_id FROM singer_in_concert)",
+    "SELECT CAST(sum(CASE WHEN age > 30 THEN 1 ELSE 0 END) AS REAL) * 100 / count(*) FROM singer",
+    "SELECT name FROM singer EXCEPT SELECT name FROM singer WHERE age BETWEEN 20 AND 30",
+    "SELECT count(*) AS n FROM singer GROUP BY country ORDER BY n DESC",
+    'SELECT "name", `age`, [country] FROM "singer"',
+])
+def test_accepts_real_sql_shapes(demo_grammar, sql):
+    assert accepts(demo_grammar, sql)
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT SINGER_TRACKID FROM singer",  # no such column
+    "SELECT name FROM album",  # no such table
+    "SELECT album_release_year FROM singer WHERE age > 30",
+    "SELECT made_up_table.name FROM singer",  # a long qualifier must be a table
+    "DELETE FROM singer",  # not a query
+    "SELECT name FROM singer; DROP TABLE singer",
+])
+def test_refuses_unknown_names_and_other_statements(demo_grammar, sql):
+    assert not accepts(demo_grammar, sql)
+
+
+def test_fence_wrap_and_quoted_names():
+    schema = Schema("x", [Table("Free Meals", [Column("Count (K-12)"), Column("id")])])
+    g = sql_grammar(schema)
+    assert accepts(g, '```sql\nSELECT `Count (K-12)` FROM "Free Meals"\n```')
+    assert not accepts(g, "SELECT id FROM x")  # the fence is required
+    with pytest.raises(ValueError, match="wrap"):
+        sql_grammar(schema, wrap="json")

@@ -145,17 +145,31 @@ def test_forcing_gives_every_candidate_a_verdict_on_all_paths(tiny_model):
         assert s.score == pytest.approx(pt / (pt + pf), abs=1e-6)
 
 
+def _demo_request() -> DiscriminationRequest:
+    """The demo question on the demo schema: at budget 24 SmolLM2 writes a verdict for the first candidate
+    ("The answer is:\n{"correct": false}") and none for the second (forced)."""
+    from sqlbox.databases import default_registry
+    from sqlbox.demo import DEMO_QUESTION
+    from sqlbox.schema import schema_to_prompt
+
+    return DiscriminationRequest(question=DEMO_QUESTION, schema=schema_to_prompt(default_registry().schema("demo")),
+                                 sqls=["SELECT count(*) FROM singer WHERE age > 30", "SELECT count(*) FROM singer"])
+
+
 @pytest.mark.parametrize("endpoint", ["chat", "completions"])
-def test_http_path_matches_local_forced(tiny_model, tiny_checkpoint, endpoint):
+def test_http_path_matches_local_natural_and_forced(tiny_model, tiny_checkpoint, endpoint):
     from api.openai_server import create_openai_app, serve_in_thread
     from core.specs import ModelSpec
     from discriminators.openai import OpenAICotDiscriminator
 
-    local = CotDiscriminator(loaded=tiny_model, name="t", budget=8).score(REQ)
+    req = _demo_request()
+    local = CotDiscriminator(loaded=tiny_model, name="t", budget=24).score(req)
+    assert [s.verdict_kind for s in local] == ["natural", "forced"]  # the premise: one of each kind
     with serve_in_thread(create_openai_app("tiny", tiny_model)) as url:
         spec = ModelSpec(name="tiny", role="discriminator", backend="openai-cot", url=url, model="tiny",
-                         options={"budget": 8, "endpoint": endpoint, "tokenizer": str(tiny_checkpoint)})
-        remote = OpenAICotDiscriminator(spec).score(REQ)
+                         options={"budget": 24, "endpoint": endpoint, "tokenizer": str(tiny_checkpoint)})
+        remote = OpenAICotDiscriminator(spec).score(req)
     for a, b in zip(local, remote, strict=True):
-        assert a.verdict_kind == b.verdict_kind == "forced"
+        print(f"{endpoint} {a.verdict_kind}: local {a.score:.6f} remote {b.score:.6f} |d| {abs(a.score - b.score):.2e}")
+        assert a.verdict_kind == b.verdict_kind
         assert a.verdict == b.verdict and abs(a.score - b.score) <= 1e-4, (a.score, b.score)

@@ -42,6 +42,8 @@ CATALOGUE: list[Bench] = [
           own=True),
     Bench("discriminator-cpu", "benchmarks.discriminator_cpu", "embedded model load time and CPU discriminator "
           "throughput with/without prefix reuse"),
+    Bench("early-stop", "benchmarks.early_stop", "CoT discriminator decode steps, tokens and wall time with early stop "
+          "at the complete verdict on vs off"),
     Bench("executor-overhead", "benchmarks.executor_overhead", "sandboxed executor overhead per candidate"),
     Bench("dialect-agreement", "benchmarks.dialect_agreement", "SQLite vs DuckDB agreement on Spider dev gold"),
     Bench("load-test", "benchmarks.load_test", "loopback load test of the planning service"),

@@ -2,10 +2,11 @@
 Scale", Anjum 2025).
 
 For each candidate the model reasons step by step (greedy decoding, a reasoning budget of new tokens,
-default 1024) and ends with `{"correct": true}` or `{"correct": false}`. The LAST such value in the generated
-text is mapped back to the generated token that produced it (incremental detokenization), and the soft score
-is that token's softmax probability at its step: p for `true`, 1 - p for `false`. No parseable answer ->
-the configured fallback (default 0.5) with `parse_failure=True`.
+default 512) and ends with `{"correct": true}` or `{"correct": false}`. The final answer's verdict
+(`discriminators.verdict`) is mapped back to the generated token that produced it (incremental detokenization),
+and the soft score is that token's softmax probability at its step: p for `true`, 1 - p for `false`. No verdict
+-> verdict forcing (default profile) or the configured fallback (default -0.5, below every verdict) with
+`parse_failure=True` and `verdict_kind="missing"`. Profiles, forcing and early stop: docs/prompts.md.
 
 Three public scoring paths, which give the same scores (fp32: within 1e-4), all through the one decoding
 engine `discriminators.batching.BatchedGreedy`:

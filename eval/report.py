@@ -130,11 +130,21 @@ def to_markdown(rep: dict) -> str:
                          + ", ".join(f"{k} {_pct(v)}%" for k, v in ss.items() if k != "n"))
     dm = rep.get("discriminator_metrics")
     if dm:
-        lines += ["", "## Discriminator metrics", "", "| metric | value |", "|---|---:|"]
+        lines += ["", "## Discriminator metrics"]
+        if dm.get("paper"):  # the headline: the paper's definitions (docs/evaluation.md)
+            lines += ["", "Paper convention, the headline (Anjum 2025, its public `eval_intrinsic`): macro F1 at > 0.5, "
+                      "Hit@1 / MRR over all questions (stable sort), end-to-end tie-break on the smallest SQL.", "",
+                      "| metric | value |", "|---|---:|"]
+            for key in ("n_questions", "n_pairs", "pairwise_accuracy", "macro_f1", "hit_at_1", "mrr", "hit_at_1_e2e"):
+                lines.append(f"| {key} | {_num(dm['paper'].get(key))} |")
+            lines += ["", "Project convention: macro F1 at >= 0.5, Hit@1 / MRR over mixed questions."]
+        lines += ["", "| metric | value |", "|---|---:|"]
         for key in ("n_questions", "n_candidates", "n_mixed", "n_all_correct", "n_all_wrong", "n_pairs",
                     "pairwise_accuracy", "pairwise_accuracy_macro", "hit_at_1", "mrr", "hit_at_1_all",
                     "macro_f1", "auroc", "ece"):
             lines.append(f"| {key} | {_num(dm.get(key))} |")
+        if dm.get("verdicts"):
+            lines.append("\nVerdicts: " + ", ".join(f"{k} {v}" for k, v in dm["verdicts"].items()))
     if rep.get("latency_ms"):
         lines += ["", "## Cost, tokens, latency (per question)", "", "| quantity | mean | median | p90 | total |",
                   "|---|---:|---:|---:|---:|"]

@@ -83,11 +83,14 @@ def test_cot_discriminator_over_http_matches_local(server, tiny_model):
     r, loc = remote.score(REQ)[0], local.score(REQ)[0]
     assert not loc.parse_failure, "the tiny model was expected to emit a JSON verdict here"
     assert r.verdict == loc.verdict and not r.parse_failure
-    assert r.score == pytest.approx(loc.score, abs=1e-4)
-    assert r.prompt_tokens == loc.prompt_tokens and r.completion_tokens == loc.completion_tokens
+    assert r.score == pytest.approx(loc.score, abs=1e-4) and r.verdict_kind == loc.verdict_kind
+    if r.verdict_kind == "natural":
+        assert r.prompt_tokens == loc.prompt_tokens and r.completion_tokens == loc.completion_tokens
+    else:  # forced: the server's usage of both requests (the forcing one re-reads prompt + reasoning, writes 1 token)
+        assert r.prompt_tokens > 2 * loc.prompt_tokens and r.completion_tokens == loc.completion_tokens + 1
     assert r.reasoning == loc.reasoning and r.checkpoint == "tiny" and r.mode == "cot"
-    short = OpenAICotDiscriminator(_spec(server, "discriminator", budget=3, fallback=0.3)).score(REQ)[0]
-    assert short.parse_failure and short.score == 0.3
+    short = OpenAICotDiscriminator(_spec(server, "discriminator", budget=3, fallback=0.3, force=False)).score(REQ)[0]
+    assert short.parse_failure and short.score == 0.3 and short.verdict_kind == "missing"
 
 
 def test_logit_discriminator_over_http_matches_local(server, tiny_model):

@@ -9,7 +9,7 @@ import pytest
 from core.model import ErrorKind, ExecutionResult
 from core.specs import ModelSpec
 from discriminators.base import DISCRIMINATORS, DiscriminationRequest
-from discriminators.check import CheckDiscriminator
+from discriminators.check import WORST, CheckDiscriminator
 from discriminators.logit import LogitDiscriminator
 from discriminators.prompts import PromptError, list_prompts, load_prompt, render_parts
 from planner.prompt_docs import render_docs
@@ -70,13 +70,15 @@ def test_check_mode_skips_non_executable(logit):
 
     scores = CheckDiscriminator(Spy()).score(req)
     assert calls == [[REQ.sqls[0], REQ.sqls[2]]]  # the failing candidate never reached the model
-    assert scores[1].score == 0.0 and scores[1].verdict is False and scores[1].mode == "check"
+    # strictly worst (issue 12, defect 3): below every model score, a confident false (0.0) included
+    assert scores[1].score == WORST < min(0.0, scores[0].score, scores[2].score)
+    assert scores[1].verdict is False and scores[1].mode == "check" and scores[1].verdict_kind == "not_executable"
     assert "binder" in scores[1].reasoning
     direct = logit.score(REQ)
     assert scores[0].score == pytest.approx(direct[0].score, abs=1e-4)
     assert scores[2].score == pytest.approx(direct[2].score, abs=1e-4)
     all_bad = DiscriminationRequest(question="q", schema=SCHEMA, sqls=["x"], executions=[bad])
-    assert [s.score for s in CheckDiscriminator(Spy()).score(all_bad)] == [0.0] and len(calls) == 1
+    assert [s.score for s in CheckDiscriminator(Spy()).score(all_bad)] == [WORST] and len(calls) == 1
     with pytest.raises(ValueError, match="executions"):
         CheckDiscriminator(Spy()).score(DiscriminationRequest(question="q", schema="", sqls=["a", "b"], executions=[ok]))
 

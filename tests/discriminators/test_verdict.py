@@ -145,17 +145,113 @@ def test_forcing_gives_every_candidate_a_verdict_on_all_paths(tiny_model):
         assert s.score == pytest.approx(pt / (pt + pf), abs=1e-6)
 
 
+def _demo_request() -> DiscriminationRequest:
+    """The demo question on the demo schema: at budget 24 SmolLM2 writes a verdict for the first candidate
+    ("The answer is:\n{"correct": false}") and none for the second (forced)."""
+    from sqlbox.databases import default_registry
+    from sqlbox.demo import DEMO_QUESTION
+    from sqlbox.schema import schema_to_prompt
+
+    return DiscriminationRequest(question=DEMO_QUESTION, schema=schema_to_prompt(default_registry().schema("demo")),
+                                 sqls=["SELECT count(*) FROM singer WHERE age > 30", "SELECT count(*) FROM singer"])
+
+
 @pytest.mark.parametrize("endpoint", ["chat", "completions"])
-def test_http_path_matches_local_forced(tiny_model, tiny_checkpoint, endpoint):
+def test_http_path_matches_local_natural_and_forced(tiny_model, tiny_checkpoint, endpoint):
     from api.openai_server import create_openai_app, serve_in_thread
     from core.specs import ModelSpec
     from discriminators.openai import OpenAICotDiscriminator
 
-    local = CotDiscriminator(loaded=tiny_model, name="t", budget=8).score(REQ)
+    req = _demo_request()
+    local = CotDiscriminator(loaded=tiny_model, name="t", budget=24).score(req)
+    assert [s.verdict_kind for s in local] == ["natural", "forced"]  # the premise: one of each kind
     with serve_in_thread(create_openai_app("tiny", tiny_model)) as url:
         spec = ModelSpec(name="tiny", role="discriminator", backend="openai-cot", url=url, model="tiny",
-                         options={"budget": 8, "endpoint": endpoint, "tokenizer": str(tiny_checkpoint)})
-        remote = OpenAICotDiscriminator(spec).score(REQ)
+                         options={"budget": 24, "endpoint": endpoint, "tokenizer": str(tiny_checkpoint)})
+        remote = OpenAICotDiscriminator(spec).score(req)
     for a, b in zip(local, remote, strict=True):
-        assert a.verdict_kind == b.verdict_kind == "forced"
+        print(f"{endpoint} {a.verdict_kind}: local {a.score:.6f} remote {b.score:.6f} |d| {abs(a.score - b.score):.2e}")
+        assert a.verdict_kind == b.verdict_kind
         assert a.verdict == b.verdict and abs(a.score - b.score) <= 1e-4, (a.score, b.score)
+
+
+def _scripted_http(tiny_checkpoint, body: dict, endpoint: str = "chat", **options):
+    """An OpenAICotDiscriminator on the real client, against a scripted server (httpx.MockTransport) that answers
+    every request with `body`; returns (discriminator, the request bodies it received)."""
+    import json
+
+    import httpx
+
+    from core.runtime.openai_http import OpenAIClient
+    from core.specs import ModelSpec
+    from discriminators.openai import OpenAICotDiscriminator
+
+    seen: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, json=body)
+
+    client = OpenAIClient("http://scripted.invalid/v1", transport=httpx.MockTransport(handler), max_retries=0)
+    spec = ModelSpec(name="s", role="discriminator", backend="openai-cot", url="http://scripted.invalid/v1", model="s",
+                     options={"budget": 32, "endpoint": endpoint, "tokenizer": str(tiny_checkpoint), **options})
+    return OpenAICotDiscriminator(spec, client=client), seen
+
+
+ONE = DiscriminationRequest(question="How many singers?", schema=SCHEMA, sqls=["SELECT count(*) FROM singer"])
+
+
+@pytest.mark.parametrize("logprobs", [{"logprobs": {"content": None}}, {}], ids=["content-null", "absent"])
+def test_http_missing_logprobs_is_an_explicit_failure(tiny_checkpoint, logprobs):
+    body = {"model": "s", "choices": [{"index": 0, "finish_reason": "stop", **logprobs,
+                                       "message": {"role": "assistant", "content": '{"correct": true}'}}]}
+    d, _ = _scripted_http(tiny_checkpoint, body)
+    s = d.score(ONE)[0]
+    # before: content-null gave the 0.5 fallback without reading the verdict; absent gave a hard 1.0, no failure
+    assert s.parse_failure and s.verdict_kind == "missing" and s.score == FALLBACK
+    assert s.verdict is True and "logprob" in (s.error or "")
+
+
+def test_http_reads_the_answer_after_a_reasoning_parser(tiny_checkpoint):
+    import math
+
+    toks = [("maybe", -0.1), (' {"correct": false}', -0.1), ('{"', -0.01), ("correct", -0.01), ('":', -0.01),
+            (" true", math.log(0.8)), ("}", -0.01)]
+    body = {"model": "s", "choices": [{"index": 0, "finish_reason": "stop",
+                                       "message": {"role": "assistant", "content": '{"correct": true}',
+                                                   "reasoning_content": 'maybe {"correct": false}'},
+                                       "logprobs": {"content": [{"token": t, "logprob": lp, "top_logprobs": []}
+                                                                for t, lp in toks]}}]}
+    d, _ = _scripted_http(tiny_checkpoint, body)
+    s = d.score(ONE)[0]
+    assert s.verdict is True and s.verdict_kind == "natural" and s.score == pytest.approx(0.8)
+
+
+def test_http_completions_frame_the_prompt_with_the_chat_template(tiny_checkpoint, tiny_model):
+    from discriminators.prompts import load_prompt, render_prompt
+
+    body = {"model": "s", "choices": [{"index": 0, "finish_reason": "stop", "text": "",
+                                       "logprobs": {"tokens": [], "token_logprobs": [], "top_logprobs": []}}]}
+    d, seen = _scripted_http(tiny_checkpoint, body, endpoint="completions", force=False)
+    d.score(ONE)
+    user = load_prompt("cot-v1").fill(question=ONE.question, schema=ONE.schema, sql=ONE.sqls[0])
+    # before: "### Instruction:\n..." whatever the model's template
+    assert seen[0]["prompt"] == render_prompt(tiny_model.tokenizer, user, "chat")[0]
+    assert seen[0]["prompt"].startswith("<|im_start|>") and seen[0]["add_special_tokens"] is False
+
+
+def test_the_papers_prompt_and_profile(tiny_model):
+    from discriminators.prompts import load_prompt, render_parts
+
+    t = load_prompt("cot-paper")  # before: PromptError, {schema} was required
+    assert "{schema}" not in t.text
+    prefix, suffix, templated = render_parts(tiny_model.tokenizer, t, question="How many singers?", schema="unused",
+                                             framing="raw")
+    assert not templated and suffix.endswith("<think>\nOkay,") and "unused" not in prefix + suffix
+    d = CotDiscriminator(loaded=tiny_model, name="p", profile="paper")
+    st = d.settings()
+    assert (st["prompt"], st["chat_template"], st["force"], st["early_stop"], st["budget"], st["fallback"]) == \
+        ("cot-paper", False, False, False, 512, FALLBACK)
+    assert d.thinking_prompt()  # the answer is read after </think> only
+    pre, _ = d.prompt_parts(ONE)
+    assert tiny_model.tokenizer.decode(pre).startswith("Determine whether the SQL query is correct")  # raw text

@@ -95,7 +95,7 @@ def test_systems_replay_cli(spider_root, systems_root, tmp_path):
                "--out", str(out), "--quiet", "--workers", "1"])
     assert rc == 0
     rep = json.loads((out / "report.json").read_text())
-    assert set(rep["policies"]) == {"first", "vote", "hybrid"}
+    assert set(rep["policies"]) == {"first", "vote", "hybrid", "ranker"}
     assert rep["replay"]["best_source"]["name"] in ("CodeS-15b_SFT", "C3SQL_ChatGPT", "GAP_MetaSQL-base")
     assert rep["oracle"]["ex"] >= rep["policies"]["vote"]["ex"]
 
@@ -145,7 +145,7 @@ def test_end_to_end_runner_records_and_resumes(spider_root, systems_root, tmp_pa
         assert {"ex", "cost", "latency_ms", "ex_by_policy", "labels", "oracle"} <= set(r)
         assert r["ex"] == r["ex_by_policy"]["vote"]
         assert r["oracle"] == any(r["labels"])
-        assert set(r["ex_by_policy"]) == {"first", "rerank", "check-rerank", "vote", "hybrid"}  # every registered policy
+        assert set(r["ex_by_policy"]) == {"first", "rerank", "check-rerank", "vote", "hybrid", "ranker"}  # every registered policy
         assert r["ex_by_policy"]["first"] == r["labels"][0]
     from eval.report import write_report
 

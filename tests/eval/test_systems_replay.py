@@ -76,7 +76,7 @@ def test_replay_policies_and_scores_cache(spider_root, samples_root, tmp_path):
     qs, s = r["questions"], r["summary"]
     assert len(qs) == 15 and disc.calls > 0
     for q in qs:
-        assert set(q["ex"]) == {"first", "vote", "hybrid", "rerank", "check-rerank"}
+        assert set(q["ex"]) == {"first", "vote", "hybrid", "rerank", "check-rerank", "ranker"}
         assert q["ex"]["first"] == q["labels"][0]
         assert q["oracle"] == any(q["labels"])
         for pol, idx in q["chosen"].items():
@@ -128,6 +128,6 @@ def test_replay_vote_counts_identical_results(spider_root, tmp_path):
     r = replay(pool, examples, workers=1, progress=False)
     q = r["questions"][0]
     assert q["labels"] == [False, True, True, False]
-    assert q["ex"] == {"first": False, "vote": True, "hybrid": True}
+    assert q["ex"] == {"first": False, "vote": True, "hybrid": True, "ranker": True}
     assert q["chosen"]["vote"] == 1
     assert r["summary"]["sources"]["b"]["ex"] == 100.0

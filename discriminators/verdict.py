@@ -34,6 +34,7 @@ class Verdict:
     value: bool
     start: int  # character offset of the true/false literal in the text
     end: int  # character offset just past the verdict object
+    begin: int = 0  # character offset of the verdict object's `{`
 
 
 def uses_thinking(text: str, prompt_tail: str = "") -> bool:
@@ -61,7 +62,7 @@ def _verdicts(text: str, start: int):
             v = _VALUE.search(m.group())
             if v is None:  # pragma: no cover - json.loads accepted it, so the literal is there
                 continue
-            yield Verdict(obj["correct"], m.start() + v.start(1), m.end())
+            yield Verdict(obj["correct"], m.start() + v.start(1), m.end(), m.start())
 
 
 def find_verdict(text: str, *, thinking: bool = False, finished: bool = True) -> Verdict | None:
@@ -81,12 +82,22 @@ def find_verdict(text: str, *, thinking: bool = False, finished: bool = True) ->
     return last
 
 
+_LINE_LEAD = " \t`>*-"  # what may stand before an answer on its own line (indent, a code fence, a bullet)
+
+
 def first_complete_verdict(text: str, *, thinking: bool = False) -> Verdict | None:
-    """The first complete verdict object inside the answer region (the engine stops the row there)."""
-    start = answer_start(text, thinking or uses_thinking(text))
+    """The first complete verdict inside the answer region: the engine stops the row there. After `</think>`
+    any verdict is the answer. Without think tags the answer must stand on its own line (only indentation, a
+    code fence or a bullet before it): a verdict quoted mid-sentence (`I must answer {"correct": true} if ...`)
+    is a restatement inside the reasoning, so the row goes on (and, if no answer follows, is forced)."""
+    thinking = thinking or uses_thinking(text)
+    start = answer_start(text, thinking)
     if start is None:
         return None
-    return next(_verdicts(text, start), None)
+    for v in _verdicts(text, start):
+        if thinking or not text[text.rfind("\n", 0, v.begin) + 1:v.begin].strip(_LINE_LEAD):
+            return v
+    return None
 
 
 def forcing_text(text: str, thinking: bool) -> str:

@@ -10,7 +10,7 @@ from core.model import Candidate, ExecutionResult, Score, ScoredCandidate
 from discriminators.base import DiscriminationRequest
 from discriminators.check import CheckDiscriminator
 from discriminators.cot import FALLBACK, CotDiscriminator, parse_answer
-from discriminators.verdict import find_verdict, forcing_text
+from discriminators.verdict import find_verdict, first_complete_verdict, forcing_text
 from eval.metrics import discriminator_metrics, macro_f1
 from eval.replay import discriminator_key
 from generators.extract import extract_sql
@@ -44,6 +44,19 @@ def test_only_the_answer_after_the_reasoning_counts(tiny_model):
     assert out["verdict"] is False
     assert find_verdict('<think>{"correct": true}</think>', finished=True) is None
     assert forcing_text("still thinking", True).startswith("\n</think>") and forcing_text("x", False) == '\n{"correct":'
+
+
+def test_early_stop_needs_an_answer_on_its_own_line():
+    """Early stop ends a row at its first complete verdict. Without think tags, a verdict quoted mid-sentence is a
+    restatement (defect 1): the row must go on."""
+    quoted = 'I must answer {"correct": true} if the SQL counts singers, so let me'
+    assert first_complete_verdict(quoted) is None
+    for answer in ('{"correct": false}', 'The SQL misses the filter.\n{"correct": false}',
+                   'Reasoning...\n```json\n{"correct": false}', '  - {"correct": false}'):
+        v = first_complete_verdict(answer)
+        assert v is not None and v.value is False and answer[v.begin:v.end] == '{"correct": false}'
+    # after the reasoning (think tags), any verdict in the answer is the answer
+    assert first_complete_verdict('<think>{"correct": true} maybe</think> so {"correct": false}').value is False
 
 
 def test_no_verdict_ranks_below_every_parsed_verdict():

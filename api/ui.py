@@ -155,20 +155,16 @@ def router(auth: Any) -> APIRouter:
     # ------------------------------------------------------------------ form options
     @data.get("/ui/api/options", tags=["playground"], summary="What the plan form offers: pairs, routers, policies, defaults")
     async def options(request: Request) -> dict[str, Any]:
-        from typing import get_args
-
-        from api.schemas import PolicyName
         from planner.config import known_routers
-        from planner.select import POLICIES
+        from planner.select import POLICIES, policy_names
 
         cfg = request.app.state.config
-        allowed = set(get_args(PolicyName))
         return {
             "pairs": {k: {"generator": p.generator, "discriminator": p.discriminator} for k, p in cfg.pairs.items()},
             "router": cfg.router.name,
             "routers": list(known_routers().names()),
             "policies": [{"name": n, **{k: v for k, v in POLICIES.meta(n).items() if isinstance(v, str | bool)}}
-                         for n in POLICIES.names() if n in allowed],
+                         for n in policy_names()],
             "defaults": {"n": cfg.defaults.n, "policy": cfg.defaults.policy},
             "limits": {"n_max": cfg.limits.n_max, "question_max_chars": cfg.limits.question_max_chars,
                        "deadline_s": cfg.limits.deadline_s},

@@ -61,6 +61,7 @@ def test_crossfit_beats_vote_and_never_trains_on_test_databases(monkeypatch):
     assert all(r["confidence"]["ranker"] is None or 0.0 <= r["confidence"]["ranker"] <= 1.0 for r in res)
 
 
+@pytest.mark.slow  # 85 s: fits on 22 published systems and selects among the other 21
 def test_system_agnostic_ranker_transfers_to_unseen_systems():
     train = _pool(1, systems={"a_strong": 0.85, "a_weak1": 0.35, "a_weak2": 0.35, "a_weak3": 0.35})
     test = _pool(2, systems={"b_strong": 0.85, "b_weak1": 0.35, "b_weak2": 0.35, "b_weak3": 0.35})

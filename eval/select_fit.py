@@ -5,9 +5,10 @@ EX labels from the project's evaluator) and logged plans with feedback in the pl
 (`plans_with_feedback`: a correct plan labels its cluster right and every other cluster wrong; a wrong one
 labels its own cluster wrong only).
 
-- `fit`: GroupKFold by database gives out-of-fold cluster scores, from which the isotonic calibrators
-  (ranker, vote share, model score) and the cross-validated metrics come; the final model is then fitted
-  on everything and written as a versioned artifact (`planner.ranker.RankerArtifact`).
+- `fit`: GroupKFold by database gives out-of-fold cluster scores, from which the calibrators (ranker,
+  vote share, model score; Platt or isotonic per fit, by grouped cross-validated Brier: `fit_calibrator`)
+  and the cross-validated metrics come; the final model is then fitted on everything and written as a
+  versioned artifact (`planner.ranker.RankerArtifact`).
 - `crossfit`: each test question is scored by a ranker (and calibrators) fitted on questions of *other*
   databases only (GroupKFold by db_id); the training pool may be another pool over the same questions
   (e.g. other systems: the system-agnostic check). Adds `ranker` to the replay records and a confidence
@@ -32,10 +33,12 @@ import numpy as np
 from core.model import ScoredCandidate
 from planner.ranker import (
     FEATURES,
+    Calibrator,
     RankerArtifact,
     agreement_priors,
     cluster_features,
     labelled_priors,
+    logit,
     question_keys,
     rank_select,
     source_key,
@@ -225,31 +228,84 @@ def signals(art: RankerArtifact, qs: Sequence[LQ], priors: dict[str, float]) -> 
     return out
 
 
-def _iso(x: Sequence[float], y: Sequence[int]):
-    from sklearn.isotonic import IsotonicRegression
+KINDS = ("platt", "isotonic")  # calibrator kinds compared per fit; a tie goes to the first (the simpler)
+MIN_CAL = 2  # fewer held-out pairs than this: no calibrator (the raw signal is used)
 
-    if len(x) < 2:
+
+def fit_calibrator(x: Sequence[float], y: Sequence[int], groups: Sequence[str], k: int = 5) -> Calibrator | None:
+    """P(correct) from a raw signal: Platt (logistic on logit(x)) or isotonic, whichever has the lower Brier
+    score out of fold (GroupKFold by database over these pairs, up to `k` folds); a tie goes to Platt, the
+    simpler map. Isotonic needs many pairs per step, Platt only two parameters: on small training sets
+    Platt tends to win, on large ones isotonic can fit a non-sigmoid shape.
+    One class only: a constant (Laplace-smoothed). Fewer than two groups: Platt without a comparison."""
+    from sklearn.model_selection import GroupKFold
+
+    xs, ys, gs = np.asarray(x, float), np.asarray(y, int), np.asarray(groups)
+    n = len(xs)
+    if n < MIN_CAL:
         return None
-    return IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(np.asarray(x, float), np.asarray(y, float))
+    if len(set(ys.tolist())) < 2:
+        return Calibrator("const", const=(ys.sum() + 1.0) / (n + 2.0), n=n)
+    kinds = KINDS
+    n_groups = len(set(gs.tolist()))
+    cv: dict[str, float] = {}
+    if n_groups >= 2:
+        err = dict.fromkeys(kinds, 0.0)
+        for tr, te in GroupKFold(n_splits=min(k, n_groups)).split(xs, ys, groups=gs):
+            for kind in kinds:
+                cal = _fit_kind(kind, xs[tr], ys[tr])
+                err[kind] += float(((cal.predict(xs[te]) - ys[te]) ** 2).sum())
+        cv = {kind: err[kind] / n for kind in kinds}
+        kind = min(kinds, key=lambda kk: (round(cv[kk], 12), kinds.index(kk)))
+    else:
+        kind = "platt"
+    cal = _fit_kind(kind, xs, ys)
+    cal.n, cal.cv = n, cv
+    return cal
+
+
+def _fit_kind(kind: str, x: np.ndarray, y: np.ndarray) -> Calibrator:
+    if len(set(y.tolist())) < 2:
+        return Calibrator("const", const=(y.sum() + 1.0) / (len(y) + 2.0))
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.linear_model import LogisticRegression
+
+    if kind == "isotonic":
+        return Calibrator("isotonic", iso=IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(x, y))
+    lr = LogisticRegression(C=1.0).fit(logit(x).reshape(-1, 1), y)
+    return Calibrator("platt", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
 
 
 def fit_calibrators(qs: Sequence[LQ], sig: Sequence[dict]) -> dict:
-    """Isotonic maps from held-out signals to P(correct) for the ranker, vote, and any chosen cluster."""
-    rx, ry, vx, vy, mx, my = [], [], [], [], [], []
+    """Calibrators (`fit_calibrator`) from held-out signals to P(correct) for the ranker, vote, and any
+    chosen cluster; the same rule for every policy."""
+    rx, ry, rg, vx, vy, vg, mx, my, mg = [], [], [], [], [], [], [], [], []
     for q, s in zip(qs, sig, strict=True):
         if s["ranker"] is not None and q.labels[s["ranker"]] is not None:
             rx.append(s["ranker_raw"])
             ry.append(int(q.labels[s["ranker"]]))
+            rg.append(q.db_id)
         if s["vote"] is not None and q.labels[s["vote"]] is not None:
             vx.append(s["vote_share"])
             vy.append(int(q.labels[s["vote"]]))
+            vg.append(q.db_id)
         for m, sc in zip(s["members"], s["cluster_scores"], strict=True):
             lab = q.labels[m[0]]
             if lab is not None:
                 mx.append(sc)
                 my.append(int(lab))
-    return {k: v for k, v in (("ranker", _iso(rx, ry)), ("vote", _iso(vx, vy)), ("model", _iso(mx, my)))
-            if v is not None}
+                mg.append(q.db_id)
+    cals = (("ranker", fit_calibrator(rx, ry, rg)), ("vote", fit_calibrator(vx, vy, vg)),
+            ("model", fit_calibrator(mx, my, mg)))
+    return {k: v for k, v in cals if v is not None}
+
+
+def _finish(art: RankerArtifact, oq: Sequence[LQ], osig: list[dict]) -> None:
+    """Calibrate `art` from held-out signals of models fitted without those questions; the chosen kinds and
+    their cross-validated Brier scores go to `art.meta["calibrators"]`."""
+    art.calibrators = fit_calibrators(oq, osig)
+    art.meta = {**art.meta, "calibrators": {k: {"kind": c.kind, "n": c.n, "cv_brier": c.cv}
+                                             for k, c in art.calibrators.items()}}
 
 
 def _fit_plain(train: Sequence[LQ], mode: str) -> RankerArtifact:
@@ -274,7 +330,7 @@ def _fit_calibrated(train: Sequence[LQ], mode: str, inner: int = 3) -> RankerArt
         te_q = [train[i] for i in te]
         osig += signals(sub, te_q, test_priors(te_q, sub.priors, mode))
         oq += te_q
-    art.calibrators = fit_calibrators(oq, osig)
+    _finish(art, oq, osig)
     return art
 
 
@@ -352,7 +408,7 @@ def fit(qs: Sequence[LQ], *, mode: str = "labelled", cv: int = 5, meta: dict | N
             te_q = [labelled[i] for i in te]
             osig += signals(sub, te_q, test_priors(te_q, sub.priors, mode))
             oq += te_q
-        art.calibrators = fit_calibrators(oq, osig)
+        _finish(art, oq, osig)
         res = []
         for q, s in zip(oq, osig, strict=True):
             ch = {"ranker": s["ranker"], "vote": s["vote"], "first": s["first"]}
@@ -368,7 +424,7 @@ def fit(qs: Sequence[LQ], *, mode: str = "labelled", cv: int = 5, meta: dict | N
             p.pop("reliability", None)
     art.cv_metrics = metrics
     art.data_hash = data_hash(labelled)
-    art.meta = {"n_questions": len(labelled), "n_databases": len({q.db_id for q in labelled}),
+    art.meta = {**art.meta, "n_questions": len(labelled), "n_databases": len({q.db_id for q in labelled}),
                 "sources": sorted({source_key(c.candidate.source) for q in labelled for c in q.cands}), **(meta or {})}
     return art
 

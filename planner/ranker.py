@@ -20,8 +20,9 @@ A question's executable candidates are grouped into result clusters (equal order
 
 A pointwise gradient-boosted classifier (scikit-learn `HistGradientBoostingClassifier`) scores each
 cluster; the policy picks the best cluster and, within it, the member with the best prior, then the best
-soft score, then the earliest. Confidence: isotonic calibrators fitted on held-out folds map the chosen
-cluster's model score (ranker, and the other policies) or its vote share (vote) to P(correct).
+soft score, then the earliest. Confidence: calibrators fitted on held-out folds (`Calibrator`: Platt or
+isotonic, whichever has the lower grouped cross-validated Brier score) map the chosen cluster's model score
+(ranker, and the other policies) or its vote share (vote) to P(correct).
 
 The artifact (`RankerArtifact`, a joblib file) is versioned: format version, feature list, prior mode
 (`labelled` = per-source priors from training labels, or `agreement` = system-agnostic), the priors, a
@@ -283,6 +284,48 @@ def _best_member(m: Sequence[int], cands: Sequence[ScoredCandidate], pri: Sequen
 
 
 # --------------------------------------------------------------------------------------------------
+# Calibration
+# --------------------------------------------------------------------------------------------------
+
+_EPS = 1e-3
+
+
+def logit(x: Any) -> Any:
+    """log(x / (1 - x)), x clipped to [0.001, 0.999]."""
+    import numpy as np
+
+    x = np.clip(np.asarray(x, dtype=float), _EPS, 1 - _EPS)
+    return np.log(x / (1 - x))
+
+
+class Calibrator:
+    """A map from a raw confidence signal in [0, 1] (model score, vote share) to P(correct).
+
+    kind `platt`: sigmoid(a * logit(x) + b) (two parameters: robust on small sets, smooth);
+    `isotonic`: scikit-learn `IsotonicRegression` (monotone steps: flexible, needs more data);
+    `const`: one probability (a training set with one class). `eval.select_fit.fit_calibrator` chooses the
+    kind per fit by grouped cross-validated Brier score and records the comparison in `cv`."""
+
+    def __init__(self, kind: str, *, a: float = 1.0, b: float = 0.0, iso: Any = None, const: float = 0.5,
+                 n: int = 0, cv: dict[str, float] | None = None):
+        self.kind, self.a, self.b, self.iso, self.const, self.n = kind, a, b, iso, const, n
+        self.cv = dict(cv or {})
+
+    def predict(self, x: Sequence[float]) -> Any:
+        import numpy as np
+
+        x = np.asarray(x, dtype=float)
+        if self.kind == "platt":
+            return 1.0 / (1.0 + np.exp(-(self.a * logit(x) + self.b)))
+        if self.kind == "isotonic":
+            return np.clip(self.iso.predict(x), 0.0, 1.0)
+        return np.full(x.shape, self.const)
+
+    def __repr__(self) -> str:
+        return f"Calibrator({self.kind}, n={self.n}, cv_brier={self.cv})"
+
+
+# --------------------------------------------------------------------------------------------------
 # Artifact
 # --------------------------------------------------------------------------------------------------
 
@@ -293,7 +336,7 @@ class RankerArtifact:
     features: list[str]
     prior_mode: str = "labelled"  # labelled | agreement (system-agnostic)
     priors: dict[str, float] = field(default_factory=dict)  # labelled per-source accuracies (labelled mode)
-    calibrators: dict[str, Any] = field(default_factory=dict)  # "ranker" | "vote" | "model" -> IsotonicRegression
+    calibrators: dict[str, Any] = field(default_factory=dict)  # "ranker" | "vote" | "model" -> Calibrator
     data_hash: str = ""
     cv_metrics: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
@@ -381,7 +424,7 @@ def vote_share_of(cands: Sequence[ScoredCandidate], i: int | None) -> float:
 
 def plan_confidence(policy: str, cands: Sequence[ScoredCandidate], chosen: int | None, question: str,
                     priors: Mapping[str, float], artifact: RankerArtifact | None) -> float | None:
-    """P(the chosen candidate is correct). With an artifact: its held-out isotonic calibrators (vote: of the
+    """P(the chosen candidate is correct). With an artifact: its held-out calibrators (vote: of the
     vote share; other policies: of the model score of the chosen cluster). Without one: the vote share."""
     if chosen is None:
         return None

@@ -77,6 +77,7 @@ def test_fit_writes_a_versioned_artifact_that_selects_elsewhere(tmp_path):
     assert art.features == list(FEATURES) and len(art.data_hash) == 64
     assert art.cv_metrics["ex"]["n"] == 72 and art.cv_metrics["group"] == "db_id"
     assert {"ranker", "vote", "model"} <= set(art.calibrators)
+    assert {c["kind"] for c in art.meta["calibrators"].values()} <= {"platt", "isotonic", "const"}
     p = art.save(tmp_path / "r.joblib")
     back = RankerArtifact.load(p)
     test = _pool(4)
@@ -95,3 +96,47 @@ def test_selective_metrics_on_a_known_ranking():
     # risks at coverage 1/5..5/5: 0, 0, 1/3, 1/4, 2/5
     assert m["aurc"] == pytest.approx((0 + 0 + 1 / 3 + 1 / 4 + 2 / 5) / 5)
     assert 0.0 <= m["ece"] <= 1.0 and len(m["curve"]) == 5
+
+
+def _cal_data(n: int, prob, seed: int = 0):
+    rng = random.Random(seed)
+    x = [rng.random() for _ in range(n)]
+    y = [int(rng.random() < prob(v)) for v in x]
+    return x, y, [f"db{i % 10}" for i in range(n)]
+
+
+def test_calibrator_choice_follows_grouped_cv_brier():
+    import math
+
+    # few pairs from a sigmoid-shaped truth: the two-parameter Platt map is chosen
+    x, y, g = _cal_data(60, lambda v: 1 / (1 + math.exp(-3 * math.log(max(v, 1e-3) / max(1 - v, 1e-3)))))
+    small = sf.fit_calibrator(x, y, g)
+    assert small.kind == "platt" and set(small.cv) == {"platt", "isotonic"} and small.n == 60
+    # many pairs from a two-step truth a sigmoid cannot follow: isotonic is chosen
+    x, y, g = _cal_data(4000, lambda v: 0.1 if v < 0.3 else (0.6 if v < 0.7 else 0.95))
+    big = sf.fit_calibrator(x, y, g)
+    assert big.kind == "isotonic" and big.cv["isotonic"] < big.cv["platt"]
+    assert abs(float(big.predict([0.5])[0]) - 0.6) < 0.08
+    p = small.predict([0.0, 0.5, 1.0])
+    assert all(0.0 <= v <= 1.0 for v in p) and p[0] < p[1] < p[2]
+
+
+def test_calibrator_edge_cases():
+    assert sf.fit_calibrator([0.5], [1], ["a"]) is None  # too few pairs: the raw signal is used
+    const = sf.fit_calibrator([0.2, 0.9, 0.4], [1, 1, 1], ["a", "b", "c"])
+    assert const.kind == "const" and const.predict([0.1])[0] == pytest.approx(4 / 5)  # Laplace-smoothed
+    one_db = sf.fit_calibrator([0.1, 0.2, 0.8, 0.9], [0, 1, 0, 1], ["a"] * 4)
+    assert one_db.kind == "platt" and one_db.cv == {}  # no grouped comparison possible
+
+
+def test_ece_noise_floor_shrinks_with_n():
+    from eval.selective import ece_noise_floor
+
+    rng = random.Random(0)
+    small = [0.6 + 0.4 * rng.random() for _ in range(200)]
+    big = [0.6 + 0.4 * rng.random() for _ in range(5000)]
+    f_small, f_big = ece_noise_floor(small), ece_noise_floor(big)
+    assert 0.0 < f_big < f_small < 0.1
+    assert ece_noise_floor([]) is None
+    m = selective_metrics([0.9, 0.8, 0.7], [True, True, False])
+    assert 0.0 <= m["ece_floor"] <= 1.0

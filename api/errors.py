@@ -41,12 +41,25 @@ async def _overloaded(request: Request, e: Overloaded) -> JSONResponse:
     return error(429, str(e), {"Retry-After": str(e.retry_after)})
 
 
+def status_of(e: BaseException) -> tuple[int, str] | None:
+    """The status and detail the service answers for `e` (None: an internal error). One mapping for the
+    exception handlers and the streamed plan (`api.ui`)."""
+    for exc_type, status in STATUS:
+        if isinstance(e, exc_type):
+            return status, str(e)
+    if isinstance(e, SQLAlchemyError):
+        return 503, f"plan store unavailable: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
+    if isinstance(e, BackendError):
+        return 503, f"model backend unavailable: {type(e).__name__}: {e}"
+    return None
+
+
 async def _store(_: Request, e: SQLAlchemyError) -> JSONResponse:
-    return error(503, f"plan store unavailable: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+    return error(*status_of(e))
 
 
 async def _backend(_: Request, e: BackendError) -> JSONResponse:
-    return error(503, f"model backend unavailable: {type(e).__name__}: {e}")
+    return error(*status_of(e))
 
 
 async def _internal(_: Request, e: Exception) -> JSONResponse:  # last resort: still JSON, and logged

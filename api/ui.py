@@ -36,6 +36,8 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, StreamingResponse
 
+from api.errors import status_of
+from api.routes.plans import check_plan_request
 from api.schemas import ErrorResponse, PlanRequest
 from core.model import Question
 
@@ -95,7 +97,7 @@ def router(auth: Any) -> APIRouter:
     async def plan_stream(req: PlanRequest, request: Request) -> StreamingResponse:
         st = request.app.state
         cfg, planner, store, admission, metrics = st.config, st.planner, st.store, st.admission, st.metrics
-        deadline = _check_plan_request(req, cfg, planner)
+        deadline = check_plan_request(req, cfg, planner)
         question = Question(text=req.question, db_id=req.db_id, evidence=req.evidence)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -214,48 +216,11 @@ def router(auth: Any) -> APIRouter:
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def _check_plan_request(req: PlanRequest, cfg, planner) -> float:
-    """POST /plan's configured bounds (422) and database check (404); returns the deadline in seconds."""
-    lim = cfg.limits
-    if len(req.question) > lim.question_max_chars:
-        raise HTTPException(422, f"question: at most {lim.question_max_chars} characters (got {len(req.question)})")
-    if req.n is not None and req.n > lim.n_max:
-        raise HTTPException(422, f"n: must be between 1 and {lim.n_max} (got {req.n})")
-    if req.pair is not None and req.pair not in cfg.pairs:
-        raise HTTPException(422, f"pair: unknown pair {req.pair!r}; known: {', '.join(cfg.pairs)}")
-    if req.router is not None:
-        from planner.config import known_routers
-
-        routers = known_routers()
-        if req.router not in routers:
-            raise HTTPException(422, f"router: unknown router {req.router!r}; known: {', '.join(routers.names())}")
-    if req.db_id not in planner.registry:
-        planner.registry.get(req.db_id)  # raises UnknownDatabase -> 404 with the known ids
-    deadline = req.deadline_s if req.deadline_s is not None else lim.deadline_s
-    if deadline > lim.max_deadline_s:
-        raise HTTPException(422, f"deadline_s: at most {lim.max_deadline_s:g} (got {deadline:g})")
-    return deadline
-
-
 def _error_status(e: BaseException) -> tuple[int, str]:
     """The status and message POST /plan would answer for an exception raised while planning."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from core.errors import BackendError
-    from core.registry import UnknownName
-    from planner.pipeline import DeadlineExceeded, PlanRequestError
-    from sqlbox.databases import UnknownDatabase
-
-    if isinstance(e, UnknownDatabase):
-        return 404, str(e)
-    if isinstance(e, PlanRequestError | UnknownName):
-        return 422, str(e)
-    if isinstance(e, DeadlineExceeded):
-        return 504, str(e)
-    if isinstance(e, BackendError):
-        return 503, f"model backend unavailable: {type(e).__name__}: {e}"
-    if isinstance(e, SQLAlchemyError):
-        return 503, f"plan store unavailable: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
+    known = status_of(e)
+    if known is not None:
+        return known
     if isinstance(e, asyncio.CancelledError):
         return 503, "the plan was cancelled (the service is shutting down)"
     log.error("internal error in a streamed plan", exc_info=e)

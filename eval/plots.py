@@ -1,5 +1,5 @@
-"""PNG plots of eval reports (matplotlib, Agg backend): EX by difficulty per policy, and the
-reliability diagram of a discriminator's soft scores."""
+"""PNG plots of eval reports (matplotlib, Agg backend): EX by difficulty per policy, the reliability diagram of a
+discriminator's soft scores, and the risk-coverage curve and reliability diagram of plan confidence."""
 
 from __future__ import annotations
 
@@ -32,11 +32,7 @@ def plot_ex_by_difficulty(table: dict[str, dict], path: str | os.PathLike, title
     ax.set_title(title)
     ax.legend(fontsize=8, ncol=min(len(series), 6), loc="upper center")
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    p = Path(path)
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return _save(fig, path)
 
 
 def plot_reliability(bins: list[dict], path: str | os.PathLike, title: str | None = None) -> Path:
@@ -55,6 +51,43 @@ def plot_reliability(bins: list[dict], path: str | os.PathLike, title: str | Non
     ax2.bar(centres, [b["count"] for b in bins], width * 0.9, color="gray")
     ax2.set_xlabel("soft score")
     ax2.set_ylabel("candidates")
+    return _save(fig, path)
+
+
+def plot_risk_coverage(sel: dict, path: str | os.PathLike) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for p, m in sel.items():
+        if m["curve"]:
+            xs, ys = zip(*m["curve"], strict=True)
+            ax.plot(xs, [100 * v for v in ys], label=f"{p} (AURC {m['aurc']:.3f})")
+    ax.set_xlabel("coverage (share of questions answered)")
+    ax.set_ylabel("risk (% wrong among answered)")
+    ax.set_xlim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Risk-coverage of plan confidence")
+    return _save(fig, path)
+
+
+def plot_confidence_reliability(sel: dict, path: str | os.PathLike) -> Path:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
+    for p, m in sel.items():
+        pts = [(b["mean_score"], b["accuracy"]) for b in m["reliability"] if b["count"]]
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(xs, ys, "o-", label=f"{p} (ECE {m['ece']:.3f})")
+    ax.set_xlabel("plan confidence")
+    ax.set_ylabel("EX among plans in the bin")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Reliability of plan confidence")
+    return _save(fig, path)
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
     fig.tight_layout()
     p = Path(path)
     fig.savefig(p, dpi=110)

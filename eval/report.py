@@ -186,7 +186,7 @@ def write_report(out_dir: str | os.PathLike, meta: dict | None = None, *, exclud
             rep["plots"]["reliability.png"] = str(plot_reliability(dm["reliability"], out / "reliability.png",
                                                                    title=f"ECE {dm['ece']:.3f}" if dm.get("ece") is not None else None))
     if plots and rep.get("selective"):
-        from eval.selective import plot_confidence_reliability, plot_risk_coverage
+        from eval.plots import plot_confidence_reliability, plot_risk_coverage
 
         rep["plots"]["risk_coverage.png"] = str(plot_risk_coverage(rep["selective"], out / "risk_coverage.png"))
         rep["plots"]["confidence_reliability.png"] = str(plot_confidence_reliability(rep["selective"],

@@ -16,9 +16,7 @@ question order), answering the top `c` share and abstaining on the rest gives
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 from eval.metrics import reliability
 
@@ -77,57 +75,6 @@ def selective_report(results: Sequence[dict]) -> dict:
         rows = [r for r in results if p in (r.get("confidence_by_policy") or {}) and p in (r.get("ex_by_policy") or {})]
         out[p] = selective_metrics([r["confidence_by_policy"][p] for r in rows], [r["ex_by_policy"][p] for r in rows])
     return out
-
-
-def plot_risk_coverage(sel: dict, path: str | os.PathLike) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for p, m in sel.items():
-        if m["curve"]:
-            xs, ys = zip(*m["curve"], strict=True)
-            ax.plot(xs, [100 * v for v in ys], label=f"{p} (AURC {m['aurc']:.3f})")
-    ax.set_xlabel("coverage (share of questions answered)")
-    ax.set_ylabel("risk (% wrong among answered)")
-    ax.set_xlim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("Risk-coverage of plan confidence")
-    fig.tight_layout()
-    p = Path(path)
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
-
-
-def plot_confidence_reliability(sel: dict, path: str | os.PathLike) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
-    for p, m in sel.items():
-        pts = [(b["mean_score"], b["accuracy"]) for b in m["reliability"] if b["count"]]
-        if pts:
-            xs, ys = zip(*pts, strict=True)
-            ax.plot(xs, ys, "o-", label=f"{p} (ECE {m['ece']:.3f})")
-    ax.set_xlabel("plan confidence")
-    ax.set_ylabel("EX among plans in the bin")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("Reliability of plan confidence")
-    fig.tight_layout()
-    p = Path(path)
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
 
 
 def to_markdown(sel: dict) -> list[str]:

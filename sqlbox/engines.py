@@ -79,9 +79,12 @@ def open_connection(engine: str, info: DatabaseInfo, schema: Schema | None = Non
     return DuckConn(info, schema, memory_limit=memory_limit, threads=threads)
 
 
-def _fetch_capped(cur, max_rows: int) -> tuple[list[str], list[tuple]]:
-    """Column names and at most max_rows + 1 rows (the extra row tells the caller the cap was hit)."""
-    cols = [d[0] for d in cur.description or []]
+def fetch_capped(cur, max_rows: int) -> tuple[list[str], list[tuple]]:
+    """Column names and at most max_rows + 1 rows (the extra row tells the caller the cap was hit), in bounded
+    chunks; a statement without a result set gives ([], []). Every engine's cursor (DB-API) goes through it."""
+    if not cur.description:
+        return [], []
+    cols = [d[0] for d in cur.description]
     rows: list[tuple] = []
     while len(rows) <= max_rows:
         chunk = cur.fetchmany(min(_FETCH_CHUNK, max_rows + 1 - len(rows)))
@@ -207,7 +210,7 @@ class SqliteConn:
         try:
             cur = self.con.execute(sql)  # sqlite3 itself refuses more than one statement
             try:
-                return _fetch_capped(cur, max_rows)
+                return fetch_capped(cur, max_rows)
             finally:
                 cur.close()
         finally:
@@ -379,7 +382,7 @@ class DuckConn:
 
         token = _WATCHDOG.schedule(time.monotonic() + timeout_s, fire)
         try:
-            return _fetch_capped(self.con.execute(sql), max_rows)
+            return fetch_capped(self.con.execute(sql), max_rows)
         finally:
             _WATCHDOG.cancel(token)
 

@@ -46,6 +46,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from core.model import ErrorKind
+from sqlbox.engines import fetch_capped
 
 log = logging.getLogger("sqlarbiter.servers")
 
@@ -350,8 +351,7 @@ class ServerConn:
             timer.start()
             # binary results -> the extended protocol, which refuses a second statement
             cur.execute(sql, binary=True)
-            cols = [d[0] for d in (cur.description or [])]
-            rows = cur.fetchmany(max_rows + 1) if cur.description else []
+            cols, rows = fetch_capped(cur, max_rows)
             return cols, [tuple(r) for r in rows]
         finally:
             timer.cancel()
@@ -389,8 +389,7 @@ class ServerConn:
                         f"div_precision_increment = 16")
             cur.execute("START TRANSACTION READ ONLY")
             cur.execute(sql)  # no parameters: the text goes as is; the driver sends one statement only
-            cols = [d[0] for d in (cur.description or [])]
-            rows = cur.fetchmany(max_rows + 1) if cur.description else []
+            cols, rows = fetch_capped(cur, max_rows)
             return cols, [tuple(r) for r in rows]
         finally:
             try:

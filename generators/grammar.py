@@ -7,12 +7,15 @@ use, in which:
 - table and column names are terminals taken from the schema (case-insensitive, bare when they are
   simple identifiers, or quoted with "", `` or []), so a query can only name tables and columns that
   exist; `rowid` is accepted as a column;
-- table aliases (`singer AS T1`), output aliases (`count(*) AS cnt`), CTE and subquery names are free
-  identifiers; a qualifier (`T1.`) is a table name or a short alias (at most 4 characters, as T1, s, sic),
+- table aliases (`singer AS T1`, `singer T1`), output aliases (`count(*) AS cnt`: AS is required, since a bare
+  alias would let any word follow any expression and makes the grammar's token mask twice as slow to compute),
+  CTE and subquery names are free identifiers; a qualifier (`T1.`) is a table name or a short alias (at most 4 characters, as T1, s, sic),
   so a long made-up name cannot pass as one; an unqualified name in ORDER BY / HAVING
   may also be an output alias (a free identifier there) - the only place a free name stands for a column;
 - literals are free: numbers, '...' strings and "..." strings (SQLite reads a "..." that names no
   column as a string, as much of Spider's gold SQL does);
+- a run of whitespace is at most 16 characters, and `T1.name` has no space around its dot (a small model
+  otherwise drifts into endless tabs or newlines, which the grammar would accept);
 - functions are SQLite's core, aggregate, date and math functions (`FUNCTIONS`), plus CAST, CASE, EXISTS,
   IN, BETWEEN, LIKE/GLOB, IS [NOT], window functions with OVER (...), WITH (CTEs), compound queries.
 
@@ -30,7 +33,7 @@ from functools import lru_cache
 
 from sqlbox.schema import Schema
 
-GRAMMAR_VERSION = "sqlite-v1"
+GRAMMAR_VERSION = "sqlite-v2"
 
 _SIMPLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -55,9 +58,8 @@ compound ::= select_core (ws compound_op ws select_core)*
 compound_op ::= kw_union (ws kw_all)? | kw_intersect | kw_except
 select_core ::= kw_select (ws (kw_distinct | kw_all))? sp result_list from_clause? where_clause? group_clause?
 result_list ::= result_col (sp "," sp result_col)*
-result_col ::= "*" | qualifier sp "." sp "*" | expr (ws kw_as ws out_alias | ws out_alias_bare)?
+result_col ::= "*" | qualifier "." "*" | expr (ws kw_as ws out_alias)?
 out_alias ::= ident | dq_string | sq_string
-out_alias_bare ::= ident
 from_clause ::= ws kw_from ws source (join_part)*
 source ::= table_source | "(" sp query sp ")" (ws (kw_as ws)? ident)?
 table_source ::= table (ws (kw_as ws)? ident)?
@@ -92,7 +94,7 @@ case_expr ::= kw_case (ws expr)? (ws kw_when ws expr ws kw_then ws expr)+ (ws kw
 function_call ::= function sp "(" sp ((kw_distinct ws)? expr_list (ws kw_order ws kw_by ws order_term (sp "," sp order_term)*)? | "*")? sp ")" (sp filter_clause)? (sp over_clause)?
 filter_clause ::= kw_filter sp "(" sp kw_where ws expr sp ")"
 over_clause ::= kw_over sp "(" sp (kw_partition ws kw_by ws expr_list)? (sp kw_order ws kw_by ws order_term (sp "," sp order_term)*)? sp ")"
-column_ref ::= (qualifier sp "." sp)? column
+column_ref ::= (qualifier ".")? column
 qualifier ::= table | alias_name
 alias_name ::= [A-Za-z_] [A-Za-z0-9_]? [A-Za-z0-9_]? [A-Za-z0-9_]?
 literal ::= number | sq_string | dq_string | kw_null | kw_true | kw_false | kw_current_date | kw_current_time | kw_current_timestamp
@@ -100,8 +102,8 @@ number ::= [0-9]+ ("." [0-9]*)? ([eE] [+-]? [0-9]+)? | "." [0-9]+ ([eE] [+-]? [0
 sq_string ::= "'" ([^'] | "''")* "'"
 dq_string ::= "\"" ([^"] | "\"\"")* "\""
 ident ::= [A-Za-z_] [A-Za-z0-9_]* | "`" [^`]+ "`" | "[" [^\]]+ "]" | "\"" [^"]+ "\""
-ws ::= [ \t\r\n]+
-sp ::= [ \t\r\n]*
+ws ::= [ \t\r\n]{1,16}
+sp ::= [ \t\r\n]{0,16}
 """
 
 _KEYWORDS = (

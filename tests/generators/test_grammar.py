@@ -24,6 +24,7 @@ def demo_grammar():
     "SELECT name FROM singer EXCEPT SELECT name FROM singer WHERE age BETWEEN 20 AND 30",
     "SELECT count(*) AS n FROM singer GROUP BY country ORDER BY n DESC",
     'SELECT "name", `age`, [country] FROM "singer"',
+    "SELECT name\n    FROM singer T1\n    WHERE T1.age > 30",  # indentation, an alias without AS for a table
 ])
 def test_accepts_real_sql_shapes(demo_grammar, sql):
     assert accepts(demo_grammar, sql)
@@ -36,6 +37,9 @@ def test_accepts_real_sql_shapes(demo_grammar, sql):
     "SELECT made_up_table.name FROM singer",  # a long qualifier must be a table
     "DELETE FROM singer",  # not a query
     "SELECT name FROM singer; DROP TABLE singer",
+    "SELECT name" + "\t" * 17 + "FROM singer",  # a whitespace run is at most 16 characters
+    "SELECT count(*) cnt FROM singer",  # an output alias needs AS
+    "SELECT T1 . name FROM singer AS T1",  # no space around a qualifier's dot
 ])
 def test_refuses_unknown_names_and_other_statements(demo_grammar, sql):
     assert not accepts(demo_grammar, sql)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.runtime.embedded import EMBEDDED_NAME, embedded_checkpoint
+from core.runtime.embedded import EMBEDDED_NAME, embedded_checkpoint, embedded_dtype
 from discriminators.base import DISCRIMINATORS, spec_mode
 from discriminators.cot import cot
 from discriminators.logit import logit
@@ -20,8 +20,9 @@ def transformers_backend(spec: Any = None, **kw: Any) -> Any:
 
 @DISCRIMINATORS.register("embedded")
 def embedded(spec: Any = None, **kw: Any) -> Any:
-    """`cot` (or `logit` by `options.mode`) on the embedded SmolLM2-135M."""
+    """`cot` (or `logit` by `options.mode`) on the embedded SmolLM2-135M, in `embedded_dtype`."""
     kw.setdefault("path", str(embedded_checkpoint()))
+    kw.setdefault("dtype", embedded_dtype(getattr(spec, "options", None)))
     if spec is None:
         kw.setdefault("name", EMBEDDED_NAME)
     return transformers_backend(spec, **kw)

@@ -2,7 +2,10 @@
 device and dtype.
 
 `load_checkpoint(path)` returns a `LoadedModel` (model + tokenizer + where it runs). Device "auto" is
-cuda when available (dtype bfloat16) else cpu (dtype float32). Loads are shared: loading the same
+cuda when available (dtype bfloat16) else cpu (dtype float32). On the CPU every nn.Linear runs on weights
+prepacked once for oneDNN (`prepack_linears`): float32 results are the same and a decode step is faster; with dtype bfloat16 on a CPU with native bf16 (AVX512-BF16/AMX) only
+the Linear weights are bf16 (the rest, and the logits, stay float32), which is faster still
+(BENCHMARKS.md, "CPU generation settings"). Loads are shared: loading the same
 path/device/dtype twice while the first is still alive returns the same object (a weak cache), so a
 generator and a discriminator on one checkpoint hold one copy; dropping every reference frees it.
 Every failure to find or load a checkpoint raises `CheckpointError` with the path in the message.
@@ -10,6 +13,7 @@ Every failure to find or load a checkpoint raises `CheckpointError` with the pat
 
 from __future__ import annotations
 
+import functools
 import gc
 import threading
 import time
@@ -109,14 +113,15 @@ def validate_checkpoint_path(path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, *, name: str | None = None, device: str | None = "auto",
-                    dtype: str | None = "auto", share: bool = True) -> LoadedModel:
-    """Load a causal LM and its tokenizer from a checkpoint directory or a `.gguf` file.
+                    dtype: str | None = "auto", share: bool = True, prepack: bool = True) -> LoadedModel:
+    """Load a causal LM and its tokenizer from a checkpoint directory or a `.gguf` file. On the CPU its
+    Linear layers are prepacked for oneDNN unless `prepack=False` (see the module docstring).
 
     Raises CheckpointError when the path does not exist or the load fails."""
     p = validate_checkpoint_path(path).resolve()
     dev = choose_device(device)
     dt = choose_dtype(dev, dtype)
-    key = (str(p), dev, str(dt))
+    key = (str(p), dev, str(dt), prepack)
     with _SHARED_LOCK:
         if share:
             hit = _SHARED.get(key)
@@ -125,13 +130,65 @@ def load_checkpoint(path: str | Path, *, name: str | None = None, device: str | 
                     return LoadedModel(name=name, path=hit.path, model=hit.model, tokenizer=hit.tokenizer,
                                        device=hit.device, dtype=hit.dtype, load_seconds=0.0, lock=hit.lock, origin=hit)
                 return hit
-        lm = _load(p, name or (p.stem if p.is_file() else p.name), dev, dt)
+        lm = _load(p, name or (p.stem if p.is_file() else p.name), dev, dt, prepack)
         if share:
             _SHARED[key] = lm
         return lm
 
 
-def _load(p: Path, name: str, device: str, dtype) -> LoadedModel:
+def cpu_bf16_native() -> bool:
+    """Whether oneDNN runs bf16 matmuls natively on this CPU (AVX512-BF16 or AMX)."""
+    import torch
+
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return False
+
+
+@functools.cache
+def _packed_linear_class():
+    import torch
+
+    class PackedLinear(torch.nn.Module):
+        """An nn.Linear run by oneDNN on weights reordered once into its blocked layout, in `dtype` (the
+        `mkldnn._linear_pointwise` kernel torch's own CPU compiler emits for a Linear); float32 in and out."""
+
+        def __init__(self, lin: torch.nn.Linear, dtype):
+            super().__init__()
+            self.in_features, self.out_features, self.dtype = lin.in_features, lin.out_features, dtype
+            w = lin.weight.detach().to(dtype)
+            self.register_buffer("weight", torch.ops.mkldnn._reorder_linear_weight(w), persistent=False)
+            b = lin.bias
+            self.register_buffer("bias", None if b is None else b.detach().to(dtype), persistent=False)
+
+        def forward(self, x):
+            y = torch.ops.mkldnn._linear_pointwise(x if x.dtype == self.dtype else x.to(self.dtype), self.weight,
+                                                   self.bias, "none", [], "")
+            return y if y.dtype == x.dtype else y.to(x.dtype)
+
+    return PackedLinear
+
+
+def prepack_linears(model: Any, dtype: Any) -> int:
+    """Replace every nn.Linear in `model` by oneDNN's prepacked linear with weights in `dtype` (float32 or
+    bfloat16); inputs and outputs keep the model's float32. Returns how many were replaced (0 when torch
+    has no oneDNN). A tied output head gets its own packed copy; the input embedding keeps its weights."""
+    import torch
+
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+        return 0
+    cls = _packed_linear_class()
+    n = 0
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if type(child) is torch.nn.Linear:
+                setattr(parent, child_name, cls(child, dtype))
+                n += 1
+    return n
+
+
+def _load(p: Path, name: str, device: str, dtype, prepack: bool = True) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.perf_counter()
@@ -143,11 +200,20 @@ def _load(p: Path, name: str, device: str, dtype) -> LoadedModel:
             kw = {}
             src = str(p)
         tok = AutoTokenizer.from_pretrained(src, **kw)
-        model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype, **kw)
+        # bf16 Linear weights on a CPU: load float32, so norms and embeddings keep float32 (prepacked below)
+        packed_bf16 = prepack and device == "cpu" and str(dtype) == "torch.bfloat16" and cpu_bf16_native()
+        model = AutoModelForCausalLM.from_pretrained(src, dtype="float32" if packed_bf16 else dtype, **kw)
     except Exception as e:  # transformers raises OSError/ValueError/KeyError/... for broken checkpoints
         raise CheckpointError(f"checkpoint {p} failed to load: {type(e).__name__}: {e}") from e
     model.to(device)
     model.eval()
+    if device == "cpu" and prepack:
+        import torch
+
+        if packed_bf16:
+            prepack_linears(model, torch.bfloat16)
+        elif dtype == torch.float32:
+            prepack_linears(model, torch.float32)
     return LoadedModel(name=name, path=p, model=model, tokenizer=tok, device=device, dtype=dtype,
                        load_seconds=time.perf_counter() - t0)
 

@@ -105,7 +105,8 @@ def sample(loaded: LoadedModel, prompt_ids: list[int], *, n: int = 1, temperatur
         if not greedy and n > 1 and len(prompt_ids) > 1:
             # prefill the prompt ONCE and give every sample a copy of its KV cache (generate would otherwise
             # expand the prompt to n rows and prefill each)
-            cache = model(input_ids=inp[:, :-1], use_cache=True).past_key_values
+            # logits_to_keep=1: the prefill's logits are not used (all of them: a (len, vocab) float matrix)
+            cache = model(input_ids=inp[:, :-1], use_cache=True, logits_to_keep=1).past_key_values
             cache.batch_repeat_interleave(n)
             inp = inp.repeat(n, 1)
             cfg.num_return_sequences = 1

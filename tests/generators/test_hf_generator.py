@@ -81,12 +81,42 @@ def test_token_spans_cover_text_and_attribute_multibyte_characters(tiny_model):
 
 def test_registry_creates_transformers_backend_from_spec(tiny_checkpoint):
     import generators.registry_all  # noqa: F401
+    from core.runtime.embedded import embedded_dtype
 
-    spec = ModelSpec(name="local", role="generator", backend="transformers", path=str(tiny_checkpoint))
+    dtype = embedded_dtype()
+    spec = ModelSpec(name="local", role="generator", backend="transformers", path=str(tiny_checkpoint),
+                     options={"dtype": dtype})
     g = GENERATORS.create(spec.backend, spec)
     assert g.name == "local" and g.loaded.name == "local"
     emb = GENERATORS.create("embedded", ModelSpec(name="emb", role="generator"))
-    assert emb.loaded.model is g.loaded.model  # one copy of the weights, shared
+    assert emb.loaded.model is g.loaded.model  # same checkpoint and dtype: one copy of the weights, shared
+    other = GENERATORS.create("embedded", ModelSpec(name="emb32", role="generator", options={"dtype": "float32"}))
+    assert other.loaded.dtype != emb.loaded.dtype or dtype == "float32"  # options.dtype is honoured
+
+
+def test_cpu_linears_are_prepacked_and_give_the_same_logits(tiny_checkpoint, tiny_model):
+    """On the CPU, load_checkpoint runs every Linear prepacked for oneDNN: float32 logits equal the unpacked
+    model's, and bf16 weights (where the CPU runs bf16 natively) stay close to them."""
+    import torch
+
+    from core.runtime.checkpoint import cpu_bf16_native
+
+    if tiny_model.device != "cpu" or not torch.backends.mkldnn.is_available():
+        pytest.skip("prepacking is a CPU/oneDNN path")
+    raw = load_checkpoint(tiny_checkpoint, dtype="float32", prepack=False, share=False)
+    assert not any("Packed" in type(m).__name__ for m in raw.model.modules())
+    assert any("Packed" in type(m).__name__ for m in tiny_model.model.modules())
+    ids = torch.tensor([raw.tokenizer("SELECT count(*) FROM singer WHERE age > 30")["input_ids"]])
+    with torch.inference_mode():
+        ref = torch.log_softmax(raw.model(input_ids=ids).logits[0].float(), -1)
+        packed = torch.log_softmax(tiny_model.model(input_ids=ids).logits[0].float(), -1)
+        assert torch.allclose(ref, packed, atol=1e-3)
+        if cpu_bf16_native():
+            b = load_checkpoint(tiny_checkpoint, dtype="bfloat16", share=False)
+            lp = torch.log_softmax(b.model(input_ids=ids).logits[0], -1)
+            assert lp.dtype == torch.float32  # logits stay float32: soft scores read the same way
+            kl = (ref.exp() * (ref - lp)).sum(-1).mean().item()
+            assert kl < 0.02, kl
 
 
 def test_missing_and_broken_checkpoints_raise_checkpoint_error(tmp_path):

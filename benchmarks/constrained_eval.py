@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=192)
     p.add_argument("--k", type=int, default=3, help="retrieved examples")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--dtype", default=None, help="the embedded model's dtype (float32, int8; default: the "
+                   "embedded generator's default)")
     p.add_argument("--settings", default=",".join(SETTINGS))
     p.add_argument("--out", default="runs/constrained_eval.jsonl")
 
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     idx = sorted(random.Random(args.seed).sample(range(len(dev)), args.questions))
     reg = DatabaseRegistry()
     reg.register_dir(spider_dir() / "database")
-    gen = embedded_generator(None)
+    gen = embedded_generator(None, **({"dtype": args.dtype} if args.dtype else {}))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as f:
@@ -118,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
                 row = {"idx": i, "db_id": db, "setting": s, "sqls": res.sqls, "executable": executable, "ex": exm,
                        "chosen": ch, "chosen_ex": exm[ch] if ch is not None else False, "generate_s": round(dt, 2),
                        "completion_tokens": res.completion_tokens, "prompt_tokens": res.prompt_tokens,
-                       "few_shot": len(shots)}
+                       "few_shot": len(shots), "dtype": str(gen.loaded.dtype).replace("torch.", "")}
                 f.write(json.dumps(row) + "\n")
                 f.flush()
             print(f"[{qi + 1}/{len(idx)}] dev #{i} {db}", flush=True)

@@ -38,7 +38,8 @@ def add_to(subparsers) -> None:
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8001)
     sv.add_argument("--device", default="auto")
-    sv.add_argument("--dtype", default="auto")
+    sv.add_argument("--dtype", default=None, help="float32, bfloat16, float16 or auto (default: auto; for the "
+                    "embedded model, its own default: bf16 Linear weights on a CPU with native bf16)")
     sv.set_defaults(func=_serve)
 
     p.set_defaults(func=lambda args: (p.print_help(sys.stderr), 2)[1])
@@ -120,14 +121,15 @@ def _serve(args) -> int:
 
     try:
         if args.model == "embedded":
-            from core.runtime.embedded import EMBEDDED_NAME, embedded_checkpoint
+            from core.runtime.embedded import EMBEDDED_NAME, embedded_checkpoint, embedded_dtype
 
             path, default_name = embedded_checkpoint(), EMBEDDED_NAME
+            args.dtype = embedded_dtype({"dtype": args.dtype, "device": args.device})
         else:
             path = Path(args.model)
             default_name = path.stem if path.suffix == ".gguf" else path.name
         name = args.name or default_name
-        lm = load_checkpoint(path, name=name, device=args.device, dtype=args.dtype)
+        lm = load_checkpoint(path, name=name, device=args.device, dtype=args.dtype or "auto")
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -82,7 +82,7 @@ def _own_nodes(select: exp.Select, typ) -> list:
     return out
 
 
-def _rewrite_bare_columns(select: exp.Select) -> None:
+def rewrite_bare_columns(select: exp.Select) -> None:
     """SQLite's bare columns in aggregate queries -> explicit aggregates DuckDB accepts."""
     group = select.args.get("group")
     aggs = [a for a in _own_nodes(select, exp.AggFunc)
@@ -149,7 +149,7 @@ def _rewrite_bare_columns(select: exp.Select) -> None:
         c.replace(repl)
 
 
-def _rewrite_distinct_order(select: exp.Select) -> None:
+def rewrite_distinct_order(select: exp.Select) -> None:
     """SQLite allows SELECT DISTINCT ... ORDER BY <expr not in the select list>; DuckDB does not.
     Rewrite to GROUP BY <select list> ORDER BY min(<expr>) (same rows, SQLite's order in practice)."""
     distinct = select.args.get("distinct")
@@ -312,7 +312,7 @@ def _rewrite_affinity(tree: exp.Expression, schema: Schema) -> None:
             arg.replace(_as_sqlite_number(arg))
 
 
-def _add_group_tiebreak(select: exp.Select) -> None:
+def add_group_tiebreak(select: exp.Select) -> None:
     """SQLite orders tied rows of a grouped query by the group keys, in the direction of the last ORDER BY
     term (it sorts groups by key before ordering). DuckDB leaves ties arbitrary: make them explicit."""
     group = select.args.get("group")
@@ -360,9 +360,9 @@ def sqlite_to_duckdb(tree: exp.Expression, schema: Schema | None) -> str:
     # 4. bare columns, DISTINCT ... ORDER BY, tie order of grouped queries; innermost queries first
     selects = list(tree.find_all(exp.Select))
     for sel in reversed(selects):
-        _add_group_tiebreak(sel)
-        _rewrite_distinct_order(sel)
-        _rewrite_bare_columns(sel)
+        add_group_tiebreak(sel)
+        rewrite_distinct_order(sel)
+        rewrite_bare_columns(sel)
     # quote every identifier: SQLite table names such as SHOW are DuckDB keywords (DuckDB matches quoted
     # identifiers case-insensitively, like SQLite)
     return tree.sql(dialect="duckdb", identify=True)

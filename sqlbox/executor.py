@@ -23,13 +23,11 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from sqlglot import exp
-
 from core.model import ErrorKind, ExecutionResult
 from sqlbox.databases import DatabaseRegistry, UnknownDatabase
 from sqlbox.dialect import sqlite_result_names, sqlite_to_duckdb
 from sqlbox.engines import ENGINES, open_connection
-from sqlbox.guard import ParseFailure, Rejected, UnknownRelation, guard
+from sqlbox.guard import ParseFailure, Rejected, UnknownRelation, guard, parse_one
 from sqlbox.values import fingerprints, json_preview
 
 ISOLATIONS = ("process", "none")
@@ -187,7 +185,7 @@ class Executor:
             if dialect == "duckdb":
                 return sql
             if tree is None:
-                tree = _parse_one(sql, dialect)
+                tree = parse_one(sql, dialect)
             schema = self.registry.schema(db_id) if self.registry.get(db_id).kind == "sqlite" else None
             if dialect == "sqlite":
                 return sqlite_to_duckdb(tree, schema)
@@ -195,7 +193,7 @@ class Executor:
         if dialect == "sqlite":
             return sql
         if tree is None:
-            tree = _parse_one(sql, dialect)
+            tree = parse_one(sql, dialect)
         return tree.sql(dialect="sqlite")
 
     # -- execution
@@ -297,10 +295,3 @@ def _first_line(e: BaseException) -> str:
 
 
 
-def _parse_one(sql: str, dialect: str) -> exp.Expression:
-    from sqlbox.guard import _parse
-
-    stmts = _parse(sql, dialect)
-    if len(stmts) != 1:
-        raise Rejected(f"expected one statement, got {len(stmts)}")
-    return stmts[0]

@@ -165,7 +165,9 @@ def _check_series(node: exp.Expression, name: str) -> None:
         raise Rejected(f"{name}() would produce more than {MAX_SERIES_ROWS} rows")
 
 
-def _parse(sql: str, dialect: str) -> list[exp.Expression | None]:
+def parse_statements(sql: str, dialect: str) -> list[exp.Expression | None]:
+    """The statements of `sql` parsed by sqlglot in `dialect`, under the guard's input limits (a string, at
+    most MAX_SQL_CHARS, no NUL, bounded nesting). Raises `Rejected` or `ParseFailure`; checks nothing else."""
     if not isinstance(sql, str):
         raise Rejected(f"SQL must be a string, not {type(sql).__name__}")
     if len(sql) > MAX_SQL_CHARS:
@@ -186,13 +188,21 @@ def _parse(sql: str, dialect: str) -> list[exp.Expression | None]:
 _EMPTY_STATEMENT = tuple(getattr(exp, n) for n in ("Semicolon",) if hasattr(exp, n))
 
 
+def parse_one(sql: str, dialect: str) -> exp.Expression:
+    """`parse_statements` for exactly one statement (else `Rejected`); no read-only check (that is `guard`)."""
+    stmts = parse_statements(sql, dialect)
+    if len(stmts) != 1:
+        raise Rejected(f"expected one statement, got {len(stmts)}")
+    return stmts[0]
+
+
 def guard(sql: str, dialect: str = "sqlite", relations: Collection[str] | None = None) -> exp.Expression:
     """Return the parsed query if `sql` is a single read-only query; raise `Rejected` (or its subclass
     `ParseFailure`) with the reason otherwise. `relations`: when given, the only tables the query may name
     (case-insensitive) besides its own CTEs and the allowlisted table functions: no schema- or
     catalog-qualified name, no catalog view (`information_schema.*`, `pg_catalog.*`, `duckdb_tables`,
     `pragma_database_list`, `sqlite_master`, ...), no table the database does not have."""
-    stmts = _parse(sql, dialect)
+    stmts = parse_statements(sql, dialect)
     if not stmts:
         raise Rejected("empty SQL: no statement")
     if len(stmts) > 1:
@@ -320,7 +330,7 @@ def normalize(sql: str, dialect: str = "sqlite") -> tuple[str, str]:
     string input."""
     text = sql.strip().rstrip(";").strip()
     try:
-        stmts = _parse(text, dialect)
+        stmts = parse_statements(text, dialect)
     except Rejected:
         stmts = []
     if len(stmts) != 1:

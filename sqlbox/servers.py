@@ -862,7 +862,7 @@ def sqlite_to_server(tree, dialect: str, schema=None) -> str:
     behaviour)."""
     from sqlglot import exp
 
-    from sqlbox.dialect import _add_group_tiebreak, _rewrite_bare_columns, _rewrite_distinct_order
+    from sqlbox.dialect import add_group_tiebreak, rewrite_bare_columns, rewrite_distinct_order
 
     tree = tree.copy()
     if schema is not None:
@@ -883,10 +883,10 @@ def sqlite_to_server(tree, dialect: str, schema=None) -> str:
         if isinstance(sub.parent, exp.From | exp.Join) and not sub.alias:
             sub.set("alias", exp.TableAlias(this=exp.to_identifier(f"_t{i}")))
     for sel in reversed(list(tree.find_all(exp.Select))):
-        _add_group_tiebreak(sel)
-        _rewrite_distinct_order(sel)
+        add_group_tiebreak(sel)
+        rewrite_distinct_order(sel)
         if dialect == "postgres":  # MySQL/MariaDB accept bare columns (no ONLY_FULL_GROUP_BY by default)
-            _rewrite_bare_columns(sel)
+            rewrite_bare_columns(sel)
     if dialect == "postgres":
         tree = tree.transform(_pg_bare_column)
     return tree.sql(dialect=dialect)
@@ -912,13 +912,13 @@ def prepare_sql(sql: str, dialect: str, target: ServerTarget, *, use_guard: bool
     server's dialect layer), then transpiled to the server's dialect unless already written in it (SQLite
     through `sqlite_to_server`; `schema` is a callable returning the database's Schema).
     Raises `sqlbox.guard.Rejected` / `ParseFailure`."""
-    from sqlbox.guard import Rejected, _parse, guard
+    from sqlbox.guard import Rejected, guard, parse_statements
 
     if use_guard:
         tree = guard(sql, dialect)
         check_server_sql(tree, target.dialect)
     else:
-        stmts = _parse(sql, dialect) if dialect != target.dialect else None
+        stmts = parse_statements(sql, dialect) if dialect != target.dialect else None
         if stmts is None:
             return sql
         if len(stmts) != 1:

@@ -201,7 +201,7 @@ def _policy_verdicts(plan, labels: list[bool]) -> dict[str, bool]:
     has_scores = any(c.scores for c in cands)
     out = {}
     for pol in reported_policies(has_scores):
-        idx, _ = stages.select(cands, pol)
+        idx, _ = stages.select(cands, pol, plan.question.text)
         out[pol] = bool(idx is not None and labels[idx])
     return out
 

@@ -33,7 +33,6 @@ cross-question state the priors are estimated from (`RankerState`).
 
 from __future__ import annotations
 
-import contextvars
 import math
 import re
 import threading
@@ -58,10 +57,6 @@ FEATURES: tuple[str, ...] = (
     "sql_joins", "sql_agg", "sql_group", "sql_order_limit", "sql_distinct", "sql_nesting", "sql_setop",
     "sql_len_log", "sql_where", "lit_q_numbers_in_sql", "lit_sql_strings_in_q", "lit_n_sql",
 )
-
-# The question being planned, for the cue and literal features (the policy signature carries candidates only).
-CURRENT_QUESTION: contextvars.ContextVar[str] = contextvars.ContextVar("ranker_question", default="")
-
 
 # --------------------------------------------------------------------------------------------------
 # Priors: labelled outcomes, else one-coin Dawid-Skene agreement
@@ -501,9 +496,10 @@ class RankerState:
 ACTIVE = RankerState()
 
 
-def select_active(cands: Sequence[ScoredCandidate]) -> tuple[int | None, str]:
-    """The `ranker` policy with the active artifact and cross-question state."""
-    i, why, _, _, _ = rank_select(cands, CURRENT_QUESTION.get(), ACTIVE.priors(), ACTIVE.artifact)
+def select_active(cands: Sequence[ScoredCandidate], question: str = "") -> tuple[int | None, str]:
+    """The `ranker` policy with the active artifact and cross-question state; `question` feeds the cue and
+    literal features."""
+    i, why, _, _, _ = rank_select(cands, question, ACTIVE.priors(), ACTIVE.artifact)
     return i, why
 
 

@@ -18,6 +18,8 @@ Every policy is declared once, here, with its metadata (`POLICIES.meta(name)`):
 - `needs_scores`: it ranks by the discriminator's soft scores, so it needs a discriminator;
 - `executable_only`: it picks among executable candidates only (so only those need scoring);
 - `summary`: one line for help texts and the API schema;
+- `needs_question` (optional): the policy reads the question's text, passed as `question=` (the ranker's
+  literal and result-shape cues); the others take the candidates only;
 - `without_scores` (optional, for a policy that needs scores): the policy it reduces to when candidates
   carry no scores, when that is still worth reporting (`hybrid`: every score counts 0.5, so it is `vote`).
   Eval reports (replay, end-to-end `ex_by_policy`) include such a policy on unscored questions; the other
@@ -123,17 +125,21 @@ def check_rerank(cands: Sequence[ScoredCandidate]) -> tuple[int | None, str]:
     return i, f"highest soft score ({cands[i].selection_score:.4f}) among {len(ok)} executable of {len(cands)}"
 
 
-@POLICIES.register("ranker", needs_scores=False, executable_only=True,
+@POLICIES.register("ranker", needs_scores=False, executable_only=True, needs_question=True,
                    summary="a learned ranker over result clusters (votes, generator priors, result/SQL shape; "
                            "uses scores when present)")
-def ranker(cands: Sequence[ScoredCandidate]) -> tuple[int | None, str]:
+def ranker(cands: Sequence[ScoredCandidate], question: str = "") -> tuple[int | None, str]:
     from planner.ranker import select_active  # the artifact and cross-question priors live there
 
-    return select_active(cands)
+    return select_active(cands, question)
 
 
-def select(policy: str, cands: Sequence[ScoredCandidate]) -> tuple[int | None, str]:
-    return POLICIES.get(policy)(cands)
+def select(policy: str, cands: Sequence[ScoredCandidate], question: str = "") -> tuple[int | None, str]:
+    """Run `policy` on `cands`; `question` goes to the policies registered with `needs_question`."""
+    fn = POLICIES.get(policy)
+    if POLICIES.meta(policy).get("needs_question"):
+        return fn(cands, question=question)
+    return fn(cands)
 
 
 class PolicyError(ValueError):

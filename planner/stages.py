@@ -143,17 +143,11 @@ def select(cands: Sequence[ScoredCandidate], policy: str, question: str = "") ->
     """Run `policy` on the non-rejected candidates (rejected ones are never eligible); returns (index into
     `cands` or None, reason). Resets every candidate's `selection_score` and `cluster` first. `question` is
     the question's text, for policies that read it (the ranker's literal and result-shape cues)."""
-    from planner.ranker import CURRENT_QUESTION
-
     for sc in cands:
         sc.selection_score = None
         sc.cluster = None
     eligible = [i for i, sc in enumerate(cands) if not sc.candidate.rejected]
     if not eligible:
         return None, "no candidates"
-    tok = CURRENT_QUESTION.set(question)
-    try:
-        j, why = run_policy(policy, [cands[i] for i in eligible])
-    finally:
-        CURRENT_QUESTION.reset(tok)
+    j, why = run_policy(policy, [cands[i] for i in eligible], question)
     return (None if j is None else eligible[j]), why

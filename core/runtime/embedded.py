@@ -31,8 +31,8 @@ _DONE_MARKER = ".sqlarbiter-converted"
 
 def embedded_dtype(options: dict | None = None) -> str:
     """The embedded model's dtype: `options["dtype"]` when given, else "bfloat16" on a CPU that runs bf16
-    natively (only the Linear weights become bf16 there: KL 0.0008 nats/token from float32, and 1.8x the
-    decode speed; BENCHMARKS.md, "CPU generation settings"), else "auto" (float32 on a CPU)."""
+    natively (only the Linear weights become bf16 there: KL 0.0008 nats/token from float32, and about 2x
+    the tokens per second; BENCHMARKS.md, "CPU generation settings"), else "auto" (float32 on a CPU)."""
     if options and options.get("dtype"):
         return str(options["dtype"])
     from core.runtime.checkpoint import choose_device, cpu_bf16_native

@@ -1,5 +1,8 @@
-"""Admission control for POST /plan: a bounded worker pool (`limits.concurrency` plans run at once,
-`limits.queue_size` more wait, the rest are refused with `Overloaded` -> 429 with Retry-After)."""
+"""Admission control: a bounded worker pool per kind of work, refusing what it cannot start soon with
+`Overloaded` -> 429 with Retry-After. POST /plan (and /plan/stream): `limits.concurrency` plans run at once,
+`limits.queue_size` more wait. POST /check: `limits.check_concurrency` checks at once (default: one per sandbox
+worker), `limits.check_queue_size` more wait (default: `limits.queue_size`), so a burst of runaway SQL is
+answered 429 instead of every check queueing behind it."""
 
 from __future__ import annotations
 
@@ -14,18 +17,22 @@ T = TypeVar("T")
 
 
 class Overloaded(Exception):
-    def __init__(self, retry_after: int):
-        super().__init__(f"too many plans in flight; retry after {retry_after}s")
+    def __init__(self, retry_after: int, what: str = "plans"):
+        super().__init__(f"too many {what} in flight; retry after {retry_after}s")
         self.retry_after = retry_after
+        self.what = what
 
 
 class Admission:
-    """A bounded worker pool: `concurrency` plans run at once, `queue_size` more wait, the rest are refused."""
+    """A bounded worker pool: `concurrency` jobs run at once, `queue_size` more wait, the rest are refused.
+    `what` names the jobs (plural) in the 429's message and the worker threads."""
 
-    def __init__(self, concurrency: int, queue_size: int):
+    def __init__(self, concurrency: int, queue_size: int, what: str = "plans"):
         self.concurrency = concurrency
         self.capacity = concurrency + queue_size
-        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="plan")
+        self.what = what
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency,
+                                                              thread_name_prefix=what.rstrip("s") or "job")
         self._n = 0
         self._lock = threading.Lock()
         self._avg_s: float | None = None  # moving average of plan durations, for Retry-After
@@ -43,7 +50,7 @@ class Admission:
         """Run fn(admitted_at) on a worker, or raise Overloaded. The slot frees when fn really returns."""
         with self._lock:
             if self._n >= self.capacity:
-                raise Overloaded(self.retry_after())
+                raise Overloaded(self.retry_after(), self.what)
             self._n += 1
         admitted = time.monotonic()
 

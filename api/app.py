@@ -15,7 +15,9 @@ unreachable -> 503; the per-request deadline passed -> 504.
 
 Admission (`api.admission`): plans run on a dedicated pool of `limits.concurrency` worker threads (model calls
 block), so the event loop stays responsive; at most `limits.queue_size` more wait; beyond that POST /plan
-answers 429 at once. A plan's deadline counts from admission (queue time included); if a model call overruns
+answers 429 at once. POST /check has its own pool (`limits.check_concurrency`, default one per sandbox worker;
+`limits.check_queue_size`, default `limits.queue_size`): checks beyond it answer 429 rather than queue behind
+runaway SQL. A plan's deadline counts from admission (queue time included); if a model call overruns
 it, the client gets 504 at the deadline (plus a small grace) while the worker finishes in the background and
 only then frees its slot, so the limit stays truthful.
 
@@ -62,7 +64,8 @@ def create_app(config: Config | str | None = None, *, planner: Planner | None = 
     planner = planner or Planner(cfg, engine=store.engine)
     _log_outcomes(planner, store)
     state = AppState(config=cfg, planner=planner, store=store, metrics=ServiceMetrics(),
-                     admission=Admission(cfg.limits.concurrency, cfg.limits.queue_size))
+                     admission=Admission(cfg.limits.concurrency, cfg.limits.queue_size),
+                     check_admission=check_admission(cfg))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -74,6 +77,7 @@ def create_app(config: Config | str | None = None, *, planner: Planner | None = 
         yield
         mark_draining(app)
         state.admission.shutdown()
+        state.check_admission.shutdown()
         planner.close()
 
     app = FastAPI(
@@ -89,6 +93,7 @@ def create_app(config: Config | str | None = None, *, planner: Planner | None = 
     # The same objects under their own names, for callers and tests that reach into the app.
     app.state.config, app.state.planner, app.state.store = cfg, planner, store
     app.state.metrics, app.state.admission = state.metrics, state.admission
+    app.state.check_admission = state.check_admission
 
     errors.install(app)
     app.middleware("http")(_count_requests)
@@ -97,6 +102,15 @@ def create_app(config: Config | str | None = None, *, planner: Planner | None = 
         app.include_router(router, dependencies=[Depends(require_key)], responses=PROTECTED_RESPONSES)
     app.include_router(ui_router(Depends(require_key)))  # the playground (/ui/) and POST /plan/stream
     return app
+
+
+def check_admission(cfg: Config) -> Admission:
+    """POST /check's pool: `limits.check_concurrency` at once (default: one per sandbox worker, which is where
+    the SQL runs), `limits.check_queue_size` more waiting (default: `limits.queue_size`)."""
+    lim = cfg.limits
+    concurrency = lim.check_concurrency if lim.check_concurrency is not None else lim.sandbox_workers
+    queue = lim.check_queue_size if lim.check_queue_size is not None else lim.queue_size
+    return Admission(concurrency, queue, what="checks")
 
 
 def _safe_warm(pool) -> None:

@@ -1,5 +1,6 @@
 """The service's error mapping: caller errors to 404/422/504, overload to 429 with Retry-After, the store or a
-model backend down to 503, anything else to a logged JSON 500. Every error body is `{"detail": ...}`."""
+model backend down to 503, anything else to a logged JSON 500. Every error body is `{"detail": ...}`, rendered by
+`api.limits.SafeJSONResponse` (HTTPExceptions too): it cannot fail to render and names no host path."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.utils import is_body_allowed_for_status_code
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.admission import Overloaded
-from api.limits import SafeJSONResponse
+from api.limits import SafeJSONResponse, redact_paths
 from api.state import get_state
 from core.errors import BackendError
 from core.registry import UnknownName
@@ -36,8 +39,17 @@ def _fixed(status: int):
     return handler
 
 
+async def _http(_: Request, e: StarletteHTTPException) -> Response:
+    """FastAPI's HTTPException answer (same status, detail and headers), with the safe error body."""
+    headers = getattr(e, "headers", None)
+    if not is_body_allowed_for_status_code(e.status_code):
+        return Response(status_code=e.status_code, headers=headers)
+    return error(e.status_code, e.detail, headers)
+
+
 async def _overloaded(request: Request, e: Overloaded) -> JSONResponse:
-    get_state(request).metrics.overload.inc()
+    if e.what == "plans":  # the metric counts refused plans (a refused check is only its 429)
+        get_state(request).metrics.overload.inc()
     return error(429, str(e), {"Retry-After": str(e.retry_after)})
 
 
@@ -46,11 +58,11 @@ def status_of(e: BaseException) -> tuple[int, str] | None:
     exception handlers and the streamed plan (`api.ui`)."""
     for exc_type, status in STATUS:
         if isinstance(e, exc_type):
-            return status, str(e)
+            return status, redact_paths(str(e))
     if isinstance(e, SQLAlchemyError):
-        return 503, f"plan store unavailable: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
+        return 503, redact_paths(f"plan store unavailable: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
     if isinstance(e, BackendError):
-        return 503, f"model backend unavailable: {type(e).__name__}: {e}"
+        return 503, redact_paths(f"model backend unavailable: {type(e).__name__}: {e}")
     return None
 
 
@@ -70,6 +82,7 @@ async def _internal(_: Request, e: Exception) -> JSONResponse:  # last resort: s
 def install(app: FastAPI) -> None:
     for exc_type, status in STATUS:
         app.add_exception_handler(exc_type, _fixed(status))
+    app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(Overloaded, _overloaded)
     app.add_exception_handler(SQLAlchemyError, _store)
     app.add_exception_handler(BackendError, _backend)

@@ -4,8 +4,10 @@
 - `BodyLimit`, an ASGI middleware: a body larger than `limits.max_body_bytes` is answered 413 without being
   read past the limit (by its Content-Length at once, or when the streamed bytes pass it);
 - error handlers for request validation (422) and undecodable JSON: each error keeps its type, location and
-  message, and the offending input only as a short excerpt (`EXCERPT_CHARS`); every string in an error body
-  is made encodable (a lone surrogate becomes U+FFFD), so no error response can fail to encode;
+  message, and the offending input only as a short excerpt (`EXCERPT_CHARS`); every error body is a
+  `SafeJSONResponse`: strings made encodable (a lone surrogate becomes U+FFFD) and without host paths
+  (`redact_paths`: `/tmp/x/runs` -> `.../runs`), NaN/Infinity quoted as text, and a fixed JSON body should
+  rendering still fail, so no error response can fail to encode or name a host folder;
 - the OpenAPI schema built from the configuration: `n` at most `limits.n_max`, the question, evidence and
   SQL lengths of the configured limits, `deadline_s` at most `limits.max_deadline_s`, `pair` one of the
   configured pairs, the checkpoint names of PUT /generators|discriminators/active the configured ones, and
@@ -16,7 +18,12 @@ Strings that cannot be encoded (lone surrogates) are refused by the request mode
 from __future__ import annotations
 
 import copy
+import functools
 import json
+import logging
+import math
+import os
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,6 +31,51 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 EXCERPT_CHARS = 80
+log = logging.getLogger("api.app")
+
+# First segments of the service's own routes: never mistaken for a host folder in an error message.
+_API_SEGMENTS = frozenset({"plan", "plans", "check", "feedback", "databases", "generators", "discriminators", "ranker",
+                           "health", "livez", "readyz", "metrics", "ui", "docs", "redoc", "openapi.json"})
+# Top-level folders of common hosts, whether or not this one has them (plus this host's own, see `_path_re`).
+_HOST_ROOTS = ("home", "root", "tmp", "var", "usr", "etc", "opt", "srv", "mnt", "media", "run", "proc", "sys", "dev",
+               "work", "data", "workspace", "app", "nix", "private", "Users", "Volumes", "Library", "System")
+_PATH_END = ".,:;!?"  # punctuation after a path belongs to the sentence, not the path
+
+
+@functools.cache
+def _path_re() -> re.Pattern[str]:
+    try:
+        local = [n for n in os.listdir("/") if n and not n.startswith(".")]
+    except OSError:
+        local = []
+    roots = sorted((set(_HOST_ROOTS) | set(local)) - _API_SEGMENTS, key=len, reverse=True)
+    alt = "|".join(re.escape(r) for r in roots)
+    # an absolute POSIX path under a host folder (also after `file://` or `sqlite:///`), or a Windows drive path
+    return re.compile(rf"(?<![\w.~-])/+(?:{alt})(?=[/\s'\"`,;:)\]}}>]|$)[^\s'\"`,;)\]}}>]*"
+                      r"|(?<![\w])[A-Za-z]:\\[^\s'\"`,;)\]}>]*")
+
+
+def _hide_path(m: re.Match[str]) -> str:
+    text = m.group(0)
+    path = text.rstrip(_PATH_END)
+    tail = text[len(path):]
+    parts = [p for p in re.split(r"[/\\]+", path) if p]
+    # keep the file's own name when there is one below a host folder's first level (`/tmp/x/results.jsonl` ->
+    # `.../results.jsonl`); never a user's home folder itself (`/home/alice` -> `...`)
+    return ("..." + (f"/{parts[-1]}" if len(parts) > 2 else "")) + tail
+
+
+def redact_paths(s: str) -> str:
+    """`s` with every absolute host path replaced by `...` (or `.../<file name>`): error bodies name no host
+    folders (the runs folder, databases, configs, checkpoints, the temp or home folder)."""
+    return _path_re().sub(_hide_path, s) if "/" in s or "\\" in s else s
+
+
+def finite(v: float) -> float | str:
+    """`v`, or for NaN/Infinity the text JSON has no number for (`NaN`, `Infinity`, `-Infinity`)."""
+    if math.isfinite(v):
+        return v
+    return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
 
 
 def encodable(s: str) -> str:
@@ -40,7 +92,9 @@ def excerpt(v: Any, n: int = EXCERPT_CHARS) -> Any:
     if isinstance(v, str):
         v = encodable(v)
         return v if len(v) <= n else v[:n] + f"... ({len(v)} characters)"
-    if isinstance(v, bool | int | float) or v is None:
+    if isinstance(v, float):
+        return finite(v)
+    if isinstance(v, bool | int) or v is None:
         return v
     try:
         text = json.dumps(v, ensure_ascii=True, default=str)
@@ -49,23 +103,38 @@ def excerpt(v: Any, n: int = EXCERPT_CHARS) -> Any:
     return excerpt(text, n)
 
 
-def _safe(v: Any) -> Any:
+def _safe(v: Any, depth: int = 0) -> Any:
     if isinstance(v, str):
-        return encodable(v)
-    if isinstance(v, dict):
-        return {encodable(str(k)): _safe(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_safe(x) for x in v]
-    if isinstance(v, bool | int | float) or v is None:
+        return redact_paths(encodable(v))
+    if isinstance(v, float):
+        return finite(v)
+    if isinstance(v, bool | int) or v is None:
         return v
-    return encodable(str(v))
+    if depth > 32:
+        return "..."
+    if isinstance(v, dict):
+        return {_safe(str(k)): _safe(x, depth + 1) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_safe(x, depth + 1) for x in v]
+    return redact_paths(encodable(str(v)))
+
+
+# What an error body becomes when even the sanitised one cannot be rendered (it never should).
+_FALLBACK = b'{"detail":"the error could not be described"}'
 
 
 class SafeJSONResponse(JSONResponse):
-    """A JSON response that cannot fail to encode (strings made encodable first)."""
+    """The error response: a JSON body that cannot fail to render. Strings are made encodable and lose any
+    host path (`redact_paths`), NaN/Infinity become text, and should rendering still fail, the body is a
+    fixed JSON message (the status stays)."""
 
     def render(self, content: Any) -> bytes:
-        return super().render(_safe(content))
+        try:
+            return json.dumps(_safe(content), ensure_ascii=False, allow_nan=False, indent=None,
+                              separators=(",", ":")).encode("utf-8")
+        except Exception:  # noqa: BLE001 - the last resort: still JSON
+            log.exception("error body could not be rendered")
+            return _FALLBACK
 
 
 class BodyLimit:

@@ -44,7 +44,8 @@ MAX_N = 256
 
 
 class _Req(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and Infinity (which Python's JSON decoder accepts) are no number a request may carry: 422
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _encodable(self):

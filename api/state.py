@@ -1,4 +1,4 @@
-"""What the endpoints share: the `AppState` (config, planner, plan store, metrics, admission pool) built once
+"""What the endpoints share: the `AppState` (config, planner, plan store, metrics, admission pools) built once
 by `create_app`, the `State` dependency that hands it to an endpoint, the API-key dependency, and the error
 response documentation common to several endpoints."""
 
@@ -45,7 +45,8 @@ class AppState:
     planner: Planner
     store: PlanStore
     metrics: ServiceMetrics
-    admission: Admission
+    admission: Admission  # POST /plan, /plan/stream
+    check_admission: Admission  # POST /check
 
 
 def get_state(request: Request) -> AppState:

@@ -293,7 +293,7 @@ def _read_report_json(d: Path) -> dict | None:
 def resolve_run(root: Path, name: str) -> Path:
     """The run folder called `name` under root; 404 for anything else (absolute paths, `..`, non-runs)."""
     rel = Path(name)
-    unknown = HTTPException(404, f"unknown run {name!r} under {root}; see GET /ui/api/runs")
+    unknown = HTTPException(404, f"unknown run {name!r}; see GET /ui/api/runs")  # never the runs folder's path
     if not name or rel.is_absolute() or ".." in rel.parts:
         raise unknown
     try:

@@ -91,6 +91,10 @@ class Limits(_Strict):
     max_deadline_s: float = Field(600.0, gt=0, description="largest deadline a request may ask for")
     concurrency: int = Field(1, ge=1, le=256, description="plans computed at once (model calls are blocking)")
     queue_size: int = Field(8, ge=0, le=10_000, description="plans waiting for a worker; beyond it: 429")
+    check_concurrency: int | None = Field(
+        None, ge=1, le=256, description="POST /check requests run at once (None: one per sandbox worker)")
+    check_queue_size: int | None = Field(
+        None, ge=0, le=10_000, description="POST /check requests waiting; beyond it: 429 (None: queue_size)")
     exec_timeout_s: float = Field(5.0, gt=0, description="per-candidate execution timeout")
     max_rows: int = Field(10_000, ge=1, description="row cap per execution")
     preview_rows: int = Field(20, ge=1, le=1000, description="rows kept in a preview")

@@ -8,10 +8,12 @@ per engine, with a disclosure / write / time / memory / session-leak check for e
 
 Engines: `duckdb` / `sqlite` = `sqlarbiter check --engine duckdb|sqlite` on a copy of Spider's concert_singer
 SQLite file; `postgresql` / `mysql` = the loopback servers (PostgreSQL on 127.0.0.1:5432, MariaDB on :3306)
-through the read-only role `sqlarbiter_ro` (SELECT on the target database only, plus, on purpose, SELECT on a
-second canary database: a role that can read other databases); `postgresql-superuser` / `mysql-admin` = the
-same database through the PRIVILEGED admin role (`postgres`, `sqlarbiter`): a misconfiguration the service must
-survive. The benchmark loads concert_singer into its own server database `hostile_cs` (never a shared one) and
+through a least-privilege read-only role `sqlarbiter_hostile_ro` (SELECT on the target database only);
+`mysql-multidb` = MariaDB through a read-only role that can also SELECT a second (canary) database;
+`postgresql-superuser` / `mysql-admin` = the same database through the PRIVILEGED admin role (`postgres`,
+`sqlarbiter`): a misconfiguration the service must survive (where the tree refuses such roles by default, that
+refusal is recorded and the database is opted in by name, `DatabaseRegistry.privileged`, so the guard is still
+measured). The benchmark loads concert_singer into its own server database `hostile_cs` (never a shared one) and
 sets up the canaries with the admin role.
 
 Each case runs through an `Executor` with process isolation built as `sqlarbiter check` builds it (one
@@ -58,7 +60,8 @@ SQLITE2 = WORK / "canary.sqlite"
 DUCK2 = WORK / "canary.duckdb"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432"
 MY_ADMIN = "mysql://sqlarbiter@127.0.0.1:3306"
-RO = "sqlarbiter_ro"
+RO = "sqlarbiter_hostile_ro"  # least privilege: SELECT on the target database only
+RO_MULTI = "sqlarbiter_hostile_multi"  # MariaDB: SELECT on the target and on the canary database
 DB = "hostile_cs"
 CANARY_DB = "sqlarbiter_canary"
 CANARY_USER = "sqlarbiter_canary_user"
@@ -71,6 +74,7 @@ MY_GLOBALS = ("net_read_timeout", "general_log", "general_log_file", "max_connec
 ENGINES = {  # variant -> (family, privileged)
     "duckdb": ("duckdb", False), "sqlite": ("sqlite", False),
     "postgresql": ("postgresql", False), "mysql": ("mysql", False),
+    "mysql-multidb": ("mysql", False),
     "postgresql-superuser": ("postgresql", True), "mysql-admin": ("mysql", True),
 }
 NATIVE = {"duckdb": "duckdb", "sqlite": None, "postgresql": "postgres", "mysql": "mysql"}
@@ -344,7 +348,7 @@ def corpus() -> list[tuple[str, str, str, str, dict]]:
         ("alter_system", "ALTER SYSTEM SET work_mem = '5MB'"),
         ("create_db", "CREATE DATABASE hostile_db"),
         ("create_role", "CREATE ROLE hostile_role"),
-        ("grant_role", "GRANT pg_read_server_files TO sqlarbiter_ro"),
+        ("grant_role", f"GRANT pg_read_server_files TO {RO}"),
         ("do_block", "DO $$BEGIN EXECUTE 'CREATE TABLE hostile_do (a int)'; END$$"),
         ("create_function", "CREATE FUNCTION hostile_f() RETURNS int AS 'SELECT 1' LANGUAGE sql"),
         ("for_update", "SELECT * FROM singer FOR UPDATE"),
@@ -365,7 +369,7 @@ def corpus() -> list[tuple[str, str, str, str, dict]]:
         ("set_global", "SET GLOBAL net_read_timeout = 31"),
         ("create_db", "CREATE DATABASE hostile_db"),
         ("create_user", "CREATE USER 'hostile_user'@'localhost'"),
-        ("grant", "GRANT SELECT ON mysql.* TO 'sqlarbiter_ro'@'127.0.0.1'"),
+        ("grant", f"GRANT SELECT ON mysql.* TO '{RO}'@'127.0.0.1'"),
         ("replace", "REPLACE INTO singer (singer_id, name) VALUES (1, 'hostile')"),
         ("lock_tables", "LOCK TABLES singer WRITE"),
         ("rename", "RENAME TABLE singer TO hostile_s"),
@@ -413,7 +417,7 @@ def corpus() -> list[tuple[str, str, str, str, dict]]:
         ("pg_custom_guc", "P", "SELECT set_config('hostile.leak', 'hostile_leak4', false) AS a",
          "SELECT current_setting('hostile.leak', true) AS a", "hostile_leak4"),
         ("pg_set_role", "P", "SET ROLE postgres",
-         "SELECT current_user || '/' || session_user AS a", "postgres/sqlarbiter_ro"),
+         "SELECT current_user || '/' || session_user AS a", f"postgres/{RO}"),
         ("pg_session_auth", "P", "SET SESSION AUTHORIZATION postgres",
          "SELECT current_user || '/' || session_user AS a", "postgres/postgres"),
         ("pg_temp_table", "P", "CREATE TEMP TABLE hostile_tmp AS SELECT 'hostile_leak5' AS x",
@@ -644,12 +648,10 @@ class Setup:
         self._pg_grants()
         if not a.execute("SELECT 1 FROM pg_database WHERE datname = %s", (CANARY_DB,)).fetchone():
             a.execute(f"CREATE DATABASE {CANARY_DB}")
-        a.execute(f"GRANT CONNECT ON DATABASE {CANARY_DB} TO {RO}")
         with pg_connect(CANARY_DB) as c:
             c.execute("DROP TABLE IF EXISTS secret")
             c.execute("CREATE TABLE secret (s text)")
             c.execute("INSERT INTO secret VALUES (%s)", (self.tok["canarydb"],))
-            c.execute(f"GRANT USAGE ON SCHEMA public TO {RO}; GRANT SELECT ON secret TO {RO}")
         self.pg_db = pg_connect(DB)
         paths = [r[0] for r in a.execute("SELECT setting FROM pg_settings WHERE name IN ('data_directory', "
                                          "'config_file', 'hba_file', 'ident_file')").fetchall()]
@@ -672,7 +674,9 @@ class Setup:
         my_q(self.my, f"CREATE TABLE {CANARY_DB}.secret (s TEXT)")
         my_q(self.my, f"INSERT INTO {CANARY_DB}.secret VALUES (%s)", (self.tok["canarydb"],))
         for host in ("127.0.0.1", "localhost"):
-            my_q(self.my, f"GRANT SELECT ON `{CANARY_DB}`.* TO '{RO}'@'{host}'")
+            my_q(self.my, f"CREATE USER IF NOT EXISTS '{RO_MULTI}'@'{host}'")
+            my_q(self.my, f"GRANT SELECT ON `{DB}`.* TO '{RO_MULTI}'@'{host}'")
+            my_q(self.my, f"GRANT SELECT ON `{CANARY_DB}`.* TO '{RO_MULTI}'@'{host}'")
         my_q(self.my, f"CREATE USER IF NOT EXISTS '{CANARY_USER}'@'localhost' IDENTIFIED BY 'canary-password'")
         self.my_idle = my_connect(CANARY_DB)  # another session, idle in the canary database
         self.my_globals = {k: v for k, v in my_q(self.my, "SELECT variable_name, variable_value FROM "
@@ -696,7 +700,8 @@ class Setup:
         m["canary_listing"] = ["canary.txt"]
         m["etc_passwd"] = ["root:x:0:0", "726f6f743a783a303a30", "/usr/sbin/nologin"]
         m["password_hash"] = [r"re:\*[0-9A-F]{40}", r"re:SCRAM-SHA-256\$", r"re:md5[0-9a-f]{32}"]
-        m["other_databases"] = [CANARY_DB, "template0", "template1", "performance_schema", *SPIDER_OTHERS]
+        m["other_databases"] = [r"re:\bsqlarbiter_canary\b", "template0", "template1", "performance_schema",
+                                *(r"re:\b" + d + r"\b" for d in SPIDER_OTHERS)]
         m["accounts"] = [CANARY_USER, "mariadb.sys"]
         m["other_sessions"] = [ADMIN_APP]
         m["settings"] = ["shared_buffers", "max_wal_size", "innodb_buffer_pool_size", "secure_file_priv",
@@ -893,6 +898,21 @@ def child_main(spec: dict) -> None:
     reg = DatabaseRegistry()
     err = None
     ex = None
+    extra = {}
+    if spec.get("optin"):  # a privileged role: does the default configuration refuse it?
+        try:
+            from sqlbox.executor import Executor
+
+            r0 = DatabaseRegistry()
+            r0.register_url(spec["url"], db_id="cs")
+            with Executor(r0, engine=spec["engine"], timeout_s=spec["timeout"]) as e0:
+                res0 = e0.execute("cs", "SELECT count(*) FROM singer")
+            extra["default_check"] = f"control ok={res0.ok} {(res0.error or '')[:200]}"
+        except Exception as e:  # noqa: BLE001
+            extra["default_check"] = f"refused: {type(e).__name__}: {str(e)[:200]}"
+        if hasattr(reg, "privileged"):  # the opt-in by name (privileged_databases) where the tree has one
+            reg.privileged.add("cs")
+            extra["opted_in"] = True
     try:
         if spec.get("url"):
             reg.register_url(spec["url"], db_id="cs")
@@ -904,7 +924,7 @@ def child_main(spec: dict) -> None:
         ex.execute("cs", "SELECT count(*) FROM singer")  # warm: workers and connections up
     except Exception as e:  # noqa: BLE001 - e.g. a refused (privileged) role: every case reports it
         err = f"{type(e).__name__}: {str(e)[:300]}"
-    send({"ready": True, "error": err})
+    send({"ready": True, "error": err, **extra})
     for line in sys.stdin:
         msg = json.loads(line)
         if msg.get("op") == "exit":
@@ -939,6 +959,7 @@ class Child:
                                   text=True, env=env, cwd=os.getcwd())
         self.buf = ""
         ready = self.read(120.0, None)
+        self.ready = ready or {}
         self.error = ready.get("error") if ready else "child did not start"
 
     def read(self, deadline_s: float, poll) -> dict | None:
@@ -990,10 +1011,11 @@ def target_of(variant: str, setup: Setup) -> dict:
     if fam in ("duckdb", "sqlite"):
         return {"engine": fam, "path": str(setup.file_db[fam]), "cli_data": str(setup.file_db[fam]),
                 "cli_db": "concert_singer"}
-    user = ("postgres" if priv else RO) if fam == "postgresql" else ("sqlarbiter" if priv else RO)
+    user = ("postgres" if priv else RO) if fam == "postgresql" else \
+        ("sqlarbiter" if priv else RO_MULTI if variant == "mysql-multidb" else RO)
     url = (f"postgresql://{user}@127.0.0.1:5432/{DB}" if fam == "postgresql" else
            f"mysql://{user}@127.0.0.1:3306/{DB}")
-    return {"engine": "duckdb", "url": url, "cli_data": url, "cli_db": DB}
+    return {"engine": "duckdb", "url": url, "cli_data": url, "cli_db": DB, "optin": priv}
 
 
 def one_run(setup, variant, fam, case, dialect, timeout, runner, cli=False) -> dict:
@@ -1035,14 +1057,22 @@ def one_run(setup, variant, fam, case, dialect, timeout, runner, cli=False) -> d
     return rec
 
 
+ENGINE_INFO: dict[str, dict] = {}
+
+
 def run_engine(setup, variant: str, cases, timeout: float, cli_sample: int, rss_cap_mb: int, log) -> list[dict]:
     fam, priv = ENGINES[variant]
     tgt = target_of(variant, setup)
-    spec = {"engine": tgt["engine"], "timeout": timeout, "url": tgt.get("url"), "path": tgt.get("path")}
+    spec = {"engine": tgt["engine"], "timeout": timeout, "url": tgt.get("url"), "path": tgt.get("path"),
+            "optin": tgt.get("optin", False)}
     child = Child(spec)
     if child.error:
         log(f"  {variant}: executor not built / warm-up failed: {child.error}")
+    if child.ready.get("default_check"):
+        log(f"  {variant}: without an opt-in: {child.ready['default_check']}; opted in: {child.ready.get('opted_in')}")
     recs = []
+    ENGINE_INFO[variant] = {"executor_error": child.error, "default_check": child.ready.get("default_check"),
+                            "opted_in": child.ready.get("opted_in", False)}
     deadline = timeout + 30.0
 
     def executor_runner(sql, dialect, sample):
@@ -1158,13 +1188,20 @@ def summarize(recs: list[dict], variants: list[str]) -> str:
         cnt = Counter(r["verdict"] for r in rs)
         n = cnt.__getitem__
         other = len(rs) - n("ok") - n("rejected") - n("failed")
-        label = v + (" (PRIVILEGED role)" if ENGINES[v][1] else "")
+        label = v + (" (PRIVILEGED role)" if ENGINES[v][1] else " (role reads a 2nd database)"
+                     if v == "mysql-multidb" else "")
         lines.append(f"| {label} | {len(rs)} | {n('ok')} / {n('rejected')} / {n('failed')} / {other} | "
                      f"{sum(1 for r in rs if r['disclosures'])} | {sum(1 for r in rs if r['writes'])} | "
                      f"{sum(1 for r in rs if r.get('session_leak'))} | {sum(1 for r in rs if r['past_timeout'])} | "
                      f"{max(r['peak_tree_rss_mb'] for r in rs):.0f} | "
                      f"{max(r['peak_server_rss_delta_mb'] for r in rs):.0f} |")
     out = ["\n".join(lines), ""]
+    for v in variants:
+        info = ENGINE_INFO.get(v, {})
+        if info.get("executor_error") or info.get("default_check"):
+            out.append(f"{v}: executor error: {info.get('executor_error')}; privileged role without opt-in: "
+                       f"{info.get('default_check')}; opted in by name: {info.get('opted_in')}")
+    out.append("")
     for v in variants:
         bad = [r for r in recs if r["engine"] == v and (r["disclosures"] or r["writes"] or r.get("session_leak")
                                                          or r["past_timeout"])]
@@ -1229,7 +1266,8 @@ def main(argv=None) -> int:
     print(summary)
     if args.out:
         Path(args.out).write_text(json.dumps({"tree": str(root), "rev": tree_rev(root), "timeout_s": args.timeout,
-                                              "engines": variants, "summary": summary, "runs": recs}, indent=1))
+                                              "engines": variants, "engine_info": ENGINE_INFO, "summary": summary,
+                                              "runs": recs}, indent=1))
     for c in (setup.pg_db, setup.pg, setup.my, setup.my_idle):
         with contextlib.suppress(Exception):
             if c is not None:

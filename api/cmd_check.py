@@ -5,11 +5,16 @@ list the registered databases.
                      [--timeout S]
     sqlarbiter databases [--data DIR_OR_FILE_OR_URL ...] [--config FILE] [--json]
     sqlarbiter databases load-spider --to postgresql://user@host:port [--db-ids A,B | --split dev] [--replace]
+    sqlarbiter databases grant-readonly ADMIN_URL [--role NAME] [--host H ...] [--apply]
 
 The databases: the demo database, the config's `databases`, $SQLARBITER_DATABASES and every `--data` (the
 options shared by every command, `planner.cli_options`): a Spider-layout folder, a database file, or a server URL
 (`postgresql://...`, `mysql://...`; docs/databases.md). Exit status: 0 ok, 1 rejected or failed, 2 bad usage
-(unknown database, bad file, folder or URL, bad config).
+(unknown database, bad file, folder or URL, bad config, a server database refused for its role).
+
+A server database whose role can do more than read is refused (`sqlbox.privileges`) unless the configuration's
+`privileged_databases` names it; `databases grant-readonly` prints (or, with --apply, runs and checks) the DDL
+of a role that passes.
 """
 
 from __future__ import annotations
@@ -73,8 +78,14 @@ def cmd_check(args) -> int:
     if args.db not in reg:
         print(f"error: {UnknownDatabase(args.db, reg.ids())}", file=sys.stderr)
         return 2
-    with Executor(reg, engine=args.engine, timeout_s=args.timeout, preview_rows=args.rows) as ex:
-        res = ex.execute(args.db, args.sql, dialect=args.dialect)
+    from sqlbox.privileges import PrivilegeError
+
+    try:
+        with Executor(reg, engine=args.engine, timeout_s=args.timeout, preview_rows=args.rows) as ex:
+            res = ex.execute(args.db, args.sql, dialect=args.dialect)
+    except PrivilegeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     verdict = _verdict(res)
     if args.json:
         print(json.dumps({"verdict": verdict, "db": args.db, **res.model_dump(mode="json")}, indent=2))
@@ -93,31 +104,78 @@ def cmd_check(args) -> int:
 
 
 def cmd_databases(args) -> int:
+    from sqlbox.privileges import PrivilegeError, RoleCheckError
+
     reg = _registry(args)
     if reg is None:
         return 2
     items = []
+    refused = 0
     for db_id in reg.ids():
         info = reg.get(db_id)
-        try:
-            n = len(reg.schema(db_id).tables)
-        except Exception as e:  # a broken file is listed, not fatal
-            n = None
-            print(f"warning: {db_id}: cannot read schema: {e}", file=sys.stderr)
-        items.append({"db_id": db_id, "kind": info.kind, "dialect": info.dialect, "path": info.location,
-                      "n_tables": n})
+        item = {"db_id": db_id, "kind": info.kind, "dialect": info.dialect, "path": info.location, "n_tables": None}
+        if info.target is not None:  # the role first: nothing reads a refused database
+            try:
+                problems = reg.verify(db_id)
+                item["role"] = "privileged (opted in)" if problems else "read-only"
+                for w in problems:
+                    print(f"WARNING: {db_id} is not read-only (opted in by privileged_databases): {w}", file=sys.stderr)
+            except PrivilegeError as e:
+                item["role"] = "refused"
+                refused += 1
+                print(f"error: {e}", file=sys.stderr)
+            except RoleCheckError as e:
+                item["role"] = "unchecked"
+                print(f"warning: {db_id}: {e}", file=sys.stderr)
+        if item.get("role") not in ("refused", "unchecked"):
+            try:
+                item["n_tables"] = len(reg.schema(db_id).tables)
+            except Exception as e:  # a broken file is listed, not fatal
+                print(f"warning: {db_id}: cannot read schema: {e}", file=sys.stderr)
+        items.append(item)
     if args.json:
         print(json.dumps(items, indent=2))
     else:
         w = max((len(i["db_id"]) for i in items), default=5)
         print(f"{'db_id'.ljust(w)}  kind        dialect   tables  path")
         for i in items:
-            print(f"{i['db_id'].ljust(w)}  {i['kind']:<10}  {i['dialect']:<8}  {str(i['n_tables']):>6}  {i['path']}")
-    from sqlbox.servers import privilege_warnings
+            role = f"  [{i['role']}]" if i.get("role") else ""
+            print(f"{i['db_id'].ljust(w)}  {i['kind']:<10}  {i['dialect']:<8}  {str(i['n_tables']):>6}  {i['path']}{role}")
+    return 2 if refused else 0
 
-    for db_id in reg.server_ids():
-        for w in privilege_warnings(reg.get(db_id).target):
-            print(f"WARNING: {db_id} is not read-only: {w}", file=sys.stderr)
+
+def cmd_grant_readonly(args) -> int:
+    from sqlbox.privileges import RoleCheckError, grant_readonly, password_hint
+    from sqlbox.servers import TargetError, parse_target, redact
+
+    try:
+        _, admin = parse_target(args.url)
+        res = grant_readonly(args.url, args.role, apply=args.apply, hosts=args.host)
+    except TargetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except RoleCheckError as e:
+        print(f"error: {redact(str(e))}", file=sys.stderr)
+        return 1
+    where = f"{admin.url} (as {admin.url.split('//', 1)[1].split('@', 1)[0]})"
+    print(f"-- a read-only role {args.role} for {admin.database}: run as an admin connected to {where}")
+    for s in res.statements:
+        print(f"{s};")
+    for line in password_hint(admin, args.role, args.host):
+        print(f"-- {line}")
+    if not args.apply:
+        print("-- (printed only: --apply runs it and checks the role)")
+        return 0
+    print(f"applied {len(res.statements)} statement(s) on {admin.url}")
+    if res.check_error is not None:
+        print(f"error: the role could not be checked: {res.check_error}; set its password and run "
+              f"`sqlarbiter databases --data {res.url}?password_env=VAR`", file=sys.stderr)
+        return 1
+    if res.problems:
+        print(f"error: the role {args.role} can still do more than read (grants it had before?): "
+              + "; ".join(res.problems), file=sys.stderr)
+        return 1
+    print(f"verified: {res.url} can only read; register it as {res.url} (add ?password_env=VAR for its password)")
     return 0
 
 
@@ -183,3 +241,15 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--spider", default=None, help="Spider folder (default: the shared data)")
     ls.add_argument("--replace", action="store_true", help="drop and reload databases that exist")
     ls.set_defaults(func=cmd_load_spider)
+    gr = dsub.add_parser("grant-readonly", help="print (or --apply) the DDL of a read-only role for a server database",
+                         description="Print the DDL that creates a role which can only read the database URL points "
+                         "at (PostgreSQL: NOSUPERUSER ... NOINHERIT, CONNECT, USAGE and SELECT, default privileges; "
+                         "MySQL/MariaDB: SELECT on that database only). --apply runs it through URL (an admin "
+                         "connection to that database) and checks the new role as sqlarbiter will.")
+    gr.add_argument("url", metavar="URL", help="admin connection to the database to expose, e.g. "
+                    "postgresql://postgres@127.0.0.1:5432/sales (no password in the URL: ?password_env=VAR)")
+    gr.add_argument("--role", default="sqlarbiter_ro", help="name of the read-only role (default sqlarbiter_ro)")
+    gr.add_argument("--host", action="append", default=None, metavar="H",
+                    help="MySQL/MariaDB: account host(s) (default: 127.0.0.1 and localhost for a local server, else %%)")
+    gr.add_argument("--apply", action="store_true", help="run the DDL, then check the role")
+    gr.set_defaults(func=cmd_grant_readonly)

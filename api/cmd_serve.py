@@ -96,6 +96,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from core.model import Question
     from planner.pipeline import DeadlineExceeded, Planner, PlanRequestError
     from sqlbox.databases import UnknownDatabase
+    from sqlbox.privileges import PrivilegeError, RoleCheckError
 
     cfg = _load(args)
     if cfg is None:
@@ -118,10 +119,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
                             policy=args.policy, pair=args.pair, router=args.router, execute=args.execute,
                             abstain_below=args.abstain_below,
                             deadline_s=args.deadline if args.deadline is not None else math.inf)
-    except (UnknownDatabase, PlanRequestError) as e:
+    except (UnknownDatabase, PlanRequestError, PrivilegeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (BackendError, DeadlineExceeded) as e:
+    except (BackendError, DeadlineExceeded, RoleCheckError) as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     finally:
@@ -168,6 +169,7 @@ def format_plan(plan) -> str:
                    f"{lk.prompt_tokens}/{lk.full_tokens} prompt tokens ({lk.mode}, {lk.latency_ms:.0f} ms): "
                    + ", ".join(f"{t}({', '.join(lk.columns.get(t, []))})" for t in lk.tables))
     out.append(f"Status   : {plan.status}")
+    out.extend(f"WARNING  : {w}" for w in plan.warnings)
     if plan.confidence is not None:
         out.append(f"Confidence: {plan.confidence:.3f}")
     out.append("")

@@ -21,12 +21,14 @@ from core.registry import UnknownName
 from planner.pipeline import DeadlineExceeded, PlanRequestError
 from planner.plans import UnknownPlan
 from sqlbox.databases import UnknownDatabase
+from sqlbox.privileges import PrivilegeError, RoleCheckError
 
 log = logging.getLogger("api.app")
 
 # Caller errors with a fixed status; the message is the exception's own.
 STATUS: tuple[tuple[type[Exception], int], ...] = (
-    (UnknownDatabase, 404), (UnknownPlan, 404), (PlanRequestError, 422), (UnknownName, 422), (DeadlineExceeded, 504))
+    (UnknownDatabase, 404), (UnknownPlan, 404), (PlanRequestError, 422), (UnknownName, 422), (DeadlineExceeded, 504),
+    (PrivilegeError, 403), (RoleCheckError, 503))  # a server database refused for its role / its server down
 
 
 def error(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:

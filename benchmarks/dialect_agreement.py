@@ -85,6 +85,8 @@ def run(spider: Path, limit: int | None = None, timeout_s: float = 10.0,
 
         for db in sorted({e["db_id"] for e in dev}):
             reg.register_url(server_url_for(target_url, db.lower()), db_id=f"{db}@server")
+            # opted in by name (sqlbox.privileges): gold SQL on a test server, often as the admin that loaded it
+            reg.privileged.add(f"{db}@server")
         other = parse_target(server_url_for(target_url, "x"))[1].kind
     dk = Executor(reg, engine="duckdb", timeout_s=timeout_s, max_rows=100_000)
     side = (lambda db: f"{db}@server") if target_url else (lambda db: db)

@@ -159,6 +159,8 @@ class Plan(_Model):
     total_cost: float = 0.0
     preview: ExecutionResult | None = None  # bounded rows of the chosen SQL, when asked to execute
     linking: SchemaLinking | None = None  # the linked schema subset, when the prompt was linked
+    # e.g. the database's role can do more than read (opted in by privileged_databases)
+    warnings: list[str] = Field(default_factory=list)
 
     @property
     def chosen_candidate(self) -> ScoredCandidate | None:

@@ -69,4 +69,5 @@ def cli_registry(args: argparse.Namespace, config: Config | None = None) -> Data
     config, FileNotFoundError / NotADirectoryError (OSError) or ValueError for a bad `--data` entry."""
     from sqlbox.databases import registry_for
 
-    return registry_for((config if config is not None else load_cli_config(args)).databases)
+    cfg = config if config is not None else load_cli_config(args)
+    return registry_for(cfg.databases, privileged=cfg.privileged_databases)

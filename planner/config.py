@@ -135,6 +135,9 @@ class Config(_Strict):
     defaults: Defaults = Field(default_factory=Defaults)
     limits: Limits = Field(default_factory=Limits)
     databases: list[str] = Field(default_factory=list, description="database files, Spider-layout dirs, or server URLs (postgresql://..., mysql://...)")
+    privileged_databases: list[str] = Field(
+        default_factory=list, description="ids of server databases allowed to use a role that can do more than read "
+        "(otherwise refused; every plan on them carries a warning); docs/databases.md")
     store_url: str | None = None  # SQLAlchemy URL; None = sqlite file under data_dir()
     api_key: str | None = None  # when set, every endpoint but /health and /docs needs it
     warmup: bool = False  # load the active models when the service starts

@@ -411,6 +411,7 @@ class Planner:
                 raise PlanRequestError(f"policy: {e}") from None
 
         plan = Plan(question=question, policy=policy, route=decision.model_copy(deep=True))
+        plan.warnings = self.registry.role_warnings(question.db_id)  # an opted-in privileged role says so
         linked = self.link_schema(question)
         if linked is not None:
             plan.linking = SchemaLinking(mode=cfg.defaults.schema_linking, tables=linked.tables, columns=linked.columns,
@@ -581,23 +582,33 @@ class Planner:
 def build_registry(config: Config):
     """The demo database (always) plus every entry of `config.databases` (files or folders; the
     SQLARBITER_DATABASES environment variable is already folded into it by the config loader); server URLs
-    register by URL, and a role that can write is reported loudly at startup."""
+    register by URL, and their roles are checked at startup (`warn_server_privileges`)."""
     from sqlbox.databases import registry_for
 
-    reg = registry_for(config.databases)
+    reg = registry_for(config.databases, privileged=config.privileged_databases)
     warn_server_privileges(reg)
     return reg
 
 
 def warn_server_privileges(registry) -> None:
-    """Log a loud warning for each server database whose role can do more than read."""
-    from sqlbox.servers import privilege_warnings
+    """Check each server database's role now (`DatabaseRegistry.verify`, cached) and say so loudly: a refused
+    database (its requests fail with PrivilegeError, HTTP 403) is logged as an error with what to change, an
+    opted-in privileged one as a warning; a server that does not answer is checked again on first use."""
+    from sqlbox.privileges import PrivilegeError, RoleCheckError
 
     for db_id in registry.server_ids():
         target = registry.get(db_id).target
-        for w in privilege_warnings(target):
-            log.warning("DATABASE %s (%s) IS NOT READ-ONLY: %s. Use a read-only role (docs/databases.md).",
-                        db_id, target.url, w)
+        try:
+            problems = registry.verify(db_id)
+        except PrivilegeError as e:
+            log.error("DATABASE %s REFUSED: %s", db_id, e)
+            continue
+        except RoleCheckError as e:
+            log.warning("database %s: %s (checked again on first use)", db_id, e)
+            continue
+        for w in problems:
+            log.warning("DATABASE %s (%s) IS NOT READ-ONLY (opted in by privileged_databases): %s", db_id,
+                        target.url, w)
 
 
 def _fill_kwargs(factory: Callable, params: dict[str, Any], **available: Any) -> dict[str, Any]:

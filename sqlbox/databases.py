@@ -5,12 +5,17 @@ a PostgreSQL or MySQL/MariaDB server given by URL (`register_url`, see `sqlbox.s
 under an id. `register_dir` understands the Spider/BIRD layouts (`database/<db_id>/<db_id>.sqlite`,
 a folder of `<db_id>/<db_id>.sqlite`) and flat folders of database files. Schemas are introspected
 on first use and cached (thread-safe).
+
+A server database's role is checked (`sqlbox.privileges.role_problems`) once, before its schema is read or a
+query runs (`DatabaseRegistry.verify`): a role that can do more than read is refused (`PrivilegeError`) unless
+its id is in `privileged` (the configuration's `privileged_databases`).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -66,13 +71,17 @@ def _kind_of(path: Path) -> Literal["sqlite", "duckdb"]:
 
 
 class DatabaseRegistry:
-    """db_id -> database file, with cached schemas. Thread-safe."""
+    """db_id -> database file, with cached schemas. Thread-safe. `privileged`: ids of server databases that may
+    use a role that can do more than read (opted in by name; `verify` then returns its problems)."""
 
-    def __init__(self) -> None:
+    def __init__(self, privileged: Iterable[str] = ()) -> None:
         self._dbs: dict[str, DatabaseInfo] = {}
         self._schemas: dict[tuple[str, int], Schema] = {}
         self._lock = threading.RLock()
         self._schema_locks: dict[str, threading.Lock] = {}
+        self.privileged: set[str] = set(privileged)
+        self._roles: dict[DatabaseInfo, list[str]] = {}  # verified server databases -> problems (opted in only)
+        self._role_locks: dict[str, threading.Lock] = {}
 
     def register(self, db_id: str, path: str | os.PathLike) -> DatabaseInfo:
         """Register one database file under `db_id` (re-registering an id replaces it)."""
@@ -171,9 +180,48 @@ class DatabaseRegistry:
         with self._lock:
             return len(self._dbs)
 
-    def schema(self, db_id: str) -> Schema:
-        """The database's schema (introspected once, then cached; re-read if the file changed)."""
+    def verify(self, db_id: str) -> list[str]:
+        """A server database's role, checked once (then cached) before it is used: [] when it can only read (and
+        for files); the problems when it can do more and `db_id` is opted in (`privileged`). Raises
+        `sqlbox.privileges.PrivilegeError` (saying what to change) for a role that can do more and is not opted
+        in (not cached: a fixed role passes on the next call), `RoleCheckError` when the server does not answer,
+        UnknownDatabase."""
         info = self.get(db_id)
+        if info.target is None:
+            return []
+        with self._lock:
+            done = self._roles.get(info)
+            if done is not None:
+                return list(done)
+            lock = self._role_locks.setdefault(db_id, threading.Lock())
+        with lock:
+            with self._lock:
+                done = self._roles.get(info)
+            if done is not None:
+                return list(done)
+            from sqlbox.privileges import PrivilegeError, role_problems
+
+            problems = role_problems(info.target)
+            if problems and db_id not in self.privileged:
+                raise PrivilegeError(db_id, info.target.url, problems)
+            with self._lock:
+                self._roles[info] = list(problems)
+            return list(problems)
+
+    def role_warnings(self, db_id: str) -> list[str]:
+        """The warning every plan on `db_id` carries when it is opted in with a role that can do more than read."""
+        problems = self.verify(db_id)
+        if not problems:
+            return []
+        return [f"database {db_id!r} is used with a role that can do more than read (opted in by "
+                f"privileged_databases): " + "; ".join(problems)]
+
+    def schema(self, db_id: str) -> Schema:
+        """The database's schema (introspected once, then cached; re-read if the file changed). A server
+        database's role is verified first (`verify`)."""
+        info = self.get(db_id)
+        if info.target is not None:
+            self.verify(db_id)
         key = (db_id, info.path.stat().st_mtime_ns if info.path is not None else 0)
         with self._lock:
             cached = self._schemas.get(key)
@@ -199,12 +247,14 @@ def register_path(registry: DatabaseRegistry, entry: str | os.PathLike) -> list[
     return registry.register_any(str(entry))
 
 
-def registry_for(entries: list[str | os.PathLike] | tuple[str | os.PathLike, ...] = ()) -> DatabaseRegistry:
+def registry_for(entries: list[str | os.PathLike] | tuple[str | os.PathLike, ...] = (),
+                 privileged: Iterable[str] = ()) -> DatabaseRegistry:
     """The demo database as `demo` (built if needed), then each entry (a server URL, file or folder, see
-    `register_path`) in order; a later entry replaces an id already registered."""
+    `register_path`) in order; a later entry replaces an id already registered. `privileged`: server database
+    ids opted in to a role that can do more than read."""
     from sqlbox.demo import DEMO_DB_ID, build_demo
 
-    reg = DatabaseRegistry()
+    reg = DatabaseRegistry(privileged)
     reg.register(DEMO_DB_ID, build_demo())
     for entry in entries:
         register_path(reg, entry)

@@ -12,7 +12,9 @@ renamed as SQLite would name them (`sqlbox.dialect.sqlite_result_names`).
 Server databases (PostgreSQL, MySQL/MariaDB, registered by URL) run on the server itself, whatever
 `engine` says: the SQL is guarded in its dialect (plus the server layer of `sqlbox.servers.check_server_sql`),
 transpiled to the server's dialect when written in another one, and run by `sqlbox.servers.ServerConn`
-in a read-only, bounded, rolled-back transaction.
+in a read-only, bounded, rolled-back transaction. Before a server database's first query, this (the parent)
+process checks its role (`DatabaseRegistry.verify`): a role that can do more than read raises
+`sqlbox.privileges.PrivilegeError` (a configuration error, like UnknownDatabase) unless opted in.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class Executor:
                  timeout_s: float = 5.0, max_rows: int = 10_000, preview_rows: int = 20,
                  memory_limit: str = "1GB", threads: int = 1, use_guard: bool = True,
                  max_connections: int = 16, isolation: Literal["process", "none"] = "process",
-                 workers: int = 2, address_space_mb: int = 4096, grace_s: float = 0.25):
+                 workers: int = 2, address_space_mb: int = 4096, grace_s: float = 0.25, verify_roles: bool = True):
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
         if isolation not in ISOLATIONS:
@@ -57,6 +59,7 @@ class Executor:
         self.threads = threads
         self.use_guard = use_guard
         self.max_connections = max_connections
+        self.verify_roles = verify_roles  # False only in the sandbox workers: their parent verified the role
         self._local = threading.local()
         self._all: list[Any] = []
         self._lock = threading.Lock()
@@ -68,7 +71,7 @@ class Executor:
             self.pool = WorkerPool(
                 {"engine": engine, "timeout_s": self.timeout_s, "max_rows": self.max_rows,
                  "preview_rows": self.preview_rows, "memory_limit": memory_limit, "threads": threads,
-                 "use_guard": use_guard, "max_connections": max_connections},
+                 "use_guard": use_guard, "max_connections": max_connections, "verify_roles": False},
                 size=workers, timeout_s=self.timeout_s, grace_s=grace_s, address_space_mb=address_space_mb)
 
     # -- connections
@@ -137,9 +140,16 @@ class Executor:
         self.close()
 
     # -- translation
+    def _verify(self, db_id: str) -> None:
+        """A server database's role, checked once before it is used (`DatabaseRegistry.verify`): raises
+        PrivilegeError (refused) or RoleCheckError (the server did not answer)."""
+        if self.verify_roles and self.registry.get(db_id).target is not None:
+            self.registry.verify(db_id)
+
     def _db(self, db_id: str) -> tuple[str, Any, Any, dict[str, str]]:
         info = self.registry.get(db_id)  # UnknownDatabase propagates
         if info.target is not None:  # a server: its schema when it can be read (the server reports the rest)
+            self._verify(db_id)  # PrivilegeError / RoleCheckError propagate: nothing runs unverified
             try:
                 schema = self.registry.schema(db_id)
             except Exception:  # noqa: BLE001 - an unreachable server fails in the worker, with its (redacted) error
@@ -178,6 +188,8 @@ class Executor:
         if target is not None:
             from sqlbox.servers import prepare_sql
 
+            self._verify(db_id)
+
             return prepare_sql(sql, dialect, target, use_guard=self.use_guard,
                                schema=lambda: self.registry.schema(db_id))
         tree = guard(sql, dialect, self._relations(db_id)) if self.use_guard else None
@@ -199,7 +211,8 @@ class Executor:
     # -- execution
     def execute(self, db_id: str, sql: str, *, dialect: str = "sqlite") -> ExecutionResult:
         """Run one candidate. Never raises for bad SQL: failures come back with `error_kind` set.
-        Raises UnknownDatabase for an unregistered db_id (a caller error, not the candidate's)."""
+        Raises UnknownDatabase for an unregistered db_id and `sqlbox.privileges.PrivilegeError` for a server
+        database whose role can do more than read (caller/configuration errors, not the candidate's)."""
         t0 = time.perf_counter()
 
         info = self.registry.get(db_id)  # UnknownDatabase propagates
@@ -213,6 +226,13 @@ class Executor:
             return ExecutionResult(ok=False, error_kind=kind, error=msg, engine=engine, executed_sql=executed,
                                    elapsed_ms=(time.perf_counter() - t0) * 1000)
 
+        if info.target is not None and self.verify_roles:
+            from sqlbox.privileges import RoleCheckError
+
+            try:
+                self._verify(db_id)  # PrivilegeError propagates
+            except RoleCheckError as e:
+                return fail(ErrorKind.INTERNAL, str(e))
         if self.pool is not None:
             from sqlbox.isolation import RemoteError, WorkerDied
 

@@ -27,7 +27,7 @@ compare with the file engines' results.
 
 `check_server_sql` is the guard's dialect layer: engine functions with side effects (sleeping, locks,
 signals, file access, sequences, settings, notifications, running SQL strings) are refused before any
-server sees them. `privilege_warnings` reports what the configured role could do beyond reading.
+server sees them. The configured role's privileges are checked by `sqlbox.privileges`.
 `load_spider` copies a Spider SQLite database into a server database.
 """
 
@@ -546,66 +546,6 @@ def _quote_fn(kind: str):
     if kind == "mysql":
         return lambda n: "`" + str(n).replace("`", "``") + "`"
     return lambda n: '"' + str(n).replace('"', '""') + '"'
-
-
-# --------------------------------------------------------------------------- privileges
-
-
-def privilege_warnings(target: ServerTarget) -> list[str]:
-    """What the configured role can do beyond reading (empty when it is read-only). Never raises:
-    a connection failure comes back as a warning."""
-    from sqlalchemy import text
-
-    try:
-        with engine_for(target).connect() as c:
-            if target.kind == "postgresql":
-                return _pg_privileges(c, text)
-            return _mysql_privileges(c, text)
-    except Exception as e:  # noqa: BLE001
-        return [f"cannot check the privileges of {target.url}: {error_text(e, target)}"]
-
-
-def _pg_privileges(c, text) -> list[str]:
-    out = []
-    row = c.execute(text("SELECT current_user, r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolbypassrls "
-                         "FROM pg_roles r WHERE r.rolname = current_user")).one()
-    user, sup, crole, cdb, bypass = row
-    if sup:
-        out.append(f"role {user} is a SUPERUSER: it can write every table, read server files and run programs")
-    if crole or cdb:
-        out.append(f"role {user} can create roles or databases")
-    for role in () if sup else ("pg_write_all_data", "pg_read_server_files", "pg_write_server_files", "pg_execute_server_program",
-                 "pg_signal_backend"):
-        if c.execute(text("SELECT pg_has_role(current_user, :r, 'MEMBER') FROM pg_roles WHERE rolname = :r"),
-                     {"r": role}).scalar():
-            out.append(f"role {user} is a member of {role}")
-    n = c.execute(text(
-        "SELECT count(*) FROM information_schema.tables t WHERE t.table_schema NOT IN ('pg_catalog', "
-        "'information_schema') AND (has_table_privilege(quote_ident(t.table_schema) || '.' || "
-        "quote_ident(t.table_name), 'INSERT,UPDATE,DELETE,TRUNCATE'))")).scalar()
-    if n:
-        out.append(f"role {user} can write {n} table(s) (INSERT/UPDATE/DELETE/TRUNCATE)")
-    if c.execute(text("SELECT has_schema_privilege(current_schema(), 'CREATE')")).scalar():
-        out.append(f"role {user} can CREATE in schema {c.execute(text('SELECT current_schema()')).scalar()}")
-    return out
-
-
-_MY_WRITE = re.compile(r"\b(ALL PRIVILEGES|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|FILE|SUPER|PROCESS|SHUTDOWN|"
-                       r"RELOAD|GRANT OPTION|EXECUTE|LOCK TABLES|CREATE ROUTINE|ALTER ROUTINE|EVENT|TRIGGER|"
-                       r"REFERENCES|INDEX|CREATE TEMPORARY TABLES|CREATE USER|REPLICATION\b[\w ]*|BINLOG \w+|"
-                       r"CONNECTION ADMIN|READ_ONLY ADMIN|SLAVE MONITOR|DELETE HISTORY)\b", re.I)
-
-
-def _mysql_privileges(c, text) -> list[str]:
-    out = []
-    user = c.execute(text("SELECT CURRENT_USER()")).scalar()
-    for (g,) in c.execute(text("SHOW GRANTS")).all():
-        head = g.split(" ON ", 1)[0]
-        found = sorted({m.group(0).upper() for m in _MY_WRITE.finditer(head)})
-        if found:
-            on = g.split(" ON ", 1)[1].split(" TO ", 1)[0] if " ON " in g else "?"
-            out.append(f"user {user} has {', '.join(found)} on {on}")
-    return out
 
 
 # --------------------------------------------------------------------------- loading Spider

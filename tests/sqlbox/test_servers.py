@@ -3,7 +3,8 @@ queried read-only and bounded; hostile SQL per engine, checked with row counts a
 a canary file that must not be read, a marker file that must not appear, and a time bound.
 
 Each server test loads Spider's concert_singer into a throwaway database (dropped afterwards) and queries it
-as a read-only role (the docs' recipe). The servers are the CI's (.ci/postgres.sh, .ci/mariadb.sh); the tests
+as a throwaway read-only role made by `sqlbox.privileges.grant_readonly` (`sqlarbiter databases grant-readonly`;
+dropped afterwards). The servers are the CI's (.ci/postgres.sh, .ci/mariadb.sh); the tests
 try to start them and skip, saying why, only when that fails."""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from core.settings import spider_dir
 from sqlbox.databases import DatabaseRegistry
 from sqlbox.executor import Executor
 from sqlbox.guard import Rejected, guard, normalize
+from sqlbox.privileges import grant_readonly
 from sqlbox.servers import (
     TargetError,
     check_server_sql,
@@ -36,7 +38,7 @@ SPIDER_DB = spider_dir() / "database"
 CS = SPIDER_DB / "concert_singer" / "concert_singer.sqlite"
 TIMEOUT = 1.0
 SLACK = 4.0  # cancel latency on a busy 2-core machine
-RO = "sqlarbiter_ro"
+RO = f"sqlarbiter_ro_{uuid.uuid4().hex[:8]}"  # per run: a MariaDB user keeps grants on dropped databases
 
 
 # --------------------------------------------------------------------------- URLs (no server needed)
@@ -200,15 +202,12 @@ def pg():
     admin = _pg_admin()
     name = f"sqlarbiter_t_{uuid.uuid4().hex[:10]}"
     load_spider(CS, "postgresql://postgres@127.0.0.1:5432/postgres", name)
-    # the read-only role of docs/databases.md
-    if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (RO,)).fetchone():
-        admin.execute(f"CREATE ROLE {RO} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
-    admin.execute(f'GRANT CONNECT ON DATABASE "{name}" TO {RO}')
+    # the read-only role of docs/databases.md, made as `sqlarbiter databases grant-readonly --apply` makes it
+    granted = grant_readonly(f"postgresql://postgres@127.0.0.1:5432/{name}", RO, apply=True)
+    assert granted.problems == [], granted
     import psycopg
 
     with psycopg.connect(f"host=127.0.0.1 port=5432 user=postgres dbname={name}", autocommit=True) as c:
-        c.execute(f"REVOKE CREATE ON SCHEMA public FROM PUBLIC; GRANT USAGE ON SCHEMA public TO {RO}; "
-                  f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {RO}")
         c.execute("COMMENT ON TABLE singer IS 'People who sing at concerts'")
         c.execute("COMMENT ON COLUMN singer.age IS 'age in years'")
         c.execute("CREATE SEQUENCE IF NOT EXISTS seq1")
@@ -220,6 +219,7 @@ def pg():
     dispose_all()
     db_admin.close()
     admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.execute(f"DROP ROLE IF EXISTS {RO}")
     admin.close()
 
 
@@ -230,10 +230,9 @@ def my():
     admin = _my_admin()
     name = f"sqlarbiter_t_{uuid.uuid4().hex[:10]}"
     load_spider(CS, "mysql://sqlarbiter@127.0.0.1:3306/mysql", name)
+    granted = grant_readonly(f"mysql://sqlarbiter@127.0.0.1:3306/{name}", RO, apply=True)  # 127.0.0.1 and localhost
+    assert granted.problems == [], granted
     cur = admin.cursor()
-    for host in ("127.0.0.1", "localhost"):
-        cur.execute(f"CREATE USER IF NOT EXISTS '{RO}'@'{host}'")
-        cur.execute(f"GRANT SELECT ON `{name}`.* TO '{RO}'@'{host}'")
     cur.execute(f"ALTER TABLE `{name}`.singer COMMENT = 'People who sing at concerts'")
     reg = DatabaseRegistry()
     reg.register_url(f"mysql://{RO}@127.0.0.1:3306/{name}", db_id="cs")
@@ -241,6 +240,8 @@ def my():
     yield Server("mysql", name, _my_admin(name), reg)
     dispose_all()
     cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    for host in ("127.0.0.1", "localhost"):
+        cur.execute(f"DROP USER IF EXISTS '{RO}'@'{host}'")
     admin.close()
 
 
@@ -303,13 +304,22 @@ def test_row_cap_and_native_dialect(server):
 
 
 def test_privilege_check_reports_writers(server):
-    from sqlbox.servers import privilege_warnings
+    from sqlbox.privileges import PrivilegeError, privilege_warnings, role_problems
 
-    assert privilege_warnings(server.reg.get("cs").target) == []  # the read-only role
+    assert role_problems(server.reg.get("cs").target) == []  # the role grant_readonly made
+    assert server.reg.verify("cs") == []
     admin_url = (f"postgresql://postgres@127.0.0.1:5432/{server.name}" if server.kind == "postgresql"
                  else f"mysql://sqlarbiter@127.0.0.1:3306/{server.name}")
-    warnings = privilege_warnings(parse_target(admin_url)[1])
-    assert warnings and any("SUPERUSER" in w or "ALL PRIVILEGES" in w for w in warnings)
+    problems = role_problems(parse_target(admin_url)[1])
+    fix = "ALTER ROLE postgres NOSUPERUSER" if server.kind == "postgresql" else "REVOKE ALL PRIVILEGES ON *.* FROM"
+    assert any(fix in p for p in problems), problems
+    assert privilege_warnings(parse_target(admin_url)[1]) == problems
+    # the admin registered as a database: refused before anything reads it, saying what to change
+    reg = DatabaseRegistry()
+    reg.register_url(admin_url, db_id="adm")
+    with pytest.raises(PrivilegeError, match="refused") as e:
+        reg.schema("adm")
+    assert fix in str(e.value) and 'privileged_databases = ["adm"]' in str(e.value)
 
 
 # --------------------------------------------------------------------------- hostile corpora
@@ -417,7 +427,7 @@ def test_hostile_mariadb(my, tmp_path):
 
 def test_read_only_transaction_holds_without_role_limits(pg):
     """Even as the owner (a superuser) with the guard off, the read-only transaction refuses writes."""
-    reg = DatabaseRegistry()
+    reg = DatabaseRegistry(privileged=["own"])  # opted in by name: a superuser role is refused otherwise
     reg.register_url(f"postgresql://postgres@127.0.0.1:5432/{pg.name}", db_id="own")
     before = pg.snapshot()
     with Executor(reg, timeout_s=TIMEOUT, use_guard=False) as ex:
@@ -491,8 +501,8 @@ def test_eval_verdicts_on_the_server(server):
     """`eval ... --target-url`: gold and predictions (SQLite SQL) run on the server under the official rule."""
     from eval.exec_match import verdicts
 
-    base = ("postgresql://sqlarbiter_ro@127.0.0.1:5432" if server.kind == "postgresql"
-            else "mysql://sqlarbiter_ro@127.0.0.1:3306")
+    base = (f"postgresql://{RO}@127.0.0.1:5432" if server.kind == "postgresql"
+            else f"mysql://{RO}@127.0.0.1:3306")
     gold = 'SELECT name FROM singer WHERE country = "France" ORDER BY age DESC'
     preds = ["SELECT name FROM singer WHERE country = 'France' ORDER BY age DESC",
              "SELECT name FROM singer WHERE country = 'France' ORDER BY age ASC",

@@ -56,6 +56,8 @@ WORK = Path("/tmp/hostile_work")
 MARKS = WORK / "markers"
 CANARY_DIR = WORK / "canary"
 CANARY_FILE = CANARY_DIR / "canary.txt"
+MY_FILES = Path("/var/lib/mysql-files")  # MariaDB's secure_file_priv (Debian): the only place LOAD_FILE reads
+MY_CANARY_FILE = MY_FILES / "hostile_canary.txt"
 SQLITE2 = WORK / "canary.sqlite"
 DUCK2 = WORK / "canary.duckdb"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432"
@@ -560,10 +562,13 @@ def chr_concat(s: str) -> str:
     return "||".join(f"chr({ord(c)})" for c in s)
 
 
-def fill(sql: str, mark: Path) -> str:
-    return (sql.replace("<<FILECHR>>", chr_concat(str(CANARY_FILE)))
-            .replace("<<FILEHEX>>", "0x" + str(CANARY_FILE).encode().hex())
-            .replace("<<FILE>>", str(CANARY_FILE)).replace("<<SQLITE2>>", str(SQLITE2))
+def fill(sql: str, mark: Path, family: str = "") -> str:
+    f = MY_CANARY_FILE if family == "mysql" and MY_CANARY_FILE.exists() else CANARY_FILE
+    if family == "mysql" and MY_FILES.is_dir():
+        mark = MY_FILES / mark.name  # where INTO OUTFILE could write at all
+    return (sql.replace("<<FILECHR>>", chr_concat(str(f)))
+            .replace("<<FILEHEX>>", "0x" + str(f).encode().hex())
+            .replace("<<FILE>>", str(f)).replace("<<SQLITE2>>", str(SQLITE2))
             .replace("<<DUCK2>>", str(DUCK2)).replace("<<MARK>>", str(mark)))
 
 
@@ -618,6 +623,11 @@ class Setup:
         os.chmod(MARKS, 0o777)  # writable by the server users; no sticky bit, so we can clean up
         CANARY_FILE.write_text(f"{self.tok['canaryfile']}\nsecret line of the canary file\n")
         os.chmod(CANARY_FILE, 0o644)
+        if "mysql" in self.families and MY_FILES.is_dir() and os.access(MY_FILES, os.W_OK):
+            MY_CANARY_FILE.write_text(CANARY_FILE.read_text())  # LOAD_FILE reads nothing else
+            os.chmod(MY_CANARY_FILE, 0o644)
+            for f in MY_FILES.glob("*_*_*"):  # markers of an earlier run
+                f.unlink(missing_ok=True)
         with sqlite3.connect(SQLITE2) as c:
             c.execute("CREATE TABLE secret (s TEXT)")
             c.execute("INSERT INTO secret VALUES (?)", (self.tok["canarysqlite"],))
@@ -693,7 +703,8 @@ class Setup:
 
     def build_markers(self) -> None:
         m = self.markers
-        m["canary_file"] = [self.tok["canaryfile"], self.tok["canaryfile"].encode().hex()]
+        size = len(CANARY_FILE.read_bytes())  # a BLOB preview shows only its size: the file's exact size
+        m["canary_file"] = [self.tok["canaryfile"], self.tok["canaryfile"].encode().hex(), f"<blob {size} bytes>"]
         m["canary_db"] = [self.tok["canarydb"], self.tok["canarydb"].encode().hex()]
         m["canary_sqlite"] = [self.tok["canarysqlite"], self.tok["canarysqlite"].encode().hex()]
         m["canary_duckdb"] = [self.tok["canaryduckdb"], self.tok["canaryduckdb"].encode().hex()]
@@ -730,7 +741,8 @@ def disclosures(setup: Setup, sql: str, text: str, family: str) -> list[str]:
 
 # ---------------------------------------------------------------- state (writes)
 def state(setup: Setup, family: str) -> dict:
-    s: dict = {"markers": sorted(os.listdir(MARKS)), "canary_file": sha(CANARY_FILE),
+    my_marks = sorted(f for f in os.listdir(MY_FILES) if f != MY_CANARY_FILE.name) if MY_FILES.is_dir() else []
+    s: dict = {"markers": sorted(os.listdir(MARKS)) + my_marks, "canary_file": sha(CANARY_FILE),
                "canary_sqlite": sha(SQLITE2), "canary_duckdb": sha(DUCK2)}
     secret = Path("~/.duckdb/stored_secrets/hostile_secret.duckdb_secret").expanduser()
     s["duckdb_persistent_secret"] = secret.exists()
@@ -781,6 +793,11 @@ def repair(setup: Setup, family: str, before: dict, after: dict) -> None:
     for f in os.listdir(MARKS):
         p = MARKS / f
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    if MY_FILES.is_dir():
+        for f in os.listdir(MY_FILES):
+            if f != MY_CANARY_FILE.name:
+                with contextlib.suppress(OSError):
+                    (MY_FILES / f).unlink()
     Path("~/.duckdb/stored_secrets/hostile_secret.duckdb_secret").expanduser().unlink(missing_ok=True)
     if family in ("duckdb", "sqlite"):
         p = setup.file_db[family]
@@ -1021,7 +1038,7 @@ def target_of(variant: str, setup: Setup) -> dict:
 def one_run(setup, variant, fam, case, dialect, timeout, runner, cli=False) -> dict:
     cid, cls, _, sql0, extra = case
     mark = MARKS / f"{variant}_{cid}_{dialect}{'_cli' if cli else ''}"
-    sql = fill(sql0, mark)
+    sql = fill(sql0, mark, fam)
     before = state(setup, fam)
     poll = RssPoller(fam)
     base_srv = poll.server()
@@ -1114,7 +1131,10 @@ def run_engine(setup, variant: str, cases, timeout: float, cli_sample: int, rss_
                     if res.get("ok") and re.search(extra["leak"], json.dumps(res.get("rows"))):
                         probe_hits.append(json.dumps(res.get("rows"))[:80])
                 rec["probe_verdicts"] = verdicts
-                rec["session_leak"] = [f"probe {extra['probe']!r} -> {probe_hits[0]}"] if probe_hits else []
+                # a rejected setter ran nothing: what the probe sees then is the session's natural state
+                # (e.g. current_user = postgres under the superuser variant), not a leak
+                rec["session_leak"] = ([f"probe {extra['probe']!r} -> {probe_hits[0]}"]
+                                       if probe_hits and rec["verdict"] != "rejected" else [])
             if extra.get("admin_probe"):
                 hit = admin_probe(setup, extra["admin_probe"])
                 rec.setdefault("session_leak", [])
@@ -1137,7 +1157,8 @@ def run_engine(setup, variant: str, cases, timeout: float, cli_sample: int, rss_
             cold = r["harness_wall_s"]
             r["past_timeout"] = r["hung"]
         elif cold is not None:
-            r["past_timeout"] = r["hung"] or r["harness_wall_s"] - cold > timeout + 1.0
+            # the CLI's own start varies by seconds on a loaded machine: 4 s of slack over the control's
+            r["past_timeout"] = r["hung"] or r["harness_wall_s"] - cold > timeout + 5.0
         log(f"  {variant:<22} {case[0]:<32} cli      {r['verdict']:<9} {r['wall_s']:6.2f}s "
             f"{r['peak_tree_rss_mb']:7.0f}MB {'DISCLOSURE' if r['disclosures'] else ''} "
             f"{'WRITE' if r['writes'] else ''}")

@@ -59,9 +59,10 @@ def _verdict(res: ExecutionResult) -> str:
     return "rejected" if res.error_kind == ErrorKind.REJECTED else "failed"
 
 
-def check_sql(executor, db_id: str, sql: str, dialect: str = "sqlite") -> dict:
+def check_sql(executor, db_id: str, sql: str, dialect: str | None = None) -> dict:
     """The verdict `sqlarbiter check --json` prints and POST /check returns:
     {"verdict": ok|rejected|failed, "db": id, **ExecutionResult}."""
+    dialect = dialect or executor.registry.get(db_id).dialect  # the database's own dialect by default
     res = executor.execute(db_id, sql, dialect=dialect)
     return {"verdict": _verdict(res), "db": db_id, **res.model_dump(mode="json")}
 
@@ -82,7 +83,7 @@ def cmd_check(args) -> int:
 
     try:
         with Executor(reg, engine=args.engine, timeout_s=args.timeout, preview_rows=args.rows) as ex:
-            res = ex.execute(args.db, args.sql, dialect=args.dialect)
+            res = ex.execute(args.db, args.sql, dialect=args.dialect or reg.get(args.db).dialect)
     except PrivilegeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -221,7 +222,8 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     add_database_options(p, db="required")
     p.add_argument("--engine", choices=["duckdb", "sqlite"], default="duckdb")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds before the query is interrupted")
-    p.add_argument("--dialect", default="sqlite", help="dialect the SQL is written in (default sqlite)")
+    p.add_argument("--dialect", default=None,
+                   help="dialect the SQL is written in (default: the database's own: sqlite, duckdb, postgres, mysql)")
     p.add_argument("--rows", type=int, default=20, help="rows to preview")
     p.add_argument("--json", action="store_true", help="print the ExecutionResult as JSON")
     p.set_defaults(func=cmd_check)

@@ -93,6 +93,8 @@ class CheckRequest(_Req):
 
     db_id: str = Field(..., min_length=1, max_length=255, examples=["demo"])
     sql: str = Field(..., min_length=1, max_length=MAX_SQL_CHARS, examples=["SELECT count(*) FROM singer WHERE age > 30"])
+    dialect: Literal["sqlite", "duckdb", "postgres", "mysql"] | None = Field(
+        None, description="the dialect the SQL is written in; default: the database's own (its engine's)")
 
 
 class RankerResponse(BaseModel):

@@ -365,7 +365,7 @@ def sqlite_to_duckdb(tree: exp.Expression, schema: Schema | None) -> str:
         rewrite_bare_columns(sel)
     # quote every identifier: SQLite table names such as SHOW are DuckDB keywords (DuckDB matches quoted
     # identifiers case-insensitively, like SQLite)
-    return tree.sql(dialect="duckdb", identify=True)
+    return tree.sql(dialect="duckdb", identify=True, comments=False)
 
 
 

@@ -35,7 +35,8 @@ from typing import Any, Protocol
 from core.model import ErrorKind
 from sqlbox.databases import DatabaseInfo
 from sqlbox.dialect import duck_type, quote_ident
-from sqlbox.guard import TABLE_FUNCTION_ALLOWLIST, Rejected, UnknownRelation, is_forbidden_function
+from sqlbox.functions import table_functions
+from sqlbox.guard import Rejected, UnknownRelation, is_forbidden_function
 from sqlbox.schema import Schema
 
 ENGINES = ("duckdb", "sqlite")
@@ -216,6 +217,11 @@ class SqliteConn:
         finally:
             self.con.set_progress_handler(None, 0)
 
+    def compile(self, sql: str) -> None:
+        """Compile `sql` without running it (EXPLAIN, under the same authorizer); raises SQLite's error."""
+        self.deadline = time.monotonic() + 3600  # nothing runs: a failure here is never a timeout
+        self.con.execute("EXPLAIN " + sql).close()
+
     def timed_out(self) -> bool:
         return time.monotonic() > self.deadline
 
@@ -359,7 +365,7 @@ class DuckConn:
                         raise Rejected(f"sandbox: function {name}() is not allowed")
                 if node.get("type") == "TABLE_FUNCTION":
                     fname = str((node.get("function") or {}).get("function_name", "")).lower()
-                    if fname not in TABLE_FUNCTION_ALLOWLIST:
+                    if fname not in table_functions("duckdb"):
                         raise Rejected(f"sandbox: table function {fname}() is not allowed")
                 stack.extend(node.values())
             elif isinstance(node, list):

@@ -9,9 +9,12 @@ interrupts the engine, a row cap and (DuckDB) a memory limit. Connections are pe
 concurrently). Results are canonicalized and fingerprinted by `sqlbox.values`; on DuckDB their columns are
 renamed as SQLite would name them (`sqlbox.dialect.sqlite_result_names`).
 
+What runs is what was checked: every engine gets SQL rendered from the guard's checked tree, comments
+dropped (`sqlbox.guard.render`), never the candidate's text.
+
 Server databases (PostgreSQL, MySQL/MariaDB, registered by URL) run on the server itself, whatever
-`engine` says: the SQL is guarded in its dialect (plus the server layer of `sqlbox.servers.check_server_sql`),
-transpiled to the server's dialect when written in another one, and run by `sqlbox.servers.ServerConn`
+`engine` says: the SQL is guarded in its dialect against the database's own tables, rewritten for the server,
+guarded again in the server's dialect (`sqlbox.servers.prepare_sql`), and run by `sqlbox.servers.ServerConn`
 in a read-only, bounded, rolled-back transaction. Before a server database's first query, this (the parent)
 process checks its role (`DatabaseRegistry.verify`): a role that can do more than read raises
 `sqlbox.privileges.PrivilegeError` (a configuration error, like UnknownDatabase) unless opted in.
@@ -29,7 +32,7 @@ from core.model import ErrorKind, ExecutionResult
 from sqlbox.databases import DatabaseRegistry, UnknownDatabase
 from sqlbox.dialect import sqlite_result_names, sqlite_to_duckdb
 from sqlbox.engines import ENGINES, open_connection
-from sqlbox.guard import ParseFailure, Rejected, UnknownRelation, guard, parse_one
+from sqlbox.guard import ParseFailure, Rejected, UnknownRelation, guard, parse_one, render
 from sqlbox.values import fingerprints, json_preview
 
 ISOLATIONS = ("process", "none")
@@ -192,21 +195,23 @@ class Executor:
 
             return prepare_sql(sql, dialect, target, use_guard=self.use_guard,
                                schema=lambda: self.registry.schema(db_id))
-        tree = guard(sql, dialect, self._relations(db_id)) if self.use_guard else None
-        if self.engine == "duckdb":
-            if dialect == "duckdb":
-                return sql
-            if tree is None:
-                tree = parse_one(sql, dialect)
-            schema = self.registry.schema(db_id) if self.registry.get(db_id).kind == "sqlite" else None
-            if dialect == "sqlite":
-                return sqlite_to_duckdb(tree, schema)
-            return tree.sql(dialect="duckdb")
-        if dialect == "sqlite":
-            return sql
+        if not self.use_guard:  # tests of the sandbox's own layers: the text as translated, unchecked
+            return self._translate(db_id, sql, dialect, parse_one(sql, dialect) if dialect != self.engine else None,
+                                   raw=sql)
+        return self._translate(db_id, sql, dialect, guard(sql, dialect, self._relations(db_id)))
+
+    def _translate(self, db_id: str, sql: str, dialect: str, tree, raw: str | None = None) -> str:
+        """The engine's SQL for a parsed candidate: rendered from the tree (comments dropped), through the
+        SQLite->DuckDB rewrite when the candidate is SQLite and the engine DuckDB. `raw` (unchecked text) runs
+        as is when it is already in the engine's dialect."""
         if tree is None:
-            tree = parse_one(sql, dialect)
-        return tree.sql(dialect="sqlite")
+            return raw if raw is not None else sql
+        if self.engine == "duckdb":
+            if dialect == "sqlite":
+                schema = self.registry.schema(db_id) if self.registry.get(db_id).kind == "sqlite" else None
+                return sqlite_to_duckdb(tree, schema)
+            return render(tree, "duckdb")
+        return render(tree, "sqlite")
 
     # -- execution
     def execute(self, db_id: str, sql: str, *, dialect: str = "sqlite") -> ExecutionResult:
@@ -263,6 +268,10 @@ class Executor:
         except Exception as e:
             return fail(ErrorKind.INTERNAL, f"cannot open database {db_id!r}: {_first_line(e)}", executed)
         try:
+            if executed != sql and dialect == "sqlite" and hasattr(conn, "compile"):
+                # SQLite itself must accept the candidate's own text: sqlglot repairs some broken SQL (clause
+                # order, CONCAT) that SQLite refuses, and a broken candidate fails as it would on SQLite
+                conn.compile(sql)
             cols, rows = conn.run(executed, self.timeout_s, self.max_rows)
         except UnknownRelation as e:
             return fail(ErrorKind.BINDER, e.reason, executed)
@@ -274,7 +283,8 @@ class Executor:
                 self._drop(db_id)  # start clean after an interrupt or a fault
             msg = f"timed out after {self.timeout_s:g} s" if kind == ErrorKind.TIMEOUT else _first_line(e)
             return fail(kind, msg, executed)
-        if conn.engine == "duckdb" and dialect == "sqlite":
+        if conn.engine in ("duckdb", "sqlite") and dialect == "sqlite" and executed != sql:
+            # the engine ran the rendering of the checked tree: name the columns as SQLite would for the text
             cols = sqlite_result_names(sql, cols, lambda name, db_id=db_id: self._declared_name(db_id, name))
         truncated = len(rows) > self.max_rows
         rows = rows[: self.max_rows]

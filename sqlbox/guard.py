@@ -32,7 +32,11 @@ from collections.abc import Collection
 
 import sqlglot
 from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
+from sqlglot.dialects.sqlite import SQLite
 from sqlglot.errors import ErrorLevel, ParseError, TokenError
+
+from sqlbox.functions import NILADIC_KEYWORDS, SAFE_TYPES, safe_names, table_functions
 
 MAX_SQL_CHARS = 20_000
 MAX_SERIES_ROWS = 1_000_000
@@ -77,10 +81,13 @@ _FORBIDDEN_NODES: dict[str, str] = {
     "Describe": "DESCRIBE", "Summarize": "SUMMARIZE", "Show": "SHOW", "Into": "SELECT ... INTO",
     "Grant": "GRANT", "Revoke": "REVOKE", "Analyze": "ANALYZE", "Cache": "CACHE", "Uncache": "UNCACHE",
     "Refresh": "REFRESH", "Kill": "KILL", "Lock": "a locking clause (FOR UPDATE/SHARE)", "Export": "EXPORT",
+    "Hint": "an optimizer hint (/*+ ... */: MySQL's SET_VAR hint changes settings)",
 }
 _FORBIDDEN_TYPES = tuple((getattr(exp, n), label) for n, label in _FORBIDDEN_NODES.items() if hasattr(exp, n))
 
-# Functions that read files, the environment or settings, load code, or run SQL strings.
+# The DuckDB engine's second opinion over DuckDB's own parse (`sqlbox.engines.DuckConn.check_statement`):
+# functions that read files, the environment or settings, load code, or run SQL strings. The guard itself
+# allowlists (`sqlbox.functions`); this list only backs it up on DuckDB's reading of the same query.
 _FORBIDDEN_FUNCS = {
     "read_csv", "read_csv_auto", "read_parquet", "parquet_scan", "parquet_metadata", "parquet_schema",
     "read_json", "read_json_auto", "read_json_objects", "read_json_objects_auto", "read_ndjson",
@@ -93,40 +100,26 @@ _FORBIDDEN_FUNCS = {
 }
 _FORBIDDEN_PREFIXES = ("read_", "duckdb_", "pragma_", "sqlite_", "parquet_", "postgres_", "mysql_", "st_read")
 _HARMLESS = {"sqlite_version", "sqlite_source_id", "sqlite_compileoption_used"}
-_TABLE_FUNC_ALLOW = {"range", "generate_series", "unnest"}
 _PATHLIKE = re.compile(r"[/\\~:]|\.(csv|tsv|parquet|json|jsonl|ndjson|txt|gz|zst|xlsx?|db|sqlite3?|duckdb)$", re.I)
 
 
 def _func_name(node: exp.Func) -> str:
+    """The function's name as the allowlists compare it: unquoted, case-folded, without a schema qualifier."""
     if isinstance(node, exp.Anonymous):
-        return str(node.this).lower()
+        this = node.this
+        return (this.name if isinstance(this, exp.Identifier) else str(this)).strip().lower()
+    if isinstance(node, exp.GenerateSeries):  # and sqlglot's ExplodingGenerateSeries (PostgreSQL's FROM form)
+        return "generate_series"
     try:
         return node.sql_name().lower()
     except Exception:  # pragma: no cover - defensive: every Func has a sql_name
         return type(node).__name__.lower()
 
 
-def _func_names(node: exp.Func) -> set[str]:
-    names = {_func_name(node), type(node).__name__.lower()}
-    # sqlglot maps e.g. read_csv to ReadCSV: add the snake_case form of the class name too.
-    names.add(re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", type(node).__name__).lower())
-    return names
-
-
 def is_forbidden_function(name: str) -> bool:
     """Whether a function (scalar or table) reads files, the environment or settings, or runs SQL strings."""
     n = name.lower()
     return n in _FORBIDDEN_FUNCS or (n.startswith(_FORBIDDEN_PREFIXES) and n not in _HARMLESS)
-
-
-TABLE_FUNCTION_ALLOWLIST = frozenset({"range", "generate_series", "unnest"})
-
-
-def _is_forbidden_func(names: set[str]) -> str | None:
-    for n in names:
-        if n in _FORBIDDEN_FUNCS or (n.startswith(_FORBIDDEN_PREFIXES) and n not in _HARMLESS):
-            return n
-    return None
 
 
 def _literal_number(e: exp.Expression) -> float | None:
@@ -188,6 +181,97 @@ def parse_statements(sql: str, dialect: str) -> list[exp.Expression | None]:
 _EMPTY_STATEMENT = tuple(getattr(exp, n) for n in ("Semicolon",) if hasattr(exp, n))
 
 
+def refuse_ambiguous_text(sql: str, dialect: str) -> list:
+    """Refuse text that an engine could read differently from sqlglot, whatever the dialect (a candidate checked
+    in one dialect may run on another engine): MySQL/MariaDB executable comments (`/*! ... */`, `/*M! ... */`),
+    `--` not followed by white space (a comment to sqlglot, code to MySQL: `--1`), `#` comments, and anything
+    between tokens that is neither white space nor a plain comment (nested comments, which PostgreSQL nests and
+    others do not). Comments are dropped from what runs anyway (`render`); these are refused so that no reader
+    of the candidate can be misled either. Raises `Rejected` (`ParseFailure` when the text does not tokenize);
+    returns the tokens."""
+    try:
+        tokens = Dialect.get_or_raise(dialect).tokenize(sql)
+    except (ParseError, TokenError) as e:
+        raise ParseFailure(f"cannot parse SQL: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    pos = 0
+    for tok in tokens:
+        _check_gap(sql[pos:tok.start])
+        pos = max(pos, tok.end + 1)
+    _check_gap(sql[pos:])
+    return tokens
+
+
+def _non_string_quoted(sql: str, tokens) -> frozenset[str]:
+    """SQLite: names quoted with backticks or brackets somewhere in the text. SQLite reads an unknown
+    "double-quoted" name as a string literal but never a `backticked` or [bracketed] one; sqlglot's tree keeps
+    only "quoted", so `render` re-quotes these names with backticks to keep SQLite's reading."""
+    out = set()
+    for tok in tokens:
+        if tok.token_type.name == "IDENTIFIER" and sql[tok.start:tok.start + 1] in ("`", "["):
+            out.add(tok.text.lower())
+    return frozenset(out)
+
+
+def _check_gap(gap: str) -> None:
+    i, n = 0, len(gap)
+    while i < n:
+        ch = gap[i]
+        if ch.isspace():
+            i += 1
+        elif gap.startswith("--", i):
+            if i + 2 < n and not gap[i + 2].isspace():
+                raise Rejected("'--' must be followed by white space: MySQL reads '--x' as code, not a comment")
+            j = gap.find("\n", i)
+            i = n if j < 0 else j + 1
+        elif gap.startswith("/*", i):
+            if gap.startswith(("/*!", "/*M!", "/*m!"), i):
+                raise Rejected("executable comments (/*! ... */) are not allowed: MySQL runs their text")
+            if gap.startswith("/*+", i):
+                raise Rejected("optimizer hints (/*+ ... */) are not allowed: MySQL's SET_VAR hint changes settings")
+            j = gap.find("*/", i + 2)
+            if j < 0:
+                raise Rejected("unterminated comment")
+            if "/*" in gap[i + 2:j]:
+                raise Rejected("nested comments are not allowed: engines disagree on where they end")
+            i = j + 2
+        elif ch == "#":
+            raise Rejected("'#' comments are not allowed: engines disagree on whether '#' starts a comment")
+        else:
+            raise Rejected(f"unexpected text between tokens ({gap[i:i + 20]!r}): engines could read it differently")
+
+
+def render(tree: exp.Expression, dialect: str) -> str:
+    """The SQL that runs for a checked tree: sqlglot's rendering in `dialect`, without comments. Bare identifiers
+    that an engine would evaluate as a function (`user`, `current_role`, ...: PostgreSQL reads `SELECT user` as
+    the session's account) are quoted, so they stay the column or table they were checked as."""
+    def quote_niladic(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Identifier) and not node.quoted and node.name.lower() in NILADIC_KEYWORDS:
+            return exp.Identifier(this=node.name.lower(), quoted=True)
+        return node
+
+    if dialect not in ("sqlite", "duckdb"):
+        tree = tree.transform(quote_niladic)
+    return tree.sql(dialect=_SQLite if dialect == "sqlite" else dialect, comments=False)
+
+
+class _SQLite(SQLite):
+    """sqlglot's SQLite, rendering a CTE's column list (`WITH c(x) AS ...`), which SQLite has and sqlglot's
+    SQLite generator drops (it knows SQLite has no column list on a FROM alias), and names the text quoted with
+    backticks or brackets in backticks (see `_non_string_quoted`)."""
+
+    class Generator(SQLite.Generator):
+        def identifier_sql(self, expression: exp.Identifier) -> str:
+            if expression.quoted and expression.meta.get("backtick"):
+                return "`" + expression.this.replace("`", "``") + "`"
+            return super().identifier_sql(expression)
+
+        def tablealias_sql(self, expression: exp.TableAlias) -> str:
+            if isinstance(expression.parent, exp.CTE) and expression.columns:
+                cols = self.expressions(expression, key="columns", flat=True)
+                return f"{self.sql(expression, 'this')}({cols})"
+            return super().tablealias_sql(expression)
+
+
 def parse_one(sql: str, dialect: str) -> exp.Expression:
     """`parse_statements` for exactly one statement (else `Rejected`); no read-only check (that is `guard`)."""
     stmts = parse_statements(sql, dialect)
@@ -197,11 +281,19 @@ def parse_one(sql: str, dialect: str) -> exp.Expression:
 
 
 def guard(sql: str, dialect: str = "sqlite", relations: Collection[str] | None = None) -> exp.Expression:
-    """Return the parsed query if `sql` is a single read-only query; raise `Rejected` (or its subclass
-    `ParseFailure`) with the reason otherwise. `relations`: when given, the only tables the query may name
-    (case-insensitive) besides its own CTEs and the allowlisted table functions: no schema- or
-    catalog-qualified name, no catalog view (`information_schema.*`, `pg_catalog.*`, `duckdb_tables`,
-    `pragma_database_list`, `sqlite_master`, ...), no table the database does not have."""
+    """Return the checked tree if `sql` is a single read-only query; raise `Rejected` (or its subclass
+    `ParseFailure`) with the reason otherwise. What runs is rendered from the returned tree (`render`), never
+    the text. The checks, in order:
+    - text an engine could read differently from sqlglot is refused before parsing (`refuse_ambiguous_text`);
+    - exactly one statement, a query, with no data-modifying, locking, INTO, SET, ... node anywhere;
+    - every function call is on `sqlbox.functions`' allowlist for `dialect` (names compared unquoted,
+      case-folded and without a schema qualifier; a qualified allowed call is made unqualified);
+    - table functions: only the dialect's allowlisted ones, with bounded literal arguments; no table name that
+      looks like a file path;
+    - no session or system variables (`@x`, `@@x`), no parameters;
+    - `relations`: when given, the only tables the query may name besides its own CTEs: nothing in a
+      catalog (`information_schema.*`, `pg_catalog.*`, `mysql.*`, `sqlite_master`, `duckdb_tables`, ...),
+      no other database's or schema's table, no table the database does not have."""
     stmts = parse_statements(sql, dialect)
     if not stmts:
         raise Rejected("empty SQL: no statement")
@@ -212,38 +304,78 @@ def guard(sql: str, dialect: str = "sqlite", relations: Collection[str] | None =
         for typ, label in _FORBIDDEN_TYPES:
             if isinstance(node, typ):
                 raise Rejected(f"{label} is not allowed: only read-only queries may run")
+        if isinstance(node, exp.Var) and str(node.this).startswith("@"):
+            raise Rejected("session or system variables (@...) are not allowed")
+        if isinstance(node, exp.Parameter | exp.SessionParameter | exp.Placeholder) or (
+                isinstance(node, exp.Identifier) and not node.quoted and node.name[:1] in ("$", "@", ":", "?")):
+            raise Rejected("session or system variables and parameters (@..., $1, ?) are not allowed")
     inner = root
     while isinstance(inner, exp.Subquery | exp.Paren):
         inner = inner.this
     if not isinstance(inner, exp.Query):
         raise Rejected(f"not a query ({type(inner).__name__}); only SELECT queries may run")
+    for key in ("into", "locks"):
+        if root.args.get(key):
+            raise Rejected(f"{key.upper()} clause is not allowed: only read-only queries may run")
+    tokens = refuse_ambiguous_text(sql, dialect)
+    if dialect == "sqlite":
+        names = _non_string_quoted(sql, tokens)
+        if names:
+            for ident in root.find_all(exp.Identifier):
+                if ident.quoted and ident.name.lower() in names:
+                    ident.meta["backtick"] = True
     for sel in root.find_all(exp.Select):
         if not sel.expressions:
             raise ParseFailure("cannot parse SQL: SELECT without a column list")
-    for node in root.walk():
-        if isinstance(node, exp.Func):
-            bad = _is_forbidden_func(_func_names(node))
-            if bad:
-                raise Rejected(f"function {bad}() is not allowed (file, environment or settings access)")
+        if sel.args.get("into") or sel.args.get("locks"):
+            raise Rejected("SELECT ... INTO / FOR UPDATE is not allowed: only read-only queries may run")
+    table_funcs = table_functions(dialect)
+    for node in list(root.walk()):
         if isinstance(node, exp.Table):
             src = node.this
             if isinstance(src, exp.Func) or isinstance(src, exp.Unnest):
-                names = _func_names(src) if isinstance(src, exp.Func) else {"unnest"}
-                allowed = names & _TABLE_FUNC_ALLOW
-                if not allowed:
-                    raise Rejected(f"table function {_func_name(src) if isinstance(src, exp.Func) else 'unnest'}() "
-                                   f"is not allowed (allowed: {', '.join(sorted(_TABLE_FUNC_ALLOW))})")
-                if allowed != {"unnest"}:
-                    _check_series(src, sorted(allowed)[0])
+                name = _func_name(src) if isinstance(src, exp.Func) else "unnest"
+                if name not in table_funcs or isinstance(node.args.get("db"), exp.Identifier):
+                    shown = ", ".join(sorted(table_funcs)) or "none"
+                    raise Rejected(f"table function {name}() is not allowed (allowed on {dialect}: {shown})")
+                if name != "unnest":
+                    _check_series(src, name)
             elif isinstance(src, exp.Literal) or (isinstance(src, exp.Identifier) and _PATHLIKE.search(src.name)):
                 raise Rejected(f"table name {node.name!r} looks like a file path; only database tables may be read")
+    _check_functions(root, dialect)
     if relations is not None:
         check_relations(root, relations)
-    if dialect in ("postgres", "mysql"):  # server engines: their functions with side effects
-        from sqlbox.servers import check_server_sql
-
-        check_server_sql(root, dialect)
     return root
+
+
+def _is_table_source(node: exp.Expression) -> bool:
+    parent = node.parent
+    return isinstance(parent, exp.Table) and parent.this is node or (
+        isinstance(node, exp.Unnest) and isinstance(parent, exp.From | exp.Join))
+
+
+def _check_functions(root: exp.Expression, dialect: str) -> None:
+    """Every function call on the allowlist of `sqlbox.functions` for `dialect`; a schema-qualified call of an
+    allowed name becomes unqualified (the engine's built-in)."""
+    names = safe_names(dialect)
+    for node in list(root.find_all(exp.Func)):
+        if _is_table_source(node):
+            continue  # checked against the table-function list
+        if isinstance(node, exp.Anonymous):
+            name = _func_name(node)
+            if name not in names:
+                raise Rejected(f"function {name}() is not allowed: a query may call only the scalar, aggregate and "
+                               f"window functions of analytical queries ({dialect} allowlist)")
+        elif type(node).__name__ not in SAFE_TYPES:
+            raise Rejected(f"function {_func_name(node)}() is not allowed: a query may call only the scalar, "
+                           f"aggregate and window functions of analytical queries")
+        parent = node.parent
+        if isinstance(parent, exp.Dot) and parent.expression is node:
+            parent.replace(node)  # pg_catalog.lower(x) -> lower(x): the built-in, not a same-named function
+    for col in root.find_all(exp.Column):
+        # `sch.fn(...)` parsed as a column path in some dialects: a call through a qualifier is never allowed
+        if isinstance(col.this, exp.Func):
+            raise Rejected(f"function {_func_name(col.this)}() may not be qualified")
 
 
 def check_relations(root: exp.Expression, relations: Collection[str]) -> None:
@@ -258,8 +390,10 @@ def check_relations(root: exp.Expression, relations: Collection[str]) -> None:
         qual = ".".join(p for p in (node.catalog, node.db) if p)
         name = src.name
         if qual:
-            raise Rejected(f"table {qual}.{name} is not allowed: a query may read only its database's tables "
-                           f"(unqualified)")
+            if f"{qual}.{name}".lower() in allowed:
+                continue  # a registered table outside the default schema (a server's include=schema.table)
+            raise Rejected(f"table {qual}.{name} is not allowed: a query may read only its database's own tables "
+                           f"(no catalog, no other schema or database)")
         if name.lower() not in allowed and name.lower() not in ctes:
             shown = ", ".join(sorted(relations)[:30]) + (" ..." if len(relations) > 30 else "")
             raise UnknownRelation(f"no such table: {name} (a query may read only its database's tables: {shown})")

@@ -25,9 +25,10 @@ always rolled back:
 Rows are fetched with ``fetchmany`` up to the cap; results are fingerprinted by `sqlbox.values`, so they
 compare with the file engines' results.
 
-`check_server_sql` is the guard's dialect layer: engine functions with side effects (sleeping, locks,
-signals, file access, sequences, settings, notifications, running SQL strings) are refused before any
-server sees them. The configured role's privileges are checked by `sqlbox.privileges`.
+`prepare_sql` is what runs: the candidate guarded in its dialect against the database's own tables
+(`sqlbox.guard`, allowlists of `sqlbox.functions`), rewritten as a tree for the server, rendered, and that
+text guarded again in the server's own dialect; only the rendering of that second checked tree runs.
+On PostgreSQL, `pg_plan_relations` is a second opinion from the server's own planner (EXPLAIN, not run). The configured role's privileges are checked by `sqlbox.privileges`.
 `load_spider` copies a Spider SQLite database into a server database.
 """
 
@@ -237,63 +238,6 @@ def dispose_all() -> None:
             pass
 
 
-# --------------------------------------------------------------------------- the guard's dialect layer
-
-_PG_FORBIDDEN = {
-    "pg_sleep", "pg_sleep_for", "pg_sleep_until", "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf",
-    "pg_rotate_logfile", "pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file", "pg_ls_logdir",
-    "pg_ls_waldir", "pg_ls_tmpdir", "pg_ls_archive_statusdir", "pg_file_write", "pg_file_rename", "pg_file_unlink",
-    "lo_import", "lo_export", "lo_unlink", "lo_create", "lo_creat", "lo_open", "lo_put", "lo_from_bytea", "lo_get",
-    "lo_truncate", "lowrite", "loread", "set_config", "current_setting", "nextval", "setval", "currval", "lastval",
-    "pg_notify", "dblink", "dblink_exec", "dblink_connect", "dblink_send_query", "query_to_xml", "query_to_xmlschema",
-    "query_to_xml_and_xmlschema", "cursor_to_xml", "table_to_xml", "database_to_xml", "schema_to_xml",
-    "pg_switch_wal", "pg_create_restore_point", "pg_promote", "pg_backup_start", "pg_backup_stop",
-    "txid_current", "pg_current_xact_id", "pg_export_snapshot", "pg_import_snapshot", "binary_upgrade",
-    "pg_log_backend_memory_contexts", "pg_stat_reset", "pg_stat_reset_shared", "pg_replication_origin_create",
-}
-_PG_PREFIXES = ("pg_advisory", "pg_try_advisory", "dblink", "lo_", "pg_create_", "pg_drop_", "pg_logical_",
-                "pg_replication_", "pg_stat_reset", "pg_file", "pg_read_", "pg_ls_", "binary_upgrade")
-_MYSQL_FORBIDDEN = {
-    "sleep", "benchmark", "get_lock", "release_lock", "release_all_locks", "is_free_lock", "is_used_lock",
-    "load_file", "master_pos_wait", "source_pos_wait", "master_gtid_wait", "wait_for_executed_gtid_set",
-    "wait_until_sql_thread_after_gtids", "sys_exec", "sys_eval", "last_insert_id", "setval", "nextval", "lastval",
-    "uuid_short",
-}
-
-
-def check_server_sql(tree, dialect: str) -> None:
-    """Refuse engine functions with side effects for a server dialect (raises `sqlbox.guard.Rejected`),
-    and MySQL's ``SELECT ... INTO OUTFILE/DUMPFILE/@var`` (sqlglot keeps it as a property of the query)."""
-    from sqlglot import exp
-
-    from sqlbox.guard import Rejected
-
-    if dialect not in ("postgres", "mysql"):
-        return
-    for node in tree.walk():
-        if isinstance(node, exp.Func):
-            names = {type(node).__name__.lower()}
-            try:
-                names.add(node.sql_name().lower())
-            except Exception:  # noqa: BLE001
-                pass
-            if isinstance(node, exp.Anonymous):
-                names.add(str(node.this).lower())
-            for n in names:
-                bad = (n in _PG_FORBIDDEN or n.startswith(_PG_PREFIXES)) if dialect == "postgres" else \
-                    n in _MYSQL_FORBIDDEN
-                if bad:
-                    raise Rejected(f"function {n}() is not allowed on {dialect} (side effects, sleeping, locks, "
-                                   f"files or settings)")
-        if isinstance(node, exp.Var) and str(node.this).startswith("@"):
-            raise Rejected("session or system variables (@...) are not allowed")
-        if isinstance(node, exp.Parameter | exp.SessionParameter):
-            raise Rejected("session or system variables (@...) are not allowed")
-    for key in ("into", "locks"):
-        if tree.args.get(key):
-            raise Rejected(f"{key.upper()} clause is not allowed: only read-only queries may run")
-
-
 # --------------------------------------------------------------------------- execution
 
 _PG_TIMEOUT_STATES = {"57014", "55P03", "25P03"}  # query_canceled, lock_not_available, idle-in-tx timeout
@@ -346,9 +290,12 @@ class ServerConn:
         timer.daemon = True
         cur = raw.cursor()
         try:
+            # standard_conforming_strings: a backslash in a string is a character, as sqlglot renders it
             cur.execute(f"SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}; "
-                        f"SET LOCAL idle_in_transaction_session_timeout = {ms + 5000}")
+                        f"SET LOCAL idle_in_transaction_session_timeout = {ms + 5000}; "
+                        f"SET LOCAL standard_conforming_strings = on")
             timer.start()
+            check_pg_plan(cur, sql)  # the server's own planner: no catalog, no other schema, no function scan
             # binary results -> the extended protocol, which refuses a second statement
             cur.execute(sql, binary=True)
             cols, rows = fetch_capped(cur, max_rows)
@@ -803,6 +750,7 @@ def sqlite_to_server(tree, dialect: str, schema=None) -> str:
     from sqlglot import exp
 
     from sqlbox.dialect import add_group_tiebreak, rewrite_bare_columns, rewrite_distinct_order
+    from sqlbox.guard import render
 
     tree = tree.copy()
     if schema is not None:
@@ -829,7 +777,7 @@ def sqlite_to_server(tree, dialect: str, schema=None) -> str:
             rewrite_bare_columns(sel)
     if dialect == "postgres":
         tree = tree.transform(_pg_bare_column)
-    return tree.sql(dialect=dialect)
+    return render(tree, dialect)
 
 
 def _pg_bare_column(node):
@@ -848,27 +796,82 @@ def _pg_bare_column(node):
 
 
 def prepare_sql(sql: str, dialect: str, target: ServerTarget, *, use_guard: bool = True, schema=None) -> str:
-    """The SQL to run on a server for a candidate written in `dialect`: guarded (in its dialect, plus the
-    server's dialect layer), then transpiled to the server's dialect unless already written in it (SQLite
-    through `sqlite_to_server`; `schema` is a callable returning the database's Schema).
-    Raises `sqlbox.guard.Rejected` / `ParseFailure`."""
-    from sqlbox.guard import Rejected, guard, parse_statements
+    """The SQL to run on a server for a candidate written in `dialect`, rendered from checked trees only:
+    1. the candidate is guarded in `dialect` against the database's own tables (`schema`: a callable returning
+       the database's Schema; without one nothing runs, since the relation allowlist could not be checked);
+    2. the tree is rewritten for the server (SQLite through `sqlite_to_server`, else sqlglot's transpile of the
+       tree) and rendered without comments (`sqlbox.guard.render`);
+    3. that text is guarded again in the server's own dialect (the allowlists as the server's dialect reads
+       them) and the rendering of this second tree is what runs.
+    Raises `sqlbox.guard.Rejected` / `ParseFailure`. `use_guard=False` (tests of the server's own limits only)
+    skips the checks and runs the text as translated."""
+    from sqlbox.guard import Rejected, guard, parse_statements, render
 
-    if use_guard:
-        tree = guard(sql, dialect)
-        check_server_sql(tree, target.dialect)
-    else:
-        stmts = parse_statements(sql, dialect) if dialect != target.dialect else None
-        if stmts is None:
+    sch = schema() if schema is not None else None
+    if not use_guard:
+        if dialect == target.dialect:
             return sql
+        stmts = parse_statements(sql, dialect)
         if len(stmts) != 1:
             raise Rejected(f"expected one statement, got {len(stmts)}")
-        tree = stmts[0]
-    if dialect == target.dialect:
-        return sql
+        return sqlite_to_server(stmts[0], target.dialect, sch) if dialect == "sqlite" else \
+            stmts[0].sql(dialect=target.dialect)
+    if sch is None:
+        raise Rejected("the database's tables are not known (its schema could not be read), so no query may run "
+                       "on it")
+    relations = sch.table_names()
+    tree = guard(sql, dialect, relations)
     if dialect == "sqlite":
-        return sqlite_to_server(tree, target.dialect, schema() if schema is not None else None)
-    return tree.sql(dialect=target.dialect)
+        text = sqlite_to_server(tree, target.dialect, sch)
+    else:
+        text = render(tree, target.dialect)
+    return render(guard(text, target.dialect, relations), target.dialect)
+
+
+_PG_SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
+
+
+def pg_plan_relations(cur, sql: str) -> list[tuple[str, str]]:
+    """(schema, relation) of every relation PostgreSQL's plan for `sql` reads, and ("function", name) for every
+    function scan, from `EXPLAIN (VERBOSE, FORMAT JSON)` (planned, not run), on cursor `cur` in the query's own
+    read-only transaction."""
+    import json
+
+    cur.execute("EXPLAIN (VERBOSE, FORMAT JSON) " + sql, binary=True)  # extended protocol: one statement
+    plan = cur.fetchone()[0]
+    if isinstance(plan, str | bytes):
+        plan = json.loads(plan)
+    out: list[tuple[str, str]] = []
+    stack: list = [plan]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("Relation Name"):
+                out.append((str(node.get("Schema") or ""), str(node["Relation Name"])))
+            if node.get("Function Name"):
+                out.append(("function", f"{node.get('Schema') or ''}.{node['Function Name']}".lstrip(".")))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return out
+
+
+def check_pg_plan(cur, sql: str, allowed_schemas: set[str] | None = None) -> None:
+    """PostgreSQL's second opinion: refuse (`sqlbox.guard.Rejected`) a plan that reads a system catalog or a
+    relation outside the registered database's schemas, or scans a function other than the allowlisted table
+    functions."""
+    from sqlbox.functions import table_functions
+    from sqlbox.guard import Rejected
+
+    allowed_schemas = {a.lower() for a in allowed_schemas or ()}
+    for sch, rel in pg_plan_relations(cur, sql):
+        if sch == "function":
+            name = rel.rsplit(".", 1)[-1].lower()
+            if name not in table_functions("postgres"):
+                raise Rejected(f"server check: the plan calls table function {name}(), which is not allowed")
+        elif sch.lower() in _PG_SYSTEM_SCHEMAS or sch.lower().startswith("pg_") or (
+                allowed_schemas and sch.lower() not in allowed_schemas):
+            raise Rejected(f"server check: the plan reads {sch}.{rel}, outside the database's own tables")
 
 
 def server_url_for(base_url: str, database: str) -> str:

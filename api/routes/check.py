@@ -24,5 +24,5 @@ async def check(req: CheckRequest, s: State) -> dict[str, Any]:
         raise HTTPException(422, f"sql: at most {s.config.limits.sql_max_chars} characters (got {len(req.sql)})")
     s.planner.registry.get(req.db_id)
     executor = s.planner.executor
-    fut = s.check_admission.submit(lambda _admitted: check_sql(executor, req.db_id, req.sql))  # or 429
+    fut = s.check_admission.submit(lambda _admitted: check_sql(executor, req.db_id, req.sql, req.dialect))  # or 429
     return await asyncio.wrap_future(fut)

@@ -9,6 +9,7 @@ try to start them and skip, saying why, only when that fails."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -25,7 +26,6 @@ from sqlbox.guard import Rejected, guard, normalize
 from sqlbox.privileges import grant_readonly
 from sqlbox.servers import (
     TargetError,
-    check_server_sql,
     dispose_all,
     is_url,
     load_spider,
@@ -101,9 +101,9 @@ def test_guard_parses_in_the_server_dialect():
                    ("SELECT @@version", "mysql")]:
         with pytest.raises(Rejected):
             guard(sql, d)
-    # the server layer holds for SQL written in another dialect too (SQLite text run on PostgreSQL)
+    # the allowlist holds for SQL written in another dialect too (SQLite text bound for PostgreSQL)
     with pytest.raises(Rejected):
-        check_server_sql(guard("SELECT pg_sleep(1)", "sqlite"), "postgres")
+        guard("SELECT pg_sleep(1)", "sqlite")
 
 
 def test_sqlite_sql_rewritten_for_servers():
@@ -511,3 +511,123 @@ def test_eval_verdicts_on_the_server(server):
     assert [v.ex for v in vs] == [True, False, False, False, False]
     assert vs[2].error_kind == "pred_error" and "rejected" not in (vs[2].error or "")
     assert vs[3].error_kind == "pred_error" and "DROP" in (vs[3].error or "")
+
+
+# --------------------------------------------------------------------------- what runs is what was checked
+
+# The issue's attacks and their classes, run with the server's most powerful role (opted in by name), so the
+# guard alone must hold: comment smuggling, quoted/qualified/case-varied function names, SQL inside strings,
+# catalogs, other databases, settings and accounts.
+PG_PRIVILEGED = [
+    ("sqlite", "SELECT 1 -- */ , pg_read_file('/etc/passwd') /*"),
+    ("postgres", "SELECT 1 -- */ , pg_read_file('/etc/passwd') /*"),
+    ("postgres", "SELECT 1 /* a */ -- */ , pg_ls_dir('/') /*"),
+    ("postgres", "SELECT pg_catalog.\"pg_read_file\"('/etc/passwd')"),
+    ("postgres", "SELECT \"pg_read_file\"('/etc/passwd')"),
+    ("postgres", "SELECT PG_CATALOG.PG_READ_FILE('/etc/passwd')"),
+    ("postgres", "SELECT * FROM pg_catalog.\"pg_ls_dir\"('/')"),
+    ("postgres", "SELECT pg_catalog.\"pg_stat_file\"('/etc/passwd')"),
+    ("postgres", "SELECT pg_catalog.\"lo_import\"('/etc/passwd')"),
+    ("sqlite", "SELECT \"pg_read_file\"('/etc/passwd')"),
+    ("postgres", "SELECT * FROM ts_stat('SELECT to_tsvector(pg_read_file(''/etc/passwd''))')"),
+    ("postgres", "SELECT word FROM singer, ts_stat('SELECT to_tsvector(pg_read_file(''/etc/passwd''))') AS s"),
+    ("postgres", "SELECT query_to_xml('SELECT pg_read_file(''/etc/passwd'')', true, true, '')"),
+    ("postgres", "SELECT xpath('/a', query_to_xml('SELECT 1', true, true, ''))"),
+    ("postgres", "SELECT datname FROM pg_database"),
+    ("postgres", "SELECT query FROM pg_stat_activity"),
+    ("postgres", "SELECT * FROM pg_file_settings"),
+    ("postgres", "SELECT * FROM pg_config"),
+    ("postgres", "SELECT * FROM pg_show_all_settings()"),
+    ("postgres", "SELECT name, setting FROM pg_catalog.pg_settings"),
+    ("postgres", "SELECT rolname, rolpassword FROM pg_authid"),
+    ("postgres", "SELECT table_name FROM information_schema.tables"),
+    ("postgres", "SELECT (SELECT setting FROM pg_settings WHERE name = 'data_directory') FROM singer"),
+    ("postgres", "SELECT user"),
+    ("postgres", "SELECT session_user FROM singer"),
+    ("postgres", "SELECT current_user"),
+    ("postgres", "SELECT version()"),
+    ("postgres", "SELECT current_database()"),
+    ("postgres", "SELECT inet_server_addr()"),
+    ("postgres", "SELECT $$x$$ || pg_read_file('/etc/passwd')"),
+    ("postgres", "SELECT E'\\x41' || pg_catalog.pg_read_file('/etc/passwd')"),
+    ("sqlite", "SELECT name FROM singer WHERE name = 'a\\' UNION SELECT pg_read_file('/etc/passwd') -- '"),
+]
+MY_PRIVILEGED = [
+    ("mysql", "SELECT name FROM singer /*!50000 INTO OUTFILE '/tmp/sqlarbiter_outfile_{n}' */"),
+    ("mysql", "SELECT 1 /*! , @@datadir, @@hostname */"),
+    ("mysql", "SELECT 1 /*M! , @@datadir */"),
+    ("sqlite", "SELECT 1 /*! , @@datadir, @@hostname */"),
+    ("mysql", "SELECT name FROM singer WHERE 1 = 1 --1\nUNION SELECT @@datadir"),
+    ("mysql", "SELECT name FROM singer # x\nUNION SELECT user FROM mysql.user"),
+    ("mysql", "SELECT schema_name FROM information_schema.schemata"),
+    ("mysql", "SELECT table_schema, table_name FROM information_schema.tables"),
+    ("mysql", "SELECT user, password FROM mysql.user"),
+    ("mysql", "SELECT * FROM mysql.global_priv"),
+    ("mysql", "SELECT * FROM mysql.db"),
+    ("mysql", "SELECT * FROM performance_schema.threads"),
+    ("mysql", "SELECT * FROM sys.version"),
+    ("mysql", "SELECT `load_file`('/etc/passwd')"),
+    ("mysql", "SELECT LOAD_FILE('/etc/passwd')"),
+    ("sqlite", "SELECT load_file('/etc/passwd')"),
+    ("mysql", "SELECT user()"),
+    ("mysql", "SELECT current_user"),
+    ("mysql", "SELECT database()"),
+    ("mysql", "SELECT version()"),
+    ("mysql", "SELECT @@version"),
+    ("mysql", "SELECT /*+ SET_VAR(max_statement_time=0) */ name FROM singer"),
+    ("sqlite", "SELECT name FROM singer WHERE name = 'a\\' UNION SELECT load_file('/etc/passwd') -- '"),
+]
+_DISCLOSED = ("root:x:0", "/var/lib/", "/etc/", "mysql-files", "datadir", "pg_hba")
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mysql"])
+def test_the_guard_alone_holds_for_a_superuser(kind, request):
+    """Registered with the server's superuser (opted in by name), every attack class is refused or runs
+    harmlessly: what runs is what the guard checked, rendered from its tree."""
+    server = request.getfixturevalue("pg" if kind == "postgresql" else "my")
+    admin_url = (f"postgresql://postgres@127.0.0.1:5432/{server.name}" if kind == "postgresql"
+                 else f"mysql://sqlarbiter@127.0.0.1:3306/{server.name}")
+    reg = DatabaseRegistry(privileged=["adm"])
+    reg.register_url(admin_url, db_id="adm")
+    leaks = []
+    with Executor(reg, timeout_s=TIMEOUT) as ex:
+        for n, (dialect, sql) in enumerate(PG_PRIVILEGED if kind == "postgresql" else MY_PRIVILEGED):
+            res = ex.execute("adm", sql.format(n=n), dialect=dialect)
+            text = json.dumps(res.rows) + " ".join(res.columns)
+            if res.ok and (any(m in text for m in _DISCLOSED) or res.rows != [[1]]):
+                leaks.append((dialect, sql, res.executed_sql, res.rows))
+            if res.executed_sql:
+                assert "--" not in res.executed_sql and "/*" not in res.executed_sql, res.executed_sql
+    assert leaks == []
+    assert not any(Path(f"/tmp/sqlarbiter_outfile_{n}").exists() for n in range(len(MY_PRIVILEGED)))
+
+
+def test_comment_smuggling_runs_only_what_was_checked(pg):
+    with Executor(pg.reg, timeout_s=10) as ex:
+        for dialect in ("sqlite", "postgres"):
+            res = ex.execute("cs", "SELECT 1 -- */ , pg_read_file('/etc/passwd') /*", dialect=dialect)
+            assert res.ok and res.rows == [[1]] and res.executed_sql == "SELECT 1"
+
+
+def test_postgres_plan_is_a_second_opinion(pg):
+    """Past the guard (turned off here), PostgreSQL's own plan (EXPLAIN, not run) refuses catalogs and function
+    scans."""
+    with Executor(pg.reg, timeout_s=10, use_guard=False) as ex:
+        for sql in ("SELECT datname FROM pg_database", "SELECT count(*) FROM information_schema.tables",
+                    "SELECT * FROM pg_show_all_settings()", "SELECT (SELECT rolname FROM pg_roles LIMIT 1)"):
+            res = ex.execute("cs", sql, dialect="postgres")
+            assert not res.ok and res.error_kind == ErrorKind.REJECTED and "server check" in res.error, (sql, res)
+        assert ex.execute("cs", "SELECT count(*) FROM singer", dialect="postgres").ok
+
+
+def test_check_defaults_to_the_database_dialect(pg, capsys):
+    """`sqlarbiter check` parses in the database's own dialect: PostgreSQL's `||` and `::` on a PostgreSQL
+    database, and MySQL's executable comments are refused even when the text names another dialect."""
+    from cli.main import main
+
+    url = f"postgresql://{RO}@127.0.0.1:5432/{pg.name}?id=cs"
+    assert main(["check", "--data", url, "--db", "cs", "--json", "SELECT name::text || '!' FROM singer LIMIT 1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["verdict"] == "ok" and out["rows"][0][0].endswith("!")
+    assert main(["check", "--data", url, "--db", "cs", "SELECT 1 /*! , version() */"]) == 1
+    assert "executable comments" in capsys.readouterr().out

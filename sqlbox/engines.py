@@ -15,8 +15,13 @@ picks one by name.
   unset).
 - `sqlite` (`SqliteConn`): Python sqlite3 on the file opened `mode=ro`, with an authorizer that allows only
   reads (SELECT, READ, RECURSIVE and non-file functions), one statement (enforced by the module) and a
-  progress-handler deadline. It has SQLite's exact semantics (the Spider/BIRD gold SQL dialect); it has no
-  memory cap beyond the deadline and a bound on the size of one value.
+  progress-handler deadline. It has SQLite's exact semantics (the Spider/BIRD gold SQL dialect). Its
+  memory is bounded by `setlimit` (one value at most 16 MB, short SQL, no attached databases, no sorter
+  threads, short LIKE patterns) and, in a sandbox worker, by SQLite's process-wide hard heap limit
+  (`limit_sqlite_heap`, set by `sqlbox.isolation`); running out of it is TOO_LARGE.
+Every engine's rows go through `fetch_capped`: at most max_rows + 1 rows, fetched one at a time (no engine
+hands over a chunk of huge rows at once), and at most `MAX_RESULT_BYTES` of values in all; a bigger result
+raises `ResultTooLarge` (ErrorKind.TOO_LARGE).
 A connection is used by one thread at a time (the executor keeps them per thread).
 """
 
@@ -40,8 +45,14 @@ from sqlbox.guard import Rejected, UnknownRelation, is_forbidden_function
 from sqlbox.schema import Schema
 
 ENGINES = ("duckdb", "sqlite")
-_FETCH_CHUNK = 1000
 _SQLITE_MAX_VALUE_BYTES = 16_000_000  # the largest string/blob a sqlite-engine query may build
+SQLITE_HEAP_BYTES = 512 * 2**20  # SQLite's hard heap limit in a sandbox worker (process-wide)
+MAX_RESULT_BYTES = 64 * 2**20  # the values of one result, in all (text: characters; blobs: bytes)
+
+
+class ResultTooLarge(RuntimeError):
+    """A result (or, on the sqlite engine, a query's working memory) over the sandbox's size limits;
+    every engine's `classify` reports it as ErrorKind.TOO_LARGE."""
 
 
 class Connection(Protocol):
@@ -80,19 +91,52 @@ def open_connection(engine: str, info: DatabaseInfo, schema: Schema | None = Non
     return DuckConn(info, schema, memory_limit=memory_limit, threads=threads)
 
 
-def fetch_capped(cur, max_rows: int) -> tuple[list[str], list[tuple]]:
-    """Column names and at most max_rows + 1 rows (the extra row tells the caller the cap was hit), in bounded
-    chunks; a statement without a result set gives ([], []). Every engine's cursor (DB-API) goes through it."""
+def _nbytes(v: Any) -> int:
+    """About how much memory one result value holds (text: characters; blobs: bytes; numbers: 8)."""
+    if isinstance(v, str | bytes | bytearray):
+        return len(v)
+    if isinstance(v, list | tuple):
+        return 8 * len(v) + sum(map(_nbytes, v))
+    if isinstance(v, dict):
+        return sum(_nbytes(k) + _nbytes(x) for k, x in v.items())
+    if isinstance(v, memoryview):
+        return v.nbytes
+    return 8
+
+
+def fetch_capped(cur, max_rows: int, max_bytes: int | None = None) -> tuple[list[str], list[tuple]]:
+    """Column names and at most max_rows + 1 rows (the extra row tells the caller the cap was hit); a statement
+    without a result set gives ([], []). Every engine's cursor (DB-API) goes through it. Rows are fetched one
+    at a time (`fetchone`; as cheap as `fetchmany` on these drivers), so a result of huge rows is stopped
+    at the first row past `max_bytes` (default `MAX_RESULT_BYTES`) of values: `ResultTooLarge`."""
     if not cur.description:
         return [], []
+    cap = MAX_RESULT_BYTES if max_bytes is None else int(max_bytes)
     cols = [d[0] for d in cur.description]
     rows: list[tuple] = []
+    total = 0
+    fetch, add = cur.fetchone, rows.append
     while len(rows) <= max_rows:
-        chunk = cur.fetchmany(min(_FETCH_CHUNK, max_rows + 1 - len(rows)))
-        if not chunk:
+        row = fetch()
+        if row is None:
             break
-        rows.extend(chunk)
+        total += 8 * len(row) + sum(map(_nbytes, row))
+        if total > cap:
+            raise ResultTooLarge(f"the result is larger than the sandbox's {cap / 2**20:.3g} MB limit at row "
+                                 f"{len(rows) + 1}: select fewer or smaller values")
+        add(row)
     return cols, rows
+
+
+def limit_sqlite_heap(nbytes: int = SQLITE_HEAP_BYTES) -> None:
+    """Cap SQLite's heap for this whole process (`PRAGMA hard_heap_limit`; it only ever lowers the limit):
+    an allocation past it fails the query with SQLITE_NOMEM. The sandbox workers set it at start; the
+    calling process does not (it would bound every SQLite user in it)."""
+    con = sqlite3.connect(":memory:")
+    try:
+        con.execute(f"PRAGMA hard_heap_limit = {int(nbytes)}")
+    finally:
+        con.close()
 
 
 def sqlite_extension_path() -> Path:
@@ -126,6 +170,8 @@ def _classify_sqlite(e: Exception, timed_out: bool) -> ErrorKind:
     msg = str(e)
     if timed_out or "interrupted" in msg:
         return ErrorKind.TIMEOUT
+    if isinstance(e, ResultTooLarge | MemoryError):
+        return ErrorKind.TOO_LARGE
     if "not authorized" in msg or "prohibited" in msg:
         return ErrorKind.REJECTED
     if _SQLITE_PARSE.search(msg):
@@ -142,7 +188,7 @@ def _classify_duckdb(e: Exception, timed_out: bool) -> ErrorKind:
 
     if timed_out or isinstance(e, duckdb.InterruptException):
         return ErrorKind.TIMEOUT
-    if isinstance(e, duckdb.OutOfMemoryException):
+    if isinstance(e, duckdb.OutOfMemoryException | ResultTooLarge | MemoryError):
         return ErrorKind.TOO_LARGE
     if isinstance(e, duckdb.PermissionException):
         return ErrorKind.REJECTED
@@ -201,6 +247,9 @@ class SqliteConn:
         # the progress-handler deadline cannot interrupt
         self.con.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _SQLITE_MAX_VALUE_BYTES)
         self.con.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, 1_000_000)
+        self.con.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)  # (the authorizer refuses ATTACH as well)
+        self.con.setlimit(sqlite3.SQLITE_LIMIT_WORKER_THREADS, 0)  # no sorter threads beside the query's
+        self.con.setlimit(sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, 10_000)  # LIKE/GLOB: one VM step each
         self.con.set_authorizer(_sqlite_authorizer(
             frozenset(r.lower() for r in relations) if relations is not None else None))
         self.deadline = 0.0
@@ -214,6 +263,9 @@ class SqliteConn:
                 return fetch_capped(cur, max_rows)
             finally:
                 cur.close()
+        except MemoryError:  # SQLITE_NOMEM: the worker's heap limit (or the process is out of memory)
+            raise ResultTooLarge("out of memory: the query needs more memory than the sandbox allows "
+                                 f"(SQLite heap limit {SQLITE_HEAP_BYTES // 2**20} MB in a worker)") from None
         finally:
             self.con.set_progress_handler(None, 0)
 

@@ -19,6 +19,12 @@ Workers are forked from a fork server (`multiprocessing`'s "forkserver" context,
 milliseconds. Protocol: a `multiprocessing` Pipe (pickled tuples). Requests are
 (op, args); answers are ("ok", value) or ("exc", class name, message). Databases travel as
 `DatabaseInfo` plus the caller's `Schema`, sent once per worker and database (again if the info changes).
+
+Quiet: the fork server and its workers write nothing to the caller's terminal (`sqlbox.zygote` points their
+stdout/stderr at /dev/null unless SQLBOX_WORKER_DEBUG is set), a worker whose caller went away exits
+silently, and the threads that replace killed workers never print (failures are logged at debug level),
+never start once the pool is closing, and are waited for by `close` (so none is half-way through starting a
+worker when the caller exits).
 """
 
 from __future__ import annotations
@@ -129,6 +135,7 @@ class WorkerPool:
         self._all: set[_Worker] = set()
         self.kills = 0  # workers killed or found dead (for tests and metrics)
         self._dbs: dict[str, tuple[str, Any, Any]] = {}  # databases seen, most recent last (warmed on replace)
+        self._starters: set[threading.Thread] = set()  # replacement threads in flight
 
     # -- lifecycle
     def _spawn(self) -> _Worker:
@@ -145,12 +152,25 @@ class WorkerPool:
     def _replace_in_background(self) -> None:
         def run() -> None:
             try:
+                start()
+            except BaseException as e:  # noqa: BLE001 - never a traceback on the caller's stderr
+                log.debug("replacing a sandbox worker failed: %s: %s", type(e).__name__, e, exc_info=True)
+            finally:
+                with self._lock:
+                    self._starters.discard(threading.current_thread())
+
+        def start() -> None:
+            try:
                 w = self._spawn()
-            except Exception:  # noqa: BLE001 - the next call starts one itself
+            except Exception as e:  # noqa: BLE001 - the next call starts one itself
                 if not self._closed:
-                    log.exception("could not start a replacement sandbox worker")
+                    log.warning("could not start a replacement sandbox worker: %s: %s", type(e).__name__, e)
+                    log.debug("replacement worker start failed", exc_info=True)
                 with self._lock:
                     self._count = max(0, self._count - 1)
+                return
+            if self._closed:
+                self._discard(w, close=True)
                 return
             with self._lock:
                 warm = list(self._dbs.values())[-_WARM_DBS:]
@@ -168,7 +188,13 @@ class WorkerPool:
                 return
             self._idle.put(w)
 
-        threading.Thread(target=run, name="sqlbox-worker-start", daemon=True).start()
+        with self._lock:
+            if self._closed:  # closing: no new worker (the slot goes with the pool)
+                self._count = max(0, self._count - 1)
+                return
+            t = threading.Thread(target=run, name="sqlbox-worker-start", daemon=True)
+            self._starters.add(t)
+        t.start()
 
     def _acquire(self) -> _Worker:
         if self._closed:
@@ -203,8 +229,15 @@ class WorkerPool:
         for w in ws:
             self._idle.put(w)
 
-    def close(self) -> None:
-        self._closed = True
+    def close(self, wait_s: float = 10.0) -> None:
+        """Stop every worker. Replacement starts in flight are waited for (up to `wait_s`; each sees the pool
+        closed and stops its new worker), so none is left half-way through a start when the caller exits."""
+        with self._lock:
+            self._closed = True
+            starters = list(self._starters)
+        deadline = time.monotonic() + wait_s
+        for t in starters:
+            t.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             ws = list(self._all)
             self._all.clear()
@@ -343,6 +376,11 @@ def _main(conn: Connection, settings: dict[str, Any]) -> None:  # pragma: no cov
         resource.setrlimit(resource.RLIMIT_AS, (mb * 1024 * 1024, mb * 1024 * 1024))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     try:
+        from sqlbox.engines import SQLITE_HEAP_BYTES, limit_sqlite_heap
+
+        # SQLite's own allocations (the sqlite engine's values, sorts, temporary b-trees) stop at a bound
+        # well inside the address space; past it a query fails with TOO_LARGE instead of the worker dying
+        limit_sqlite_heap(min(SQLITE_HEAP_BYTES, mb * 1024 * 1024 // 4) if mb > 0 else SQLITE_HEAP_BYTES)
         from sqlbox.databases import DatabaseRegistry
         from sqlbox.executor import Executor
         from sqlbox.guard import analyze
@@ -352,7 +390,10 @@ def _main(conn: Connection, settings: dict[str, Any]) -> None:  # pragma: no cov
         registry.schema = lambda db_id: schemas[db_id]  # the caller's schema, never re-introspected here
         ex = Executor(registry, isolation="none", **settings)
     except BaseException as e:  # noqa: BLE001
-        tx.send(("failed", f"{type(e).__name__}: {e}"))
+        try:
+            tx.send(("failed", f"{type(e).__name__}: {e}"))
+        except OSError:  # the caller went away
+            pass
         return
     try:
         tx.send(("ready",))
@@ -361,7 +402,7 @@ def _main(conn: Connection, settings: dict[str, Any]) -> None:  # pragma: no cov
     while True:
         try:
             op, args = rx.recv()
-        except EOFError:
+        except (EOFError, OSError):  # the caller closed the pipe or exited: leave quietly
             return
         if op == "exit":
             return
@@ -401,7 +442,12 @@ def _main(conn: Connection, settings: dict[str, Any]) -> None:  # pragma: no cov
             msg = ("exc", type(e).__name__, str(reason)[:2000])
         try:
             tx.send(msg)
+        except OSError:  # the caller went away
+            return
         except Exception:  # noqa: BLE001 - unpicklable result
-            tx.send(("exc", "RuntimeError", "the sandbox worker could not send its answer"))
+            try:
+                tx.send(("exc", "RuntimeError", "the sandbox worker could not send its answer"))
+            except OSError:
+                return
         if recycle:
             os._exit(3)

@@ -21,9 +21,13 @@ always rolled back:
   client-side cancel backs the timeout up; ``DISCARD ALL`` resets the session (settings, advisory locks)
   before the connection goes back to the pool;
 - MySQL/MariaDB: ``START TRANSACTION READ ONLY`` under ``max_statement_time`` (MariaDB, seconds) or
-  ``max_execution_time`` (MySQL, ms), multi-statements disabled by the driver, a socket read timeout.
-Rows are fetched with ``fetchmany`` up to the cap; results are fingerprinted by `sqlbox.values`, so they
-compare with the file engines' results.
+  ``max_execution_time`` (MySQL, ms), multi-statements disabled by the driver, a socket read timeout;
+  ``COM_RESET_CONNECTION`` (rollback, user variables, ``GET_LOCK`` locks, session settings, temporary
+  tables) before the connection goes back to the pool.
+Rows stream (PostgreSQL: ``Cursor.stream``, a few rows per libpq chunk; MySQL: PyMySQL's unbuffered
+``SSCursor``) through `sqlbox.engines.fetch_capped`, so memory stays bounded by the row cap and the result byte
+cap; a result stopped early is cancelled (PostgreSQL) or its connection dropped (MySQL) rather than drained.
+Results are fingerprinted by `sqlbox.values`, so they compare with the file engines' results.
 
 `prepare_sql` is what runs: the candidate guarded in its dialect against the database's own tables
 (`sqlbox.guard`, allowlists of `sqlbox.functions`), rewritten as a tree for the server, rendered, and that
@@ -47,7 +51,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from core.model import ErrorKind
-from sqlbox.engines import fetch_capped
+from sqlbox.engines import ResultTooLarge, fetch_capped
 
 log = logging.getLogger("sqlarbiter.servers")
 
@@ -247,6 +251,32 @@ _MY_TIMEOUT = {1969, 3024, 1317, 1205, 3572, 2013}
 _MY_REJECT = {1792, 1142, 1143, 1227, 1044, 1045, 1290, 1148, 1370, 1465}
 _MY_PARSE = {1064, 1149}
 _MY_BINDER = {1054, 1146, 1305, 1052, 1055, 1056, 1111, 1140, 1242, 1222, 1247, 1630, 1582, 1583, 1584}
+_PG_STREAM_ROWS = 8  # rows per libpq chunk (libpq >= 17; one row at a time before)
+_COM_RESET_CONNECTION = 0x1F  # MySQL >= 5.7.3, MariaDB >= 10.2.4 (PyMySQL names the byte COM_END)
+_END = object()
+
+
+class _PgStream:
+    """psycopg's `Cursor.stream` (rows as the server sends them, in libpq chunks of a few rows) with the
+    `description`/`fetchone` that `fetch_capped` reads. Creating it runs the query (its error raises here);
+    `close` before the end cancels the query and discards what is in flight instead of reading the rest."""
+
+    def __init__(self, cur, sql: str):
+        from psycopg import pq
+
+        size = _PG_STREAM_ROWS if pq.version() >= 170000 else 1
+        self._it = cur.stream(sql, binary=True, size=size)  # the extended protocol: one statement only
+        self._next = next(self._it, _END)
+        self.description = cur.description
+        if self._next is _END and self.description is None:  # no rows: psycopg's stream drops the columns
+            self.description = _pg_describe(cur.connection, sql)
+
+    def fetchone(self):
+        row, self._next = self._next, (next(self._it, _END) if self._next is not _END else _END)
+        return None if row is _END else row
+
+    def close(self) -> None:
+        self._it.close()
 
 
 class ServerConn:
@@ -289,6 +319,7 @@ class ServerConn:
         timer = threading.Timer(timeout_s + 0.5, self._cancel_pg, args=(dbapi,))
         timer.daemon = True
         cur = raw.cursor()
+        stream = None
         try:
             # standard_conforming_strings: a backslash in a string is a character, as sqlglot renders it
             cur.execute(f"SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}; "
@@ -296,13 +327,16 @@ class ServerConn:
                         f"SET LOCAL standard_conforming_strings = on")
             timer.start()
             check_pg_plan(cur, sql)  # the server's own planner: no catalog, no other schema, no function scan
-            # binary results -> the extended protocol, which refuses a second statement
-            cur.execute(sql, binary=True)
-            cols, rows = fetch_capped(cur, max_rows)
+            # streamed (psycopg's client cursor would hold the whole result), in the extended protocol, which
+            # refuses a second statement
+            stream = _PgStream(cur, sql)
+            cols, rows = fetch_capped(stream, max_rows)
             return cols, [tuple(r) for r in rows]
         finally:
             timer.cancel()
             try:
+                if stream is not None:
+                    stream.close()  # stopped early: psycopg cancels the query and discards what is in flight
                 cur.close()
             except Exception:  # noqa: BLE001
                 pass
@@ -327,7 +361,11 @@ class ServerConn:
             pass
 
     def _run_mysql(self, raw, sql: str, timeout_s: float, max_rows: int):
+        from pymysql.cursors import SSCursor
+
+        dbapi = raw.driver_connection
         cur = raw.cursor()
+        ss = None
         try:
             limit = (f"max_statement_time = {max(timeout_s, 0.001):.3f}" if self._is_mariadb(cur)
                      else f"max_execution_time = {max(1, int(timeout_s * 1000))}")
@@ -335,29 +373,32 @@ class ServerConn:
             cur.execute(f"SET SESSION {limit}, innodb_lock_wait_timeout = {max(1, int(timeout_s + 0.999))}, "
                         f"div_precision_increment = 16")
             cur.execute("START TRANSACTION READ ONLY")
-            cur.execute(sql)  # no parameters: the text goes as is; the driver sends one statement only
-            cols, rows = fetch_capped(cur, max_rows)
+            # unbuffered: rows are read off the socket as fetch_capped asks (PyMySQL's default cursor reads them all)
+            ss = dbapi.cursor(SSCursor)
+            ss.execute(sql)  # no parameters: the text goes as is; the driver sends one statement only
+            cols, rows = fetch_capped(ss, max_rows)
             return cols, [tuple(r) for r in rows]
         finally:
-            try:
-                cur.close()
-            except Exception:  # noqa: BLE001
-                pass
-            try:
-                raw.rollback()
-                c2 = raw.cursor()
-                c2.execute("DO RELEASE_ALL_LOCKS()") if self._mariadb else None
-                c2.close()
-            except Exception:  # noqa: BLE001
+            result = getattr(dbapi, "_result", None)
+            if result is not None and getattr(result, "unbuffered_active", False):
+                # stopped before the end (row or byte cap, error): reading the rest could take minutes and
+                # any next command would; drop the connection instead (the server aborts the query)
+                result.unbuffered_active = False
+                _close_quietly(ss, cur)
+                _invalidate(raw)
+            else:
+                _close_quietly(ss, cur)
                 try:
-                    raw.invalidate()
-                except Exception:  # noqa: BLE001
-                    pass
+                    _reset_mysql_session(dbapi)  # rollback + user variables, GET_LOCK locks, settings
+                except Exception:  # noqa: BLE001 - no reset (an old server, a broken connection): a new one
+                    _invalidate(raw)
 
     def timed_out(self) -> bool:
         return self._timed_out
 
     def classify(self, e: Exception) -> ErrorKind:
+        if isinstance(e, ResultTooLarge | MemoryError):
+            return ErrorKind.TOO_LARGE
         if self.target.kind == "postgresql":
             state = getattr(e, "sqlstate", None) or getattr(getattr(e, "diag", None), "sqlstate", None) or ""
             if state in _PG_TIMEOUT_STATES or self._timed_out:
@@ -388,6 +429,46 @@ class ServerConn:
 
     def close(self) -> None:  # the pool is per target and process; nothing per executor thread
         pass
+
+
+def _pg_describe(dbapi, sql: str) -> list[tuple[str]] | None:
+    """The result columns of `sql` without running it (libpq's prepare + describe of the unnamed statement,
+    two round trips; only for a streamed result that had no rows)."""
+    from psycopg import pq
+
+    enc = dbapi.info.encoding
+    res = dbapi.pgconn.prepare(b"", sql.encode(enc))
+    if res.status != pq.ExecStatus.COMMAND_OK:
+        return None
+    res = dbapi.pgconn.describe_prepared(b"")
+    if res.status != pq.ExecStatus.COMMAND_OK:
+        return None
+    return [((res.fname(i) or b"").decode(enc, "replace"),) for i in range(res.nfields)]
+
+
+def _close_quietly(*cursors) -> None:
+    for c in cursors:
+        if c is not None:
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _invalidate(raw) -> None:
+    try:
+        raw.invalidate()  # closed now; the pool opens a new connection in its place
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _reset_mysql_session(dbapi) -> None:
+    """``COM_RESET_CONNECTION`` on a PyMySQL connection (PyMySQL has no method for it): one round trip that
+    rolls back and clears the session (user variables, ``GET_LOCK`` locks, temporary tables, prepared
+    statements, session variables back to the global values, autocommit included; PyMySQL follows the server's
+    status flags). Raises when the server refuses it."""
+    dbapi._execute_command(_COM_RESET_CONNECTION, b"")
+    dbapi._read_ok_packet()
 
 
 def error_text(e: BaseException, target: ServerTarget) -> str:

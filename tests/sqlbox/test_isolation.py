@@ -116,3 +116,67 @@ def test_guard_relation_allowlist():
     for sql in ("SELECT * FROM duckdb_databases", "SELECT * FROM pragma_database_list", "SELECT * FROM sqlite_master"):
         with pytest.raises(UnknownRelation, match="no such table"):
             guard(sql, relations=tables)
+
+
+# --------------------------------------------------------------------------- a killed worker leaves no trace
+
+RUNAWAY = "COPY }"  # sqlglot's parse never ends: the worker is killed at the deadline and replaced
+
+
+def test_cli_with_a_killed_worker_exits_without_a_traceback():
+    """The real CLI, several times: a killed worker is replaced in the background while the CLI prints its
+    verdict and exits; nothing of the fork server, the replacement or its thread reaches stdout or stderr."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "SQLBOX_WORKER_DEBUG"}
+    for _ in range(3):
+        p = subprocess.run([sys.executable, "-m", "cli", "check", "--db", "demo", RUNAWAY, "--timeout", "1"],
+                           cwd=root, env=env, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 1, (p.stdout, p.stderr)
+        assert p.stdout.startswith("failed (timeout):") and "sandbox worker killed" in p.stdout, p.stdout
+        for stream in (p.stdout, p.stderr):
+            assert "Traceback" not in stream and "Error" not in stream.replace("failed", ""), stream
+        assert not p.stderr.strip(), p.stderr
+
+
+def test_exit_right_after_a_kill_is_quiet(tmp_path):
+    """A caller (the service at shutdown, a script) that exits while the replacement of a killed worker is
+    starting, with and without closing its executor first: no traceback at exit."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    script = tmp_path / "exit_after_kill.py"
+    script.write_text(
+        "import sys\n"
+        "from sqlbox.databases import registry_for\n"
+        "from sqlbox.executor import Executor\n"
+        "if __name__ == '__main__':\n"
+        "    ex = Executor(registry_for([]), timeout_s=1.0, workers=1)\n"
+        f"    r = ex.execute('demo', {RUNAWAY!r})\n"
+        "    print(r.error_kind, ex.pool.kills)\n"
+        "    if sys.argv[1] == 'close':\n"
+        "        ex.close()\n")
+    env = {k: v for k, v in os.environ.items() if k != "SQLBOX_WORKER_DEBUG"}
+    env["PYTHONPATH"] = str(root)
+    for how in ("close", "exit", "close", "exit"):
+        p = subprocess.run([sys.executable, str(script), how], cwd=root, env=env, capture_output=True, text=True,
+                           timeout=120)
+        assert p.returncode == 0 and p.stdout.strip() == "timeout 1", (how, p.stdout, p.stderr)
+        assert "Traceback" not in p.stdout + p.stderr and not p.stderr.strip(), (how, p.stderr)
+
+
+def test_close_waits_for_replacements_and_starts_none(reg):
+    with Executor(reg, timeout_s=TIMEOUT, workers=1, address_space_mb=2560) as ex:
+        assert ex.execute("demo", RUNAWAY).error_kind == ErrorKind.TIMEOUT  # killed; a replacement is starting
+        pool = ex.pool
+        pool.close()
+        assert not pool._starters and pool.alive == 0  # the replacement finished starting and was stopped
+        pool._replace_in_background()  # a late kill after close: no thread, no worker
+        assert not pool._starters and pool.alive == 0

@@ -631,3 +631,75 @@ def test_check_defaults_to_the_database_dialect(pg, capsys):
     assert out["verdict"] == "ok" and out["rows"][0][0].endswith("!")
     assert main(["check", "--data", url, "--db", "cs", "SELECT 1 /*! , version() */"]) == 1
     assert "executable comments" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- bounded results, clean sessions
+
+
+def _server_conn(server):
+    from sqlbox.servers import ServerConn
+
+    return ServerConn("cs", server.reg.get("cs").target)
+
+
+def _running(server, marker: str) -> int:
+    """Queries other than this one that are running on the server and contain `marker`."""
+    if server.kind == "postgresql":
+        return server.q(f"SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%{marker}%' "
+                        f"AND pid <> pg_backend_pid()")[0][0]
+    return server.q(f"SELECT count(*) FROM information_schema.processlist WHERE info LIKE '%{marker}%' "
+                    f"AND id <> CONNECTION_ID()")[0][0]
+
+
+def test_huge_results_stream_and_stop_early(server):
+    """Rows stream (PostgreSQL: `Cursor.stream`; MariaDB: an unbuffered `SSCursor`) through the row and byte
+    caps: 10 MB rows fail TOO_LARGE after a few rows (the whole result is ~1.7 GB); a 10-million-row result
+    stops at the row cap at once, without being drained, and the server stops running it; the pool goes on."""
+    import resource
+
+    from sqlbox.engines import ResultTooLarge
+
+    c = _server_conn(server)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with pytest.raises(ResultTooLarge, match="64 MB") as e:
+        c.run("SELECT repeat(a.name, 1000000) FROM singer a, singer b, singer c", 30.0, 10_000)
+    assert c.classify(e.value) == ErrorKind.TOO_LARGE
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0 < 400
+    many = ("SELECT a.singer_id, 'sqlarbiter_many' FROM singer a, singer b, singer c, singer d, singer e, singer f, "
+            "singer g, singer h, singer i")  # 6^9 ~ 10 million rows
+    t = time.perf_counter()
+    cols, rows = c.run(many, 60.0, 10)
+    assert len(cols) == 2 and len(rows) == 11 and time.perf_counter() - t < 10
+    deadline = time.monotonic() + 15
+    while _running(server, "sqlarbiter_many") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _running(server, "sqlarbiter_many") == 0  # cancelled / its connection dropped, not left running
+    assert c.run("SELECT count(*) FROM singer", 5.0, 10)[1] == [(6,)]
+    assert c.run("SELECT name FROM singer WHERE 1 = 0", 5.0, 10) == (["name"], [])  # columns without rows
+
+
+def test_pooled_sessions_start_clean(server):
+    """Session state a candidate could leave behind (the guard refuses these functions; here they run through
+    `ServerConn.run` itself) is gone before the next candidate's query on the same pooled session."""
+    c = _server_conn(server)
+    if server.kind == "postgresql":
+        pid = c.run("SELECT pg_backend_pid()", 5.0, 10)[1][0][0]
+        c.run("SELECT set_config('sqlarbiter.leak', 'yes', false), set_config('search_path', 'pg_catalog', false), "
+              "pg_advisory_lock(4242), pg_advisory_xact_lock(4243)", 5.0, 10)
+        assert server.q("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")[0][0] == 0
+        assert c.run("SELECT pg_backend_pid()", 5.0, 10)[1][0][0] == pid  # the same pooled session
+        (leak, path), = c.run("SELECT current_setting('sqlarbiter.leak', true), current_setting('search_path')",
+                              5.0, 10)[1]
+        assert leak in (None, "") and path.strip() != "pg_catalog"
+        assert server.q("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")[0][0] == 0
+    else:
+        cid = c.run("SELECT CONNECTION_ID()", 5.0, 10)[1][0][0]
+        default_mode = c.run("SELECT @@session.sql_mode", 5.0, 10)[1][0][0]
+        c.run("SET @x = 42", 5.0, 10)
+        c.run("SELECT name INTO @y FROM singer LIMIT 1", 5.0, 10)
+        assert c.run("SELECT GET_LOCK('sqlarbiter_leak', 0), @z := 7", 5.0, 10)[1] == [(1, 7)]
+        c.run("SET SESSION sql_mode = 'PIPES_AS_CONCAT'", 5.0, 10)
+        assert server.q("SELECT IS_USED_LOCK('sqlarbiter_leak')") == [(None,)]  # released at once
+        assert c.run("SELECT CONNECTION_ID()", 5.0, 10)[1][0][0] == cid  # the same pooled session
+        rows = c.run("SELECT @x, @y, @z, IS_USED_LOCK('sqlarbiter_leak'), @@session.sql_mode", 5.0, 10)[1]
+        assert rows == [(None, None, None, None, default_mode)]

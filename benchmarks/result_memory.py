@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cli", action="store_true", help="through `python -m cli check` (guard on)")
     ap.add_argument("--child", nargs=3, metavar=("ENGINE", "DB", "SQL"), help=argparse.SUPPRESS)
     ap.add_argument("--data", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--address-space-mb", type=int, default=4096,
-                    help="the sandbox workers' address-space limit (the Executor's default: 4096; not with --cli)")
+    ap.add_argument("--address-space-mb", type=int, default=2560,
+                    help="the sandbox workers' address-space limit (the Executor's default: 2560; not with --cli)")
     args = ap.parse_args(argv)
     if args.child:
         return child(*args.child, timeout=args.timeout, data=args.data, address_space_mb=args.address_space_mb)

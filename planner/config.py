@@ -103,7 +103,7 @@ class Limits(_Strict):
         "process", description="where candidate SQL is parsed and run: `process` = warm sandbox worker processes "
         "with OS limits (sqlbox.isolation; the service process never parses or runs it), `none` = in-process")
     sandbox_workers: int = Field(2, ge=1, le=256, description="sandbox worker processes (isolation = process)")
-    sandbox_memory_mb: int = Field(4096, ge=1024, le=1_048_576,
+    sandbox_memory_mb: int = Field(2560, ge=1024, le=1_048_576,
                                    description="address-space limit (RLIMIT_AS) of each sandbox worker, MB")
     max_body_bytes: int = Field(2_000_000, ge=1024, le=1_000_000_000,
                                 description="largest request body; larger ones are answered 413 unread")

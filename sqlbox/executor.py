@@ -46,7 +46,7 @@ class Executor:
                  timeout_s: float = 5.0, max_rows: int = 10_000, preview_rows: int = 20,
                  memory_limit: str = "1GB", threads: int = 1, use_guard: bool = True,
                  max_connections: int = 16, isolation: Literal["process", "none"] = "process",
-                 workers: int = 2, address_space_mb: int = 4096, grace_s: float = 0.25, verify_roles: bool = True):
+                 workers: int = 2, address_space_mb: int = 2560, grace_s: float = 0.25, verify_roles: bool = True):
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
         if isolation not in ISOLATIONS:

@@ -121,7 +121,7 @@ class WorkerPool:
     busy). Thread-safe."""
 
     def __init__(self, settings: dict[str, Any], *, size: int = 2, timeout_s: float = 5.0, grace_s: float = 0.25,
-                 address_space_mb: int = 4096):
+                 address_space_mb: int = 2560):
         if size < 1:
             raise ValueError("a worker pool needs at least one worker")
         self.settings = dict(settings, address_space_mb=int(address_space_mb))

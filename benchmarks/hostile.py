@@ -947,7 +947,7 @@ def child_main(spec: dict) -> None:
         if msg.get("op") == "exit":
             break
         if ex is None:
-            send({"verdict": "error", "error": err, "wall_s": 0.0})
+            send({"verdict": "refused", "error": err, "wall_s": 0.0})  # the executor was not built
             continue
         t0 = time.perf_counter()
         try:
@@ -1065,7 +1065,8 @@ def one_run(setup, variant, fam, case, dialect, timeout, runner, cli=False) -> d
     rec["error"] = (res.get("error") or out.get("error") or "")[:300] or None
     rec["rows"] = json.dumps(res.get("rows"))[:300] if res.get("rows") else None
     text = json.dumps({"c": res.get("columns"), "r": res.get("rows"), "e": res.get("error") or out.get("error")})
-    rec["disclosures"] = disclosures(setup, sql, text, fam)
+    # a refused executor answers with its own message (it names the role's grants): nothing was run
+    rec["disclosures"] = [] if out.get("verdict") == "refused" else disclosures(setup, sql, text, fam)
     rec["writes"] = [f"{k}: {str(before.get(k))[:60]} -> {str(after.get(k))[:60]}" for k in writes]
     if writes:
         repair(setup, fam, before, after)

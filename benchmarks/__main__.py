@@ -1,7 +1,7 @@
-"""`python -m benchmarks ...`: see benchmarks.cli."""
+"""`python -m benchmarks ...`: see benchmarks.runner."""
 
 import sys
 
-from benchmarks.cli import main
+from benchmarks.runner import main
 
 sys.exit(main())

@@ -1,7 +1,7 @@
 """Dialect agreement: do the Spider dev gold queries (SQLite dialect) give the same result on the DuckDB
 engine (after the executor's SQLite -> DuckDB handling) as on sqlite3?
 
-    python -m benchmarks.dialect_agreement [--spider DIR] [--limit N] [--json OUT] [--show K]
+    python -m benchmarks.dialect_agreement [--data DIR] [--limit N] [--json OUT] [--show K]
     python -m benchmarks.dialect_agreement --candidates FILE.sql [FILE.sql ...]   # predicted SQL instead
     python -m benchmarks.dialect_agreement --target-url postgresql://user@host:5432   # a server instead of DuckDB
 
@@ -160,7 +160,8 @@ def markdown(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.dialect_agreement", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--spider", type=Path, default=None, help="Spider folder (default: core.settings.spider_dir())")
+    ap.add_argument("--data", type=Path, default=None, help="Spider folder (default: core.settings.spider_dir())")
+    ap.add_argument("--spider", type=Path, dest="data", help=argparse.SUPPRESS)  # the old name of --data
     ap.add_argument("--limit", type=int, default=None, help="only the first N dev queries")
     ap.add_argument("--timeout", type=float, default=10.0)
     ap.add_argument("--json", type=Path, default=None, help="write the full result (with examples) here")
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--candidates", type=Path, nargs="+", default=None,
                     help="predicted-SQL files aligned with dev.json instead of the gold queries")
     args = ap.parse_args(argv)
-    spider = args.spider or spider_dir()
+    spider = args.data or spider_dir()
     if not (spider / "dev.json").is_file():
         print(f"Spider dev.json not found under {spider} (set SPIDER_DIR)", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """Executor overhead per candidate on the Spider dev databases.
 
-    python -m benchmarks.executor_overhead [--spider DIR] [--limit N] [--repeat R] [--markdown]
+    python -m benchmarks.executor_overhead [--data DIR] [--limit N] [--repeat R] [--markdown]
         [--engines sqlite,duckdb] [--target-url postgresql://user@host:5432 ...]
 
 With `--target-url` (repeatable), a PostgreSQL or MySQL/MariaDB server holding one database per db_id
@@ -218,7 +218,8 @@ def markdown(res: dict, repeat: int, extra_args: str = "") -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.executor_overhead", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--spider", type=Path, default=None)
+    ap.add_argument("--data", type=Path, default=None, help="Spider folder (default: core.settings.spider_dir())")
+    ap.add_argument("--spider", type=Path, dest="data", help=argparse.SUPPRESS)  # the old name of --data
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", type=Path, default=None)
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         print(f"unknown engine(s) {', '.join(bad)}; choose from: sqlite, duckdb", file=sys.stderr)
         return 2
-    spider = args.spider or spider_dir()
+    spider = args.data or spider_dir()
     if not (spider / "dev.json").is_file():
         print(f"Spider dev.json not found under {spider} (set SPIDER_DIR)", file=sys.stderr)
         return 2

@@ -1,6 +1,8 @@
-"""The benchmark entry point: `python -m benchmarks ...` and `sqlarbiter bench ...`.
+"""The benchmark runner: `python -m benchmarks ...`, and behind `sqlarbiter bench ...` (cli/commands/bench.py).
 
-Owns the benchmark catalogue and how each runs. Commands:
+Owns the benchmark catalogue and how each runs. `python -m benchmarks` stays a standalone entry point that
+imports only the benchmarks package: on a GPU machine with only the wheels of benchmarks/gpu-requirements.txt
+(see BENCHMARKS.md) the `sqlarbiter` command line, which assembles every command, is not importable. Commands:
 
     list                       benchmarks available here (own and other modules present), and the architectures
     archs                      the benchmark architectures (benchmarks.archs)
@@ -176,7 +178,7 @@ def build_parser(parser: argparse.ArgumentParser, prog: str) -> argparse.Argumen
     return parser
 
 
-def _dispatch(args, parser, command_line: str) -> int:
+def dispatch(args, parser, command_line: str) -> int:
     args.bench_command_line = command_line  # the exact command, recorded in BENCHMARKS.md
     fn = getattr(args, "bench_func", None)
     if fn is None:
@@ -185,18 +187,10 @@ def _dispatch(args, parser, command_line: str) -> int:
     return int(fn(args) or 0)
 
 
-def add_to(subparsers) -> None:
-    """Register `sqlarbiter bench ...`."""
-    p = subparsers.add_parser("bench", help="performance benchmarks (results appended to BENCHMARKS.md)",
-                              description=(__doc__ or "").split("\n\n")[0])
-    build_parser(p, "sqlarbiter bench")
-    p.set_defaults(func=lambda a: _dispatch(a, p, shlex.join(["sqlarbiter", *sys.argv[1:]])))
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     build_parser(parser, "python -m benchmarks")
     args = parser.parse_args(argv)
-    return _dispatch(args, parser, shlex.join(["python", "-m", "benchmarks", *argv]))
+    return dispatch(args, parser, shlex.join(["python", "-m", "benchmarks", *argv]))

@@ -1,9 +1,9 @@
-"""The `sqlarbiter` command line. Each command lives in the package that owns its concept and exposes
-`add_to(subparsers)`; this module, the top layer, only assembles them. Exit status: 0 success, 1 a failed or
-rejected check / failed run, 2 bad usage.
+"""The `sqlarbiter` command line. Every command lives in `cli.commands`, one module per command exposing
+`add_to(subparsers)`, with the options they share in `cli.options`; this module only assembles them. Exit
+status: 0 success, 1 a failed or rejected check / failed run, 2 bad usage.
 
-Command modules import their heavy dependencies inside the functions that run a command, so building the
-parser stays cheap (about a quarter of a second)."""
+Command modules import what a command runs inside the functions that run it, so building the parser stays
+cheap (about a quarter of a second)."""
 
 from __future__ import annotations
 
@@ -13,17 +13,9 @@ import sys
 
 def _command_modules() -> list:
     """The modules that add commands, in the order `--help` lists them."""
-    from api import (  # check, databases / serve, plan / models / route
-        cmd_check,
-        cmd_models,
-        cmd_route,
-        cmd_select,
-        cmd_serve,
-    )
-    from benchmarks import cli as bench_cli  # bench
-    from eval import cli as eval_cli  # eval spider|bird|...|compare|routing
+    from cli.commands import bench, check, databases, eval, models, plan, route, select, serve
 
-    return [cmd_check, cmd_serve, cmd_models, eval_cli, cmd_select, cmd_route, bench_cli]
+    return [check, databases, serve, plan, models, eval, select, route, bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

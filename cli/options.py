@@ -1,5 +1,6 @@
-"""The command-line options that name databases and the configuration, shared by every command that takes a
-database (`plan`, `check`, `databases`, `serve`, `models list`, `eval`), so they read and mean the same everywhere.
+"""The options shared by the commands (`cli.commands`), so that one thing has one name and one meaning on every
+command: the databases and the configuration (`plan`, `check`, `databases`, `serve`, `models list`, `route`,
+`eval`), and `--data` for a dataset folder (`eval`, `select fit`, `databases load-spider`).
 
     --config FILE        the configuration (default: $SQLARBITER_CONFIG, else the built-in one)
     --data DIR_OR_FILE   a database file or a folder of them; repeatable
@@ -14,6 +15,7 @@ Only `argparse` is imported at module level: building the CLI parser must stay c
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
@@ -48,7 +50,8 @@ def add_database_options(p: argparse.ArgumentParser, *, db: Literal["required", 
 
 
 def add_dataset_option(p: argparse.ArgumentParser | argparse._ArgumentGroup, default: object) -> None:
-    """`--data DIR` for the evaluation commands, where it names a dataset (questions + databases), not databases."""
+    """`--data DIR` where a command reads a dataset folder (questions + databases: `eval`, `select fit`,
+    `databases load-spider`), not databases to register."""
     p.add_argument("--data", metavar="DIR", default=None, help=DATASET_HELP.format(default=default))
 
 
@@ -71,3 +74,25 @@ def cli_registry(args: argparse.Namespace, config: Config | None = None) -> Data
 
     cfg = config if config is not None else load_cli_config(args)
     return registry_for(cfg.databases, privileged=cfg.privileged_databases)
+
+
+def config_or_report(args: argparse.Namespace) -> Config | None:
+    """`load_cli_config`, or None after printing why the configuration cannot be read (exit status 2)."""
+    from planner.config import ConfigError
+
+    try:
+        return load_cli_config(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+
+
+def registry_or_report(args: argparse.Namespace) -> DatabaseRegistry | None:
+    """`cli_registry`, or None after printing why the databases cannot be registered (exit status 2)."""
+    try:
+        return cli_registry(args)
+    except (OSError, ValueError) as e:  # a bad --data entry or config (ConfigError is a ValueError)
+        from sqlbox.servers import redact
+
+        print(f"error: cannot register the databases: {redact(str(e))}", file=sys.stderr)
+        return None

@@ -1,7 +1,8 @@
-"""`sqlarbiter eval linking`: how well schema linking (`sqlbox.linking`) keeps what the gold SQL needs.
+"""Schema linking measured (`sqlarbiter eval linking`, whose command line is in cli/commands/eval.py): how well
+schema linking (`sqlbox.linking`) keeps what the gold SQL needs.
 
     sqlarbiter eval linking [--data DIR] [--dataset spider|bird] [--merged] [--limit N] [--seed S]
-                            [--top-k K] [--budget T] [--split dev|train] [--rebuild-index] [--out DIR]
+                            [--top-k K] [--schema-max-tokens T] [--split dev|train] [--rebuild-index] [--out DIR]
     sqlarbiter eval linking --merged --gold-check [--workers N]
 
 For each question, the gold tables and columns come from the gold SQL (sqlglot, qualified against the
@@ -16,37 +17,12 @@ results.jsonl to --out (default runs/linking-<dataset>[-merged]-<time>).
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sqlbox.schema import Schema
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("linking", help="schema-linking recall/precision, prompt tokens and latency on Spider/BIRD")
-    p.add_argument("--data", default=None, help="dataset directory (default: the shared Spider dir, or BIRD with --dataset bird)")
-    p.add_argument("--dataset", choices=("spider", "bird"), default=None,
-                   help="default: bird when --data holds dev_databases/, else spider")
-    p.add_argument("--merged", action="store_true", help="Spider on the merged database of every Spider database")
-    p.add_argument("--split", choices=("dev", "train"), default="dev", help="Spider split (default dev)")
-    p.add_argument("--limit", type=int, default=None, help="first N questions (random N with --seed)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--top-k", type=int, default=None, help="tables kept before the foreign-key closure (default: config)")
-    p.add_argument("--budget", type=int, default=None, help="prompt token budget (default: config schema_max_tokens)")
-    p.add_argument("--gold-check", action="store_true",
-                   help="with --merged: only check that every rewritten gold query returns on the merged database what "
-                        "the original returns on its own (Spider EX rule and identical rows); exit 1 if any differs")
-    p.add_argument("--workers", type=int, default=1, help="processes for --gold-check")
-    p.add_argument("--rebuild-index", action="store_true", help="build the schema indexes afresh (timed), not from cache")
-    p.add_argument("--out", default=None, help="output directory")
-    p.set_defaults(func=run_cli)
-
 
 # --------------------------------------------------------------------------- gold extraction
 
@@ -171,7 +147,7 @@ def evaluate(examples, registry, *, top_k: int, budget: int | None, rebuild: boo
     return summary, rows
 
 
-def _markdown(meta: dict[str, Any], s: dict[str, Any]) -> str:
+def markdown_report(meta: dict[str, Any], s: dict[str, Any]) -> str:
     lines = [f"# Schema linking: {meta['dataset']}{' (merged database)' if meta['merged'] else ''}", "",
              f"- command: `{meta['command']}`", f"- date: {meta['date']}", f"- questions: {s['n']}, databases: {s['databases']}",
              f"- top-k: {s['top_k']}, budget: {s['budget']} tokens", "",
@@ -187,101 +163,3 @@ def _markdown(meta: dict[str, Any], s: dict[str, Any]) -> str:
              f"| linking latency p50 / p95 (ms) | {s['latency_ms_p50']:.1f} / {s['latency_ms_p95']:.1f} |",
              f"| index build (s, all databases) | {s['index_build_s_total']:.1f} |", ""]
     return "\n".join(lines)
-
-
-def _gold_check(args: argparse.Namespace, originals, merged, build_s: float) -> int:
-    from eval.merged import gold_vs_gold
-
-    t = time.perf_counter()
-    r = gold_vs_gold(originals, merged, workers=max(1, args.workers))
-    r.update(wall_s=round(time.perf_counter() - t, 2), merged_build_s=round(build_s, 2),
-             date=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
-    out = Path(args.out) if args.out else Path("runs") / f"merged-gold-check-{time.strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gold_check.json").write_text(json.dumps(r, indent=2))
-    print(f"gold vs gold on the merged database: {r['ex_equal']}/{r['n']} equal under the Spider EX rule, "
-          f"{r['identical_rows']}/{r['n']} identical rows, errors {r['orig_errors']} (original) / "
-          f"{r['merged_errors']} (merged), {r['wall_s']:.1f}s -> {out}")
-    return 0 if r["ex_equal"] == r["n"] else 1
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    from core.settings import bird_dir, spider_dir
-    from eval.datasets import DatasetError, load_bird, load_spider
-    from planner.config import load_config
-    from sqlbox.databases import DatabaseRegistry
-    from sqlbox.linking import DEFAULT_TOP_K
-
-    data = Path(args.data).expanduser() if args.data else None
-    dataset = args.dataset or ("bird" if data is not None and ((data / "dev_databases").is_dir()
-                                                               or (data.parent / "dev_databases").is_dir()) else "spider")
-    if data is None:
-        data = spider_dir() if dataset == "spider" else bird_dir()
-    if args.gold_check and not args.merged:
-        print("error: --gold-check needs --merged", file=sys.stderr)
-        return 2
-    if args.merged and dataset != "spider":
-        print("error: --merged works on Spider only", file=sys.stderr)
-        return 2
-    if args.top_k is not None and args.top_k < 1:
-        print("error: --top-k must be >= 1", file=sys.stderr)
-        return 2
-    if args.budget is not None and args.budget < 64:
-        print("error: --budget must be >= 64 tokens", file=sys.stderr)
-        return 2
-    try:
-        cfg = load_config(getattr(args, "config", None))
-    except Exception as e:  # noqa: BLE001
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    top_k = args.top_k or cfg.defaults.linking_top_k or DEFAULT_TOP_K
-    budget = args.budget or cfg.defaults.schema_max_tokens
-    try:
-        if dataset == "spider":
-            examples = load_spider(data, split=args.split, limit=args.limit, seed=args.seed, with_difficulty=False)
-        else:
-            examples = load_bird(data, variant="dev", limit=args.limit, seed=args.seed)
-    except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if not examples:
-        print("error: no questions selected (are the databases present?)", file=sys.stderr)
-        return 2
-    reg = DatabaseRegistry()
-    t_merge = None
-    if args.merged:
-        from eval.merged import merged_examples
-        from sqlbox.merged import MERGED_DB_ID, build_merged
-
-        t = time.perf_counter()
-        path = build_merged(data / "database" if (data / "database").is_dir() else data)
-        t_merge = time.perf_counter() - t
-        originals = examples
-        examples = merged_examples(examples, data / "database" if (data / "database").is_dir() else data, path)
-        reg.register(MERGED_DB_ID, path)
-        if args.gold_check:
-            return _gold_check(args, originals, examples, t_merge)
-    else:
-        for ex in examples:
-            if ex.db_id not in reg:
-                reg.register(ex.db_id, ex.db_path)
-    summary, rows = evaluate(examples, reg, top_k=top_k, budget=budget, rebuild=args.rebuild_index,
-                             use_evidence=dataset == "bird")
-    meta = {"dataset": dataset, "split": args.split if dataset == "spider" else "dev", "merged": args.merged,
-            "data": str(data), "command": "sqlarbiter " + " ".join(sys.argv[1:]) if sys.argv else "",
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "merged_build_s": t_merge}
-    out = Path(args.out) if args.out else Path("runs") / (
-        f"linking-{dataset}{'-merged' if args.merged else ''}-{time.strftime('%Y%m%d-%H%M%S')}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps({"meta": meta, "summary": summary}, indent=2))
-    (out / "report.md").write_text(_markdown(meta, summary))
-    with (out / "results.jsonl").open("w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-    s = summary
-    print(f"{dataset}{' merged' if args.merged else ''}: n={s['n']} table_recall={s['table_recall']:.4f} "
-          f"column_recall={s['column_recall']:.4f} column_precision={s['column_precision']:.4f} "
-          f"tokens={s['prompt_tokens_mean']:.0f}/{s['full_tokens_mean']:.0f} (ratio {s['token_ratio_mean']:.4f}) "
-          f"latency p50={s['latency_ms_p50']:.1f}ms p95={s['latency_ms_p95']:.1f}ms "
-          f"index_build={s['index_build_s_total']:.1f}s -> {out}")
-    return 0

@@ -1,7 +1,6 @@
 """Offline evaluation of routers on logged outcomes: cost-quality curves, cross-validated by database.
 
-Owns `sqlarbiter eval routing` (`add_routing_parser(eval_subparsers)`, called by eval/cli.py) and the
-study behind it:
+The study behind `sqlarbiter eval routing` (its command line: cli/commands/eval.py):
 
 - Data (`load_routing_data`): the published Spider-dev systems act as generators. Correctness per question
   and system is the project's EX (`eval.systems.system_correctness`), cost per question comes from

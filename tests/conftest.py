@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +51,46 @@ def tiny_model(tiny_checkpoint):
     if threads:
         torch.set_num_threads(threads)
     return load_checkpoint(tiny_checkpoint, name="tiny")
+
+
+# The shared Spider/BIRD data and published-system candidates (skip when absent): tests/eval and tests/cli.
+
+
+@pytest.fixture(scope="session")
+def spider_root() -> Path:
+    from core.settings import spider_dir
+
+    d = spider_dir()
+    if not (d / "dev.json").is_file() or not (d / "database").is_dir():
+        pytest.skip(f"Spider data not found at {d} (set SPIDER_DIR)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def bird_root() -> Path:
+    from core.settings import bird_dir
+
+    d = bird_dir()
+    if not (d / "dev.json").is_file() or not (d / "dev_databases").is_dir():
+        pytest.skip(f"BIRD data not found at {d} (set BIRD_DIR)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def systems_root() -> Path:
+    from core.settings import candidates_dir
+
+    d = candidates_dir() / "spider_dev"
+    if not d.is_dir() or not any(d.glob("*.sql")):
+        pytest.skip(f"published system predictions not found at {d}")
+    return d
+
+
+@pytest.fixture(scope="session")
+def samples_root() -> Path:
+    from core.settings import candidates_dir
+
+    d = candidates_dir() / "spider_dev_samples"
+    if not d.is_dir() or not any(d.glob("*.jsonl")):
+        pytest.skip(f"sampled candidate pools not found at {d}")
+    return d

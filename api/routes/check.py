@@ -8,9 +8,9 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException
 
-from api.cmd_check import check_sql
 from api.schemas import CheckRequest
 from api.state import ERR, State
+from sqlbox.verdict import check_sql
 
 router = APIRouter(tags=["databases"])
 

@@ -9,7 +9,8 @@
     spider-realistic, spider-dk, bird, jsonl. `eval spider --data DIR` detects a Spider variant's folder.
     sqlarbiter eval compare RUN_A RUN_B
     sqlarbiter eval systems [--workers N]        EX of every published system in candidates/spider_dev
-    sqlarbiter eval routing ...                  (eval/routing_cli.py -> eval/routing.py)
+    sqlarbiter eval linking ...                  schema linking's recall and prompt tokens (eval.linking)
+    sqlarbiter eval routing ...                  routers' cost-quality curves (eval.routing)
 
 --policy must be a registered policy (`planner.select`); in a replay, one that ranks by scores needs
 --discriminator (both are usage errors, exit 2).
@@ -29,8 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from cli.options import add_config_option, add_dataset_option
 from core.settings import spider_dir
-from planner.cli_options import add_config_option, add_dataset_option
 
 
 def add_to(subparsers) -> None:
@@ -56,11 +57,7 @@ def add_to(subparsers) -> None:
     s.add_argument("--no-cache", action="store_true")
     s.add_argument("--out", default=None, help="also write the table as JSON here")
     s.set_defaults(func=_systems)
-    from eval.linking import add_parser as add_linking_parser
-
-    add_linking_parser(sub)
-    from eval.routing_cli import add_routing_parser
-
+    _add_linking(sub)
     add_routing_parser(sub)
 
     def _help(args):
@@ -404,4 +401,180 @@ def _systems(args) -> int:
         print(f"{r['system']:<40}{r['ex']:>7.2f}{r['ex_without_wta1']:>14.2f}{r['errors']:>8}{r['timeouts']:>9}")
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+# --------------------------------------------------------------------------- eval routing
+
+def _floats(s: str) -> list[float]:
+    try:
+        return [float(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {s!r}") from None
+
+
+def add_routing_parser(eval_subparsers) -> argparse.ArgumentParser:
+    """`sqlarbiter eval routing`: hooked in by eval/cli.py."""
+    p = eval_subparsers.add_parser(
+        "routing", help="offline cost-quality evaluation of routers on the published Spider-dev systems",
+        description="Cross-validated (by database) cost-quality curves of carrot / bandit / cascade against "
+                    "always-cheapest, always-strongest, random at matched cost, best fixed system and oracle.")
+    p.add_argument("--out", default="runs/routing", help="output directory (report.json, report.md, PNGs)")
+    p.add_argument("--systems", default=None, help="comma-separated system names (default: all)")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--estimators", default="knn,logreg")
+    p.add_argument("--k", type=int, default=20, help="kNN neighbours")
+    p.add_argument("--lambdas", type=_floats, default=None, help="bandit cost weights to sweep (default: eval.routing.DEFAULT_LAMBDAS)")
+    p.add_argument("--alpha", type=float, default=0.5, help="LinUCB exploration")
+    p.add_argument("--passes", type=int, default=3, help="passes of the simulated feedback stream (regret)")
+    p.add_argument("--regret-lambda", type=float, default=0.5)
+    p.add_argument("--no-cascade", action="store_true", help="skip the cascade (no SQL execution needed)")
+    p.add_argument("--exclude", default=None, help="file of 0-based dev indices to leave out (e.g. the wta_1 list)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_routing)
+    return p
+
+
+def _cmd_routing(args) -> int:
+    from eval.datasets import read_index_file
+    from eval.routing import DEFAULT_LAMBDAS, run_study
+
+    ests = [e for e in args.estimators.split(",") if e]
+    bad = [e for e in ests if e not in ("knn", "logreg")]
+    if bad or args.folds < 2:
+        print(f"error: estimators must be knn/logreg (got {bad}); folds >= 2", file=sys.stderr)
+        return 2
+    try:
+        exclude = read_index_file(args.exclude) if args.exclude else []
+        systems = [s for s in args.systems.split(",") if s] if args.systems else None
+        run_study(Path(args.out), systems=systems, folds=args.folds, estimators=ests, k=args.k, lambdas=args.lambdas or list(DEFAULT_LAMBDAS),
+                  alpha=args.alpha, passes=args.passes, regret_lambda=args.regret_lambda, workers=args.workers,
+                  cascade=not args.no_cascade, exclude_indices=exclude, seed=args.seed, progress=not args.quiet)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --------------------------------------------------------------------------- eval linking
+
+def _add_linking(sub) -> None:
+    p = sub.add_parser("linking", help="schema-linking recall/precision, prompt tokens and latency on Spider/BIRD")
+    p.add_argument("--data", default=None, help="dataset directory (default: the shared Spider dir, or BIRD with --dataset bird)")
+    p.add_argument("--dataset", choices=("spider", "bird"), default=None,
+                   help="default: bird when --data holds dev_databases/, else spider")
+    p.add_argument("--merged", action="store_true", help="Spider on the merged database of every Spider database")
+    p.add_argument("--split", choices=("dev", "train"), default="dev", help="Spider split (default dev)")
+    p.add_argument("--limit", type=int, default=None, help="first N questions (random N with --seed)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--top-k", type=int, default=None, help="tables kept before the foreign-key closure (default: config)")
+    p.add_argument("--schema-max-tokens", type=int, default=None,
+                   help="prompt token budget of the linked schema (default: config schema_max_tokens)")
+    p.add_argument("--gold-check", action="store_true",
+                   help="with --merged: only check that every rewritten gold query returns on the merged database what "
+                        "the original returns on its own (Spider EX rule and identical rows); exit 1 if any differs")
+    p.add_argument("--workers", type=int, default=1, help="processes for --gold-check")
+    p.add_argument("--rebuild-index", action="store_true", help="build the schema indexes afresh (timed), not from cache")
+    p.add_argument("--out", default=None, help="output directory")
+    p.set_defaults(func=_linking)
+
+
+def _gold_check(args: argparse.Namespace, originals, merged, build_s: float) -> int:
+    from eval.merged import gold_vs_gold
+
+    t = time.perf_counter()
+    r = gold_vs_gold(originals, merged, workers=max(1, args.workers))
+    r.update(wall_s=round(time.perf_counter() - t, 2), merged_build_s=round(build_s, 2),
+             date=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+    out = Path(args.out) if args.out else Path("runs") / f"merged-gold-check-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gold_check.json").write_text(json.dumps(r, indent=2))
+    print(f"gold vs gold on the merged database: {r['ex_equal']}/{r['n']} equal under the Spider EX rule, "
+          f"{r['identical_rows']}/{r['n']} identical rows, errors {r['orig_errors']} (original) / "
+          f"{r['merged_errors']} (merged), {r['wall_s']:.1f}s -> {out}")
+    return 0 if r["ex_equal"] == r["n"] else 1
+
+
+def _linking(args: argparse.Namespace) -> int:
+    from core.settings import bird_dir, spider_dir
+    from eval.datasets import DatasetError, load_bird, load_spider
+    from eval.linking import evaluate, markdown_report
+    from planner.config import load_config
+    from sqlbox.databases import DatabaseRegistry
+    from sqlbox.linking import DEFAULT_TOP_K
+
+    data = Path(args.data).expanduser() if args.data else None
+    dataset = args.dataset or ("bird" if data is not None and ((data / "dev_databases").is_dir()
+                                                               or (data.parent / "dev_databases").is_dir()) else "spider")
+    if data is None:
+        data = spider_dir() if dataset == "spider" else bird_dir()
+    if args.gold_check and not args.merged:
+        print("error: --gold-check needs --merged", file=sys.stderr)
+        return 2
+    if args.merged and dataset != "spider":
+        print("error: --merged works on Spider only", file=sys.stderr)
+        return 2
+    if args.top_k is not None and args.top_k < 1:
+        print("error: --top-k must be >= 1", file=sys.stderr)
+        return 2
+    if args.schema_max_tokens is not None and args.schema_max_tokens < 64:
+        print("error: --schema-max-tokens must be >= 64 tokens", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_config(getattr(args, "config", None))
+    except Exception as e:  # noqa: BLE001
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    top_k = args.top_k or cfg.defaults.linking_top_k or DEFAULT_TOP_K
+    budget = args.schema_max_tokens or cfg.defaults.schema_max_tokens
+    try:
+        if dataset == "spider":
+            examples = load_spider(data, split=args.split, limit=args.limit, seed=args.seed, with_difficulty=False)
+        else:
+            examples = load_bird(data, variant="dev", limit=args.limit, seed=args.seed)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not examples:
+        print("error: no questions selected (are the databases present?)", file=sys.stderr)
+        return 2
+    reg = DatabaseRegistry()
+    t_merge = None
+    if args.merged:
+        from eval.merged import merged_examples
+        from sqlbox.merged import MERGED_DB_ID, build_merged
+
+        t = time.perf_counter()
+        path = build_merged(data / "database" if (data / "database").is_dir() else data)
+        t_merge = time.perf_counter() - t
+        originals = examples
+        examples = merged_examples(examples, data / "database" if (data / "database").is_dir() else data, path)
+        reg.register(MERGED_DB_ID, path)
+        if args.gold_check:
+            return _gold_check(args, originals, examples, t_merge)
+    else:
+        for ex in examples:
+            if ex.db_id not in reg:
+                reg.register(ex.db_id, ex.db_path)
+    summary, rows = evaluate(examples, reg, top_k=top_k, budget=budget, rebuild=args.rebuild_index,
+                             use_evidence=dataset == "bird")
+    meta = {"dataset": dataset, "split": args.split if dataset == "spider" else "dev", "merged": args.merged,
+            "data": str(data), "command": "sqlarbiter " + " ".join(sys.argv[1:]) if sys.argv else "",
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "merged_build_s": t_merge}
+    out = Path(args.out) if args.out else Path("runs") / (
+        f"linking-{dataset}{'-merged' if args.merged else ''}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps({"meta": meta, "summary": summary}, indent=2))
+    (out / "report.md").write_text(markdown_report(meta, summary))
+    with (out / "results.jsonl").open("w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    s = summary
+    print(f"{dataset}{' merged' if args.merged else ''}: n={s['n']} table_recall={s['table_recall']:.4f} "
+          f"column_recall={s['column_recall']:.4f} column_precision={s['column_precision']:.4f} "
+          f"tokens={s['prompt_tokens_mean']:.0f}/{s['full_tokens_mean']:.0f} (ratio {s['token_ratio_mean']:.4f}) "
+          f"latency p50={s['latency_ms_p50']:.1f}ms p95={s['latency_ms_p95']:.1f}ms "
+          f"index_build={s['index_build_s_total']:.1f}s -> {out}")
     return 0

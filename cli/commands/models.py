@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from planner.cli_options import add_config_option
+from cli.options import add_config_option
 
 
 def add_to(subparsers) -> None:

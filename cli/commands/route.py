@@ -5,7 +5,7 @@
 - `route show PATH`: print an artifact's metadata.
 - `route import --outcomes SRC [--store URL]`: log outcomes into the store's `routing_outcomes` table.
 - `route warm-start --outcomes SRC [--store URL]`: warm-start the bandit's persisted state.
-- `route costs`: the cost-per-question table of the published systems.
+- `route costs [--costs FILE]`: the cost-per-question table of the published systems.
 
 `fit` and `warm-start` read the schema features of the outcomes' databases from `--data` (the option every
 command shares: database files/folders, with the config's `databases` and $SQLARBITER_DATABASES) or, without
@@ -21,7 +21,7 @@ import argparse
 import json
 import sys
 
-from planner.cli_options import add_database_options
+from cli.options import add_database_options
 
 
 def add_to(subparsers) -> None:
@@ -67,7 +67,8 @@ def add_to(subparsers) -> None:
     w.set_defaults(func=_warm)
 
     c = sub.add_parser("costs", help="cost per question of the published systems (routing/system_costs.toml)")
-    c.add_argument("--config", default=None, help="another cost TOML")
+    c.add_argument("--costs", metavar="FILE", default=None,
+                   help="another cost TOML (default: routing/system_costs.toml)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=_costs)
 
@@ -79,13 +80,10 @@ def _registry(a: argparse.Namespace):
     ok is False (and the error printed) when they cannot be registered."""
     if not a.data:
         return True, None
-    from planner.cli_options import cli_registry
+    from cli.options import registry_or_report
 
-    try:
-        return True, cli_registry(a)
-    except (OSError, ValueError) as e:
-        print(f"error: cannot register the databases: {e}", file=sys.stderr)
-        return False, None
+    reg = registry_or_report(a)
+    return reg is not None, reg
 
 
 def _load(src: str, workers: int = 2):
@@ -187,7 +185,7 @@ def _costs(a: argparse.Namespace) -> int:
     from routing.costs import CostConfigError, cost_table_markdown, system_costs
 
     try:
-        costs = system_costs(path=a.config)
+        costs = system_costs(path=a.costs)
     except CostConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import sys
 
+from cli.options import add_dataset_option
+
 
 def add_to(subparsers) -> None:
     p = subparsers.add_parser("select", help="train the learned selection policy (ranker)")
@@ -30,7 +32,7 @@ def add_to(subparsers) -> None:
     src.add_argument("--systems", default=None, help="a pool of these published systems (comma list, or 'all')")
     src.add_argument("--feedback-store", default=None, metavar="URL",
                      help="plan store URL: add logged plans that have correct/incorrect feedback")
-    f.add_argument("--data", default=None, help="Spider directory (default: SPIDER_DIR / shared data)")
+    add_dataset_option(f, "the shared Spider folder")
     f.add_argument("--out", required=True, help="artifact file to write (e.g. runs/ranker.joblib)")
     f.add_argument("--prior-mode", choices=("labelled", "agreement"), default="labelled",
                    help="labelled: per-source priors from the training labels (unseen sources fall back to the "

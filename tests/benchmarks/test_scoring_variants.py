@@ -134,7 +134,7 @@ def test_roofline_counts_match_real_models(tiny, small_random):
 
 
 def test_cli_list_and_bad_usage(capsys):
-    from benchmarks.cli import main
+    from benchmarks.runner import main
     from cli.main import main as sqlarbiter
 
     assert main(["list"]) == 0

@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from planner.cli_options import DATA_HELP, add_database_options, cli_registry, load_cli_config
+from cli.options import DATA_HELP, add_database_options, cli_registry, load_cli_config
 from planner.config import ConfigError
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures of the eval tests: the shared Spider/BIRD data (skip when absent) and tiny SQLite dbs."""
+"""Shared fixtures of the eval tests: tiny SQLite dbs (the shared Spider/BIRD data fixtures are in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,40 +6,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
-from core.settings import bird_dir, candidates_dir, spider_dir
-
-
-@pytest.fixture(scope="session")
-def spider_root() -> Path:
-    d = spider_dir()
-    if not (d / "dev.json").is_file() or not (d / "database").is_dir():
-        pytest.skip(f"Spider data not found at {d} (set SPIDER_DIR)")
-    return d
-
-
-@pytest.fixture(scope="session")
-def bird_root() -> Path:
-    d = bird_dir()
-    if not (d / "dev.json").is_file() or not (d / "dev_databases").is_dir():
-        pytest.skip(f"BIRD data not found at {d} (set BIRD_DIR)")
-    return d
-
-
-@pytest.fixture(scope="session")
-def systems_root() -> Path:
-    d = candidates_dir() / "spider_dev"
-    if not d.is_dir() or not any(d.glob("*.sql")):
-        pytest.skip(f"published system predictions not found at {d}")
-    return d
-
-
-@pytest.fixture(scope="session")
-def samples_root() -> Path:
-    d = candidates_dir() / "spider_dev_samples"
-    if not d.is_dir() or not any(d.glob("*.jsonl")):
-        pytest.skip(f"sampled candidate pools not found at {d}")
-    return d
 
 
 def make_db(path: Path, script: str) -> Path:

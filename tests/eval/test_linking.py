@@ -61,7 +61,7 @@ def test_cli_writes_reports(spider_dir, tmp_path, capsys):
     assert rows[1]["gold_tables"] == ["music__singer", "music__song"] and rows[1]["table_recall"] == 1.0
 
 
-@pytest.mark.parametrize("argv", [["--top-k", "0"], ["--budget", "10"], ["--dataset", "bird", "--merged"]])
+@pytest.mark.parametrize("argv", [["--top-k", "0"], ["--schema-max-tokens", "10"], ["--dataset", "bird", "--merged"]])
 def test_cli_bad_usage_exits_2(spider_dir, argv, capsys):
     assert main(["eval", "linking", "--data", str(spider_dir), *argv]) == 2
     assert "error:" in capsys.readouterr().err

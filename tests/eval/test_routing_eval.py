@@ -1,10 +1,9 @@
 """Offline routing evaluation: metrics, the cascade replay, the bandit replay, the cross-validated study
-(on real Spider questions and features with outcomes from a known rule), reports and the CLI hook; the
-full study on the published systems is a slow test."""
+(on real Spider questions and features with outcomes from a known rule) and reports; the full study on the
+published systems is a slow test. The command line: tests/cli/commands/test_eval.py."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -23,7 +22,6 @@ from eval.routing import (
     report_markdown,
     simulate_bandit_regret,
 )
-from eval.routing_cli import add_routing_parser
 from routing.features import FeatureConfig, Featurizer
 from routing.outcomes import Outcome, OutcomeMatrix
 
@@ -119,18 +117,6 @@ def test_bandit_regret_flattens(data, tmp_path):
     assert reg["cumulative_regret"][-1] < reg["cumulative_regret_random"][-1]
     plot_regret(reg, tmp_path / "regret.png")
     assert (tmp_path / "regret.png").stat().st_size > 5_000
-
-
-def test_cli_hook_parses_and_rejects_bad_usage():
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers()
-    add_routing_parser(sub)
-    args = parser.parse_args(["routing", "--folds", "3", "--lambdas", "0,0.5", "--estimators", "knn"])
-    assert args.folds == 3 and args.lambdas == [0.0, 0.5]
-    bad = parser.parse_args(["routing", "--estimators", "svm"])
-    assert bad.func(bad) == 2
-    with pytest.raises(SystemExit):
-        parser.parse_args(["routing", "--lambdas", "a,b"])
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""The eval runner and `sqlarbiter eval` CLI: prediction files, resumable results, reports, compare."""
+"""The eval runner: prediction files, resumable results, reports, compare (the `sqlarbiter eval` command's own
+tests are in tests/cli/commands/test_eval.py)."""
 
 from __future__ import annotations
 
@@ -15,28 +16,6 @@ from eval.runner import RESULTS, read_prediction_file, read_results, run_end_to_
 
 def _lines(path):
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-
-
-def test_predictions_cli_writes_all_outputs(spider_root, tmp_path):
-    gold = (spider_root / "dev_gold.sql").read_text().splitlines()
-    preds = list(gold)
-    preds[1] = "SELECT 1\tconcert_singer"  # wrong
-    preds[2] = "SELECT nope FROM singer"  # error
-    pf = tmp_path / "pred.sql"
-    pf.write_text("\n".join(preds) + "\n")
-    out = tmp_path / "run"
-    rc = main(["eval", "spider", "--predictions", str(pf), "--limit", "12", "--out", str(out), "--quiet", "--workers", "2"])
-    assert rc == 0
-    for f in (RESULTS, "report.json", "report.md", "ex_by_difficulty.png"):
-        assert (out / f).is_file(), f
-    raw = _lines(out / RESULTS)  # appended in completion order
-    assert sorted(r["index"] for r in raw) == list(range(12))
-    lines = read_results(out)
-    assert all({"index", "db_id", "ex"} <= set(r) for r in lines)
-    assert [r["ex"] for r in lines[:3]] == [True, False, False] and lines[2]["error_kind"] == "pred_error"
-    rep = json.loads((out / "report.json").read_text())
-    assert rep["n"] == 12 and rep["n_correct"] == 10 and rep["by_difficulty"]["all"]["n"] == 12
-    assert "EX" in (out / "report.md").read_text()
 
 
 def test_prediction_file_alignment_and_db_check(spider_root, tmp_path):
@@ -87,22 +66,6 @@ def test_bird_predictions_gold_is_100(bird_root, tmp_path):
     rep = json.loads((out / "report.json").read_text())
     assert rep["n"] == 15 and rep["ex"] == 100.0
     assert set(rep["by_difficulty"]) - {"all"} <= {"simple", "moderate", "challenging"}
-
-
-def test_systems_replay_cli(spider_root, systems_root, tmp_path):
-    out = tmp_path / "rp"
-    rc = main(["eval", "spider", "--systems", "CodeS-15b_SFT,C3SQL_ChatGPT,GAP_MetaSQL-base", "--limit", "25",
-               "--out", str(out), "--quiet", "--workers", "1"])
-    assert rc == 0
-    rep = json.loads((out / "report.json").read_text())
-    assert set(rep["policies"]) == {"first", "vote", "hybrid", "ranker"}
-    assert rep["replay"]["best_source"]["name"] in ("CodeS-15b_SFT", "C3SQL_ChatGPT", "GAP_MetaSQL-base")
-    assert rep["oracle"]["ex"] >= rep["policies"]["vote"]["ex"]
-
-
-def test_bad_usage_exit_codes(tmp_path):
-    assert main(["eval", "spider", "--data", str(tmp_path), "--predictions", "x.sql"]) == 2
-    assert main(["eval", "spider", "--predictions", str(tmp_path / "nope.sql"), "--limit", "2", "--out", str(tmp_path / "o")]) == 2
 
 
 class SystemPlanner:
@@ -161,39 +124,3 @@ def test_end_to_end_on_the_embedded_model(spider_root, tmp_path):
     rows = read_results(out)
     assert len(rows) == 3 and all("latency_ms" in r for r in rows)
     assert (out / "report.md").is_file() and (out / "report.json").is_file()
-
-
-def test_replay_cli_limit_picks_pool_questions(spider_root, samples_root, tmp_path):
-    out = tmp_path / "rq"
-    pool = samples_root / "qwen2.5-coder-7b-instruct_T0.4_x5_200q.jsonl"
-    assert main(["eval", "spider", "--replay", str(pool), "--limit", "7", "--out", str(out), "--quiet", "--workers", "1"]) == 0
-    rows = read_results(out)
-    first7 = [json.loads(x)["idx"] for x in pool.read_text().splitlines()[:7]]
-    assert [r["index"] for r in rows] == sorted(first7)
-    rep = json.loads((out / "report.json").read_text())
-    assert rep["n"] == 7 and rep["meta"]["policy"] == "vote" and len(rep["replay"]["sources"]) == 5
-
-
-@pytest.mark.parametrize("extra, needle", [
-    (["--policy", "best"], "unknown policy 'best'; choose one of: first, vote, hybrid, rerank, check-rerank"),
-    (["--policy", "rerank"], "needs a discriminator's scores and none was given; give a discriminator or "
-                             "choose one of: first, vote"),
-    (["--policy", "hybrid"], "choose one of: first, vote"),
-])
-def test_replay_cli_policy_usage_errors(spider_root, samples_root, tmp_path, capsys, extra, needle):
-    """An unknown policy, or one that ranks by scores with no --discriminator, is bad usage (exit 2, nothing
-    written), not a run reporting "EX 0.0%"."""
-    out = tmp_path / "bad"
-    pool = samples_root / "qwen2.5-coder-7b-instruct_T0.4_x5_200q.jsonl"
-    rc = main(["eval", "spider", "--replay", str(pool), "--limit", "2", "--out", str(out), "--quiet", *extra])
-    assert rc == 2 and needle in capsys.readouterr().err
-    assert not out.exists()
-
-
-def test_replay_cli_first_policy(spider_root, samples_root, tmp_path):
-    out = tmp_path / "first"
-    pool = samples_root / "qwen2.5-coder-7b-instruct_T0.4_x5_200q.jsonl"
-    assert main(["eval", "spider", "--replay", str(pool), "--limit", "4", "--policy", "first", "--out", str(out),
-                 "--quiet", "--workers", "1"]) == 0
-    rows = read_results(out)
-    assert rows and all(r["policy"] == "first" and r["chosen"] == 0 and r["ex"] == r["labels"][0] for r in rows)

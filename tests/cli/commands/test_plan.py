@@ -30,7 +30,7 @@ def test_plan_json_and_readable(cheap_config, capsys):
 
     assert PlanStore(f"sqlite:///{cheap_config.parent / 'store.db'}").get(plan.id) == plan
 
-    from api.cmd_serve import format_plan
+    from cli.commands.plan import format_plan
 
     text = format_plan(plan)
     for needle in ("Chosen SQL", "Why", "Candidates (", "Timings (ms)", "Total cost", plan.id):

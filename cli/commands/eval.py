@@ -414,7 +414,7 @@ def _floats(s: str) -> list[float]:
 
 
 def add_routing_parser(eval_subparsers) -> argparse.ArgumentParser:
-    """`sqlarbiter eval routing`: hooked in by eval/cli.py."""
+    """`sqlarbiter eval routing` (the study: eval.routing.run_study)."""
     p = eval_subparsers.add_parser(
         "routing", help="offline cost-quality evaluation of routers on the published Spider-dev systems",
         description="Cross-validated (by database) cost-quality curves of carrot / bandit / cascade against "

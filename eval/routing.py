@@ -13,7 +13,8 @@ The study behind `sqlarbiter eval routing` (its command line: cli/commands/eval.
 - Policies, each swept to a curve: `carrot-knn` and `carrot-logreg` over μ; `bandit` (LinUCB warm-started
   on the training folds, then learning online on the test stream from the labels it would get as feedback)
   over λ (CARROT and the bandit choose among the systems not dominated on training EX and cost); `cascade`
-  over the vote-margin threshold (see `cascade_decisions`). Baselines: always-cheapest,
+  over the vote-margin threshold (`cascade_decisions`: the service's own escalation rule,
+  `routing.cascade.escalation_signals` / `escalate_reason`, and its `vote` policy on the logged candidates). Baselines: always-cheapest,
   always-strongest, random at matched cost (a coin between the cheapest and the strongest system),
   best fixed system under a cost budget, oracle (the cheapest correct system; the cheapest system when
   none is correct).
@@ -40,6 +41,7 @@ import numpy as np
 from sklearn.model_selection import GroupKFold
 from tqdm import tqdm
 
+from core.model import Candidate, ExecutionResult, ScoredCandidate
 from core.settings import cache_dir
 from eval.outcomes import outcomes_from_systems
 from routing.bandit import LinUCB
@@ -211,36 +213,41 @@ def default_ladder(train_ex: np.ndarray, mean_cost: np.ndarray, names: Sequence[
     return rungs
 
 
+def logged_candidates(fps_row: Sequence[str | None], systems: Sequence[int]) -> list[ScoredCandidate]:
+    """The logged candidates of one question, as the service would hold them: one per system in `systems`
+    (in that order), executable with its result fingerprint, or not executable (fingerprint None)."""
+    return [ScoredCandidate(candidate=Candidate(sql="", source=str(j)),
+                            execution=ExecutionResult(ok=True, fingerprint=fps_row[j]) if fps_row[j] is not None
+                            else ExecutionResult(ok=False, error="does not execute"))
+            for j in systems]
+
+
 def cascade_decisions(rungs: Sequence[Sequence[int]], fps: Sequence[Sequence[str | None]], rows: np.ndarray,
-                      threshold: float, correct: np.ndarray, cost: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Offline cascade over systems (no soft scores: tau does not apply). After each rung the pooled
-    candidates of all rungs run so far are checked; escalate when none executes or the vote margin (share
-    of the largest result cluster minus the second, over executable candidates) is below `threshold`.
-    The answer is the largest cluster's member from the latest (most expensive) rung. Returns per-row
+                      threshold: float, correct: np.ndarray, cost: np.ndarray, *,
+                      policy: str = "vote") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Offline cascade over systems, run by the service's own rule: after each rung, the pooled logged
+    candidates of all rungs so far (`logged_candidates`) go through `routing.cascade.escalation_signals` and
+    `escalate_reason` (vote_margin = `threshold`; no soft scores, so tau does not apply), i.e. escalate when
+    none executes or the vote margin is below `threshold`. The answer is what the service's selection
+    policy (`policy`, default `vote`) picks from the pooled candidates (`planner.select.select`); nothing
+    chosen (no candidate executes) counts as wrong, as a plan without an answer would. Returns per row
     (correct, cost, rungs run)."""
-    out_c, out_cost, out_steps = np.zeros(len(rows)), np.zeros(len(rows)), np.zeros(len(rows), dtype=int)
+    from planner.select import select
+    from routing.cascade import escalate_reason, escalation_signals
+
+    out_c, out_cost, out_steps = np.zeros(len(rows)), np.zeros(len(rows), dtype=float), np.zeros(len(rows), dtype=int)
     for r, i in enumerate(rows):
         pooled: list[int] = []
         spent = 0.0
         for k, rung in enumerate(rungs):
             pooled.extend(rung)
             spent += float(sum(cost[i, j] for j in rung))
-            clusters: dict[str, list[int]] = {}
-            for j in pooled:
-                fp = fps[i][j]
-                if fp is not None:
-                    clusters.setdefault(fp, []).append(j)
-            sizes = sorted((len(v) for v in clusters.values()), reverse=True)
-            total = sum(sizes)
-            margin = (sizes[0] - (sizes[1] if len(sizes) > 1 else 0)) / total if total else 0.0
-            if k == len(rungs) - 1 or (clusters and margin >= threshold):
+            cands = logged_candidates(fps[i], pooled)
+            if k == len(rungs) - 1 or escalate_reason(escalation_signals(cands), 0.0, threshold) is None:
                 break
-        if clusters:
-            best = max(clusters.values(), key=lambda v: (len(v), max(pooled.index(j) for j in v)))
-            pick = max(best, key=pooled.index)
-        else:
-            pick = rungs[-1][0]
-        out_c[r], out_cost[r], out_steps[r] = correct[i, pick], spent, k + 1
+        pick = select(policy, cands).index
+        out_c[r] = correct[i, pooled[pick]] if pick is not None else 0.0
+        out_cost[r], out_steps[r] = spent, k + 1
     return out_c, out_cost, out_steps
 
 
@@ -262,13 +269,8 @@ def warm_ucb(Xb: np.ndarray, rows: Sequence[int], correct: np.ndarray, cost_norm
     """A LinUCB warm-started on full-information logged outcomes (every arm on every training row)."""
     ucb = LinUCB(Xb.shape[1], alpha)
     Xr = Xb[np.asarray(rows)]
-    for j, a in enumerate(arms):  # batch form of the rank-one updates: A = I + XᵀX, b = Xᵀr
-        ucb.add_arm(a)
-        r = correct[rows, j] - lam * cost_norm[rows, j]
-        ucb.A[a] = ucb.A[a] + Xr.T @ Xr
-        ucb.b[a] = Xr.T @ r
-        ucb.Ainv[a] = np.linalg.inv(ucb.A[a])
-        ucb.n[a] = len(rows)
+    for j, a in enumerate(arms):
+        ucb.warm_start_arm(a, Xr, correct[rows, j] - lam * cost_norm[rows, j])
     return ucb
 
 

@@ -190,18 +190,18 @@ def run_replay(
     return read_results(out_dir), r["summary"]
 
 
-def _policy_verdicts(plan, labels: list[bool]) -> dict[str, bool]:
+def _policy_verdicts(plan, labels: list[bool], ranker=None) -> dict[str, bool]:
     """EX each policy would have had on this plan's candidates, chosen as the pipeline chooses
-    (`planner.stages.select`: rejected candidates are never eligible); policies that need scores only
-    when the plan has scores (`planner.select.reported_policies`)."""
+    (`planner.stages.select`: rejected candidates are never eligible; `ranker`: the planner's ranker state);
+    policies that need scores only when the plan has scores (`planner.select.reported_policies`)."""
     from planner import stages
     from planner.select import reported_policies
 
-    cands = [c.model_copy(deep=True) for c in plan.candidates]
+    cands = [c.model_copy(deep=True) for c in plan.candidates]  # the select stage records clusters on them
     has_scores = any(c.scores for c in cands)
     out = {}
     for pol in reported_policies(has_scores):
-        idx, _ = stages.select(cands, pol, plan.question.text)
+        idx, _ = stages.select(cands, pol, plan.question.text, ranker=ranker)
         out[pol] = bool(idx is not None and labels[idx])
     return out
 
@@ -261,7 +261,7 @@ def run_end_to_end(
                 labels=labels,
                 scores=[c.scores[-1].score if c.scores else None for c in plan.candidates],
                 executable=[bool(c.execution and c.execution.ok) for c in plan.candidates],
-                ex_by_policy=_policy_verdicts(plan, labels) if plan.candidates else {},
+                ex_by_policy=_policy_verdicts(plan, labels, getattr(planner, "ranker_state", None)) if plan.candidates else {},
                 oracle=any(labels),
                 cost=plan.total_cost,
                 prompt_tokens=sum(u["prompt_tokens"] for u in usage),

@@ -206,17 +206,17 @@ def _folds(qs: Sequence[LQ], k: int):
 
 
 def _vote_pick(cands: list[ScoredCandidate]) -> int | None:
-    from planner.select import vote
+    from planner.select import select
 
-    return vote([c.model_copy(deep=True) for c in cands])[0]
+    return select("vote", cands).index  # policies read the candidates, never change them: no copy
 
 
 def signals(art: RankerArtifact, qs: Sequence[LQ], priors: dict[str, float]) -> list[dict]:
     """Per question: the ranker's choice and raw score, vote's choice and share, first's raw cluster score."""
     out = []
     for q in qs:
-        cands = [c.model_copy(deep=True) for c in q.cands]
-        i, _, raw, cl, scores = rank_select(cands, q.question, priors, art)
+        r = rank_select(q.cands, q.question, priors, art)
+        i, raw, cl, scores = r.index, r.raw, r.features, r.scores
         v = _vote_pick(q.cands)
         first_raw = None
         if cl.members:

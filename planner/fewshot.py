@@ -7,7 +7,8 @@ The example store:
   databases (a database id Spider's `tables.json` lists). Its databases are disjoint from dev's, so the
   examples are cross-database, as in DAIL-SQL;
 - any user JSONL file of `{"db_id", "question", "sql"}` lines (`SQLARBITER_FEW_SHOT` or `few_shot_file`),
-  used for every database.
+  used for every database; read through `planner.examples` (`examples_file`, `load_file`), the file's one
+  home.
 
 Similarity (DAIL-SQL's masked question similarity): table names, column names (and their words) and values
 (numbers, quoted strings) are replaced by `<mask>` in the question and in each stored question, each with its
@@ -31,6 +32,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from planner.examples import examples_file, load_file
 
 _WORD = re.compile(r"[A-Za-z0-9_]+|'[^']*'|\"[^\"]*\"|[^\sA-Za-z0-9_]")
 _NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
@@ -84,20 +87,6 @@ def _spider_tables(path: str) -> dict[str, dict[str, list[str]]]:
                 tables[names[ti]].append(col)
         out[db["db_id"]] = tables
     return out
-
-
-def _load_jsonl(path: str) -> list[tuple[str, str, str]]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-                rows.append((r["db_id"], r["question"], r["sql"]))
-            except (ValueError, KeyError) as e:
-                raise ValueError(f"{path}:{lineno}: few-shot lines need db_id, question and sql ({e})") from None
-    return rows
 
 
 class ExampleStore:
@@ -173,7 +162,7 @@ def file_store(path: str) -> ExampleStore:
             t = spider_dir() / "tables.json"
             schemas = _spider_tables(str(t)) if t.is_file() else {}
             exs = [Example(db, q, s, mask_question(q, schema_words(schemas.get(db, {}))))
-                   for db, q, s in _load_jsonl(path)]
+                   for db, q, s in load_file(path)]
             _STORES[key] = ExampleStore(exs)
         return _STORES[key]
 
@@ -205,9 +194,9 @@ def retrieve(question: str, db_id: str, schema, k: int, *, few_shot_file: str | 
         st = spider_store()
         if st is not None:
             stores.append(st)
-    path = few_shot_file or os.environ.get("SQLARBITER_FEW_SHOT")
+    path = examples_file(few_shot_file)
     if path:
-        stores.append(file_store(str(path)))
+        stores.append(file_store(path))
     if not stores:
         return shipped[:k]
     tables = {t.name: [c.name for c in t.columns] for t in schema.tables} if schema is not None else {}

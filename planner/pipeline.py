@@ -5,8 +5,11 @@ the rules of one plan:
 
 - route: the configured router (default `fixed`: the first pair), or the request's `router`, or a fixed
   `pair`. A decision may list several steps (a cascade, cheap first); steps run in order, candidates of all
-  steps are pooled (never thrown away), and after each step the router's `should_escalate(plan, step)`
-  decides whether the next one runs.
+  steps are pooled (never thrown away), and after each step the router's `should_escalate(plan, step, steps)`
+  decides whether the next one runs; the pipeline records the signals it returns in
+  `plan.route.details["signals"]`.
+- state: the ranker's artifact and cross-question priors belong to the Planner (`ranker_state`) and reach
+  the policies through `planner.select.SelectionContext`.
 - generate: N samples from the step's generator (`GenerationRequest` with the schema prompt of the
   registered database), through its `CheckpointPool`, so a checkpoint switch never interrupts a request.
 - normalize: `planner.normalize.CandidatePool` (guard, canonicalize, de-duplicate; rejected candidates are
@@ -235,6 +238,7 @@ class Planner:
         self._links: dict[tuple, Any] = {}  # insertion-ordered; the oldest goes first past 256
         self._full_tokens: dict[str, int] = {}
         self._link_lock = threading.Lock()
+        self.ranker_state = ranker.RankerState()  # this Planner's ranker artifact and priors (never shared)
         if config.defaults.ranker:
             try:
                 self.reload_ranker(config.defaults.ranker)
@@ -418,7 +422,6 @@ class Planner:
                                          closure=linked.closure, value_hits=len(linked.value_hits),
                                          prompt_tokens=linked.prompt_tokens, full_tokens=linked.full_tokens,
                                          latency_ms=round(linked.latency_ms, 3))
-        plan.route.steps = list(steps)  # the planned ladder while it runs (routers read it in should_escalate)
         pool = CandidatePool(dialect=self.dialect(question.db_id), analyzer=getattr(self.executor, "analyze", None))
         scored: list[ScoredCandidate] = []
         usage: dict[tuple[str, str], tuple[TokenUsage, ModelSpec]] = {}
@@ -433,12 +436,15 @@ class Planner:
                 self._select(plan, scored, policy, usage, ran)
             if k + 1 < len(steps):
                 clock.check("route")
-                esc, why = rtr.should_escalate(plan, k)
-                if not esc:
+                esc = rtr.should_escalate(plan, k, steps)
+                if esc.signals is not None:  # the router's evidence, recorded here (routers never write the plan)
+                    plan.route.details.setdefault("signals", []).append(
+                        {"step": k, **esc.signals, "escalate": esc.escalate})
+                if not esc.escalate:
                     break
-                escalations.append(f"after {pair_name}: {why}" if why else f"after {pair_name}")
+                escalations.append(f"after {pair_name}: {esc.reason}" if esc.reason else f"after {pair_name}")
         ranker.apply_abstention(plan, abstain_below)
-        ranker.ACTIVE.observe(plan.candidates)  # cross-question evidence for the generators' priors
+        self.ranker_state.observe(plan.candidates)  # cross-question evidence for the generators' priors
         plan.route.steps = list(ran)  # now: the pairs actually run, in order
         if len(steps) > 1:
             plan.route.details["planned_steps"] = list(steps)
@@ -514,7 +520,7 @@ class Planner:
 
     def _select(self, plan: Plan, scored: list[ScoredCandidate], policy: str, usage: dict, ran: list[str]) -> None:
         """(Re)compute the plan's outcome from the pooled candidates (called after every cascade step)."""
-        i, why = stages.select(scored, policy, plan.question.text)
+        i, why = stages.select(scored, policy, plan.question.text, ranker=self.ranker_state)
         plan.candidates = scored
         plan.errors = []
         if not scored:
@@ -532,7 +538,7 @@ class Planner:
                 plan.status = "chosen_not_executable"
                 plan.reason = f"{why}; WARNING: the chosen candidate does not execute (policy {policy} skips the check)"
                 plan.errors = [_error_line(i, scored[i])]
-        ranker.annotate_plan(plan, policy)  # confidence of the choice (the cascade may escalate on it)
+        ranker.annotate_plan(plan, policy, self.ranker_state)  # confidence of the choice (the cascade may escalate on it)
         plan.usage = []
         total = 0.0
         for u, spec in usage.values():
@@ -556,7 +562,7 @@ class Planner:
             if rtr is not None:
                 rtr.update(self.route_context(plan.question), plan.route.pair, bool(correct), plan.total_cost)
         if correct is not None:
-            ranker.ACTIVE.feedback(plan.candidates, plan.chosen, bool(correct))
+            self.ranker_state.feedback(plan.candidates, plan.chosen, bool(correct))
         for hook in list(self.on_feedback):
             try:
                 hook(plan, correct, corrected_sql)
@@ -566,11 +572,11 @@ class Planner:
     def reload_ranker(self, path: str | None = None):
         """Load the ranker artifact at `path` (default: the configured or last loaded one), like a checkpoint
         swap: later plans use it; a failed load keeps the previous artifact and raises."""
-        path = path or ranker.ACTIVE.path or self.config.defaults.ranker
+        path = path or self.ranker_state.path or self.config.defaults.ranker
         if not path:
             raise PlanRequestError("no ranker artifact configured (defaults.ranker) or given")
         try:
-            return ranker.ACTIVE.load(path)
+            return self.ranker_state.load(path)
         except (OSError, ValueError) as e:
             raise PlanRequestError(f"ranker: cannot load {path}: {e}") from e
 

@@ -1,7 +1,7 @@
 """The learned selection policy (`ranker`): features of result clusters, the model artifact, plan confidence.
 
-A question's executable candidates are grouped into result clusters (equal order-insensitive fingerprints,
-`planner.select.assign_clusters`). Each cluster gets a feature row that needs no gold (`FEATURES`):
+A question's executable candidates are grouped into result clusters by the one clustering rule of
+`core.clusters` (equal order-insensitive fingerprints; weights max(1, duplicates)). Each cluster gets a feature row that needs no gold (`FEATURES`):
 
 - votes: the cluster's vote share, its size rank, the margin to the next cluster, the number of clusters,
   the executable share of the candidates;
@@ -26,9 +26,11 @@ isotonic, whichever has the lower grouped cross-validated Brier score) map the c
 
 The artifact (`RankerArtifact`, a joblib file) is versioned: format version, feature list, prior mode
 (`labelled` = per-source priors from training labels, or `agreement` = system-agnostic), the priors, a
-hash of the training data, the cross-validated metrics and the calibrators. `ACTIVE` holds the artifact
-the service uses (loaded from `defaults.ranker` in the config, reloadable at run time) and the
-cross-question state the priors are estimated from (`RankerState`).
+hash of the training data, the cross-validated metrics and the calibrators. A `RankerState` holds the artifact
+a Planner uses (loaded from `defaults.ranker` in the config, reloadable at run time) and the cross-question
+evidence the priors are estimated from; every Planner owns one (`Planner.ranker_state`) and hands it to the
+policy through `planner.select.SelectionContext`, so two Planners in one process never share an artifact.
+Nothing here changes the candidates it reads.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from core.clusters import Clustering, cluster, result_key, sample_weight
 from core.model import ScoredCandidate, executable
 
 FORMAT_VERSION = 1
@@ -116,10 +119,6 @@ def labelled_priors(outcomes: Mapping[str, tuple[int, int]], strength: float = 4
         base = fb.get(s, DEFAULT_PRIOR)
         out[s] = (c + strength * base) / (n + strength)
     return out
-
-
-def result_key(c: ScoredCandidate) -> str | None:
-    return (c.execution.fingerprint or c.candidate.sql) if executable(c) else None
 
 
 def question_keys(cands: Sequence[ScoredCandidate]) -> dict[str, str | None]:
@@ -213,24 +212,24 @@ def _shape(c: ScoredCandidate) -> dict[str, float]:
 
 @dataclass
 class Clusters:
-    """A question's result clusters (candidate indices, first-appearance order) and their feature rows."""
+    """A question's result clusters (`core.clusters`: candidate indices, first-appearance order) and their
+    feature rows."""
 
-    members: list[list[int]]
+    clustering: Clustering
     rows: list[list[float]]
+
+    @property
+    def members(self) -> list[list[int]]:
+        return self.clustering.members
 
 
 def cluster_features(cands: Sequence[ScoredCandidate], question: str, priors: Mapping[str, float]) -> Clusters:
-    keys = [result_key(c) for c in cands]
-    groups: dict[str, list[int]] = {}
-    for i, k in enumerate(keys):
-        if k is not None:
-            groups.setdefault(k, []).append(i)
-    members = list(groups.values())
+    cl = cluster(cands)
+    members = cl.members
     if not members:
-        return Clusters([], [])
-    dup = [max(1, c.candidate.duplicates) for c in cands]
-    total = float(sum(dup))
-    shares = [sum(dup[i] for i in m) / total for m in members]
+        return Clusters(cl, [])
+    dup = [sample_weight(c) for c in cands]
+    shares = cl.shares()
     order = sorted(range(len(members)), key=lambda k: (-shares[k], k))
     rank = {k: r for r, k in enumerate(order)}
     has_scores = all(c.scores for c in cands)
@@ -245,7 +244,7 @@ def cluster_features(cands: Sequence[ScoredCandidate], question: str, priors: Ma
     pmax = [max(pri[i] for i in m) for m in members]
     smax = [max(cands[i].scores[-1].score for i in m) if has_scores else 0.5 for m in members]
     cues = question_cues(question)
-    n_exec = sum(1 for k in keys if k is not None)
+    n_exec = sum(1 for k in cl.of if k is not None)
     rows = []
     for k, m in enumerate(members):
         rep = m[_best_member(m, cands, pri)]
@@ -266,7 +265,7 @@ def cluster_features(cands: Sequence[ScoredCandidate], question: str, priors: Ma
         f["each_many_rows"] = f["q_each"] * float(f["rows_log"] > math.log(2.5))
         f["top_order_limit"] = f["q_top"] * f["sql_order_limit"]
         rows.append([float(f[name]) for name in FEATURES])
-    return Clusters(members, rows)
+    return Clusters(cl, rows)
 
 
 def _best_member(m: Sequence[int], cands: Sequence[ScoredCandidate], pri: Sequence[float]) -> int:
@@ -382,13 +381,29 @@ class RankerArtifact:
         return float(min(max(cal.predict([x])[0], 0.0), 1.0))
 
 
+@dataclass(frozen=True)
+class RankResult:
+    """What `rank_select` decided: the chosen index (None: nothing executes), why, the raw model score of the
+    chosen cluster, the clusters with their feature rows, and one score per cluster."""
+
+    index: int | None
+    reason: str
+    raw: float | None
+    features: Clusters
+    scores: list[float]
+
+    @property
+    def clusters(self) -> Clustering:
+        return self.features.clustering
+
+
 def rank_select(cands: Sequence[ScoredCandidate], question: str, priors: Mapping[str, float],
-                artifact: RankerArtifact | None) -> tuple[int | None, str, float | None, Clusters, list[float]]:
-    """(index, reason, raw model score of the chosen cluster, clusters, cluster scores). Without an artifact,
-    clusters are ranked by their prior-weighted vote share (a weighted majority vote)."""
+                artifact: RankerArtifact | None) -> RankResult:
+    """Rank the result clusters and choose. Without an artifact, clusters are ranked by their prior-weighted
+    vote share (a weighted majority vote). Reads the candidates, never changes them."""
     cl = cluster_features(cands, question, priors)
     if not cl.members:
-        return None, "no candidate executes", None, cl, []
+        return RankResult(None, "no candidate executes", None, cl, [])
     if artifact is not None:
         scores = artifact.score_clusters(cl.rows)
         how = "ranker"
@@ -400,21 +415,13 @@ def rank_select(cands: Sequence[ScoredCandidate], question: str, priors: Mapping
     pri = [priors.get(source_key(c.candidate.source), DEFAULT_PRIOR) for c in cands]
     m = cl.members[best]
     i = m[_best_member(m, cands, pri)]
-    for k, mm in enumerate(cl.members):
-        for j in mm:
-            cands[j].cluster = k
-            cands[j].selection_score = scores[k]
-    return i, f"{how}: best of {len(cl.members)} result clusters (score {scores[best]:.3f}, {len(m)} members)", \
-        scores[best], cl, scores
+    return RankResult(i, f"{how}: best of {len(cl.members)} result clusters (score {scores[best]:.3f}, {len(m)} "
+                         "members)", scores[best], cl, scores)
 
 
 def vote_share_of(cands: Sequence[ScoredCandidate], i: int | None) -> float:
-    """Share of the candidates (by duplicates) whose result equals candidate i's (0 when it does not execute)."""
-    if i is None or not executable(cands[i]):
-        return 0.0
-    k = result_key(cands[i])
-    dup = [max(1, c.candidate.duplicates) for c in cands]
-    return sum(d for c, d in zip(cands, dup, strict=True) if result_key(c) == k) / float(sum(dup))
+    """Share of the candidates (by sample weight) whose result equals candidate i's (0 when it does not execute)."""
+    return cluster(cands).share_of(i)
 
 
 def plan_confidence(policy: str, cands: Sequence[ScoredCandidate], chosen: int | None, question: str,
@@ -493,16 +500,6 @@ class RankerState:
             return dict(self._priors)
 
 
-ACTIVE = RankerState()
-
-
-def select_active(cands: Sequence[ScoredCandidate], question: str = "") -> tuple[int | None, str]:
-    """The `ranker` policy with the active artifact and cross-question state; `question` feeds the cue and
-    literal features."""
-    i, why, _, _, _ = rank_select(cands, question, ACTIVE.priors(), ACTIVE.artifact)
-    return i, why
-
-
 # --------------------------------------------------------------------------------------------------
 # Pipeline hooks: confidence and abstention on a Plan
 # --------------------------------------------------------------------------------------------------
@@ -510,15 +507,17 @@ def select_active(cands: Sequence[ScoredCandidate], question: str = "") -> tuple
 LOW_CONFIDENCE = "low_confidence"
 
 
-def annotate_plan(plan, policy: str) -> None:
-    """Set `plan.confidence` for the chosen candidate (None when nothing was chosen)."""
+def annotate_plan(plan, policy: str, state: RankerState | None = None) -> None:
+    """Set `plan.confidence` for the chosen candidate (None when nothing was chosen), with `state`'s artifact
+    and priors (None: no artifact, no priors)."""
     if plan.chosen is None:
         plan.confidence = None
         return
     eligible = [i for i, sc in enumerate(plan.candidates) if not sc.candidate.rejected]
-    cands = [plan.candidates[i].model_copy(deep=True) for i in eligible]
+    cands = [plan.candidates[i] for i in eligible]  # read only: no copy needed
     chosen = eligible.index(plan.chosen) if plan.chosen in eligible else None
-    conf = plan_confidence(policy, cands, chosen, plan.question.text, ACTIVE.priors(), ACTIVE.artifact)
+    priors, artifact = (state.priors(), state.artifact) if state is not None else ({}, None)
+    conf = plan_confidence(policy, cands, chosen, plan.question.text, priors, artifact)
     plan.confidence = None if conf is None else round(float(conf), 6)
 
 

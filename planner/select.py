@@ -10,16 +10,19 @@
   result and SQL shape, literal agreement, soft scores when present); the artifact comes from
   `defaults.ranker` in the config (without one: a prior-weighted vote).
 
-Each returns (index or None, reason). Only executable candidates can be chosen by check-rerank, vote
-and hybrid; `first` and `rerank` may choose a non-executable one (that is what "no check" means), and the
-pipeline reports it as such.
+Each is called as `policy(cands, ctx)` with a `SelectionContext` (the question's text and the Planner's
+`RankerState`, which holds the ranker's artifact and cross-question priors: state that belongs to a Planner,
+never to the process) and returns a `Selection`: the index or None, the reason, and per candidate its result
+cluster and the value it was ranked by. Policies never change their input; the select stage
+(`planner.stages.select`) records the clusters and ranking values on the candidates. Clusters, weights and
+shares come from `core.clusters` (the one result-clustering rule). Only executable candidates can be chosen
+by check-rerank, vote and hybrid; `first` and `rerank` may choose a non-executable one (that is what "no
+check" means), and the pipeline reports it as such.
 
 Every policy is declared once, here, with its metadata (`POLICIES.meta(name)`):
 - `needs_scores`: it ranks by the discriminator's soft scores, so it needs a discriminator;
 - `executable_only`: it picks among executable candidates only (so only those need scoring);
 - `summary`: one line for help texts and the API schema;
-- `needs_question` (optional): the policy reads the question's text, passed as `question=` (the ranker's
-  literal and result-shape cues); the others take the candidates only;
 - `without_scores` (optional, for a policy that needs scores): the policy it reduces to when candidates
   carry no scores, when that is still worth reporting (`hybrid`: every score counts 0.5, so it is `vote`).
   Eval reports (replay, end-to-end `ex_by_policy`) include such a policy on unscored questions; the other
@@ -33,25 +36,44 @@ order (the order of eval reports).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from core.clusters import Clustering, cluster
 from core.model import ScoredCandidate, executable, soft_score
 from core.registry import Registry
 
-Policy = Callable[[Sequence[ScoredCandidate]], tuple[int | None, str]]
-POLICIES: Registry[tuple[int | None, str]] = Registry("selection policy")
+if TYPE_CHECKING:
+    from planner.ranker import RankerState
 
 
-def assign_clusters(cands: Sequence[ScoredCandidate]) -> dict[str, list[int]]:
-    """Group executable candidates by result fingerprint; sets `cluster` on each. Returns fingerprint -> indices
-    in order of first appearance."""
-    clusters: dict[str, list[int]] = {}
-    for i, c in enumerate(cands):
-        if executable(c):
-            clusters.setdefault(c.execution.fingerprint or f"#{i}", []).append(i)
-    for k, idxs in enumerate(clusters.values()):
-        for i in idxs:
-            cands[i].cluster = k
-    return clusters
+@dataclass(frozen=True)
+class SelectionContext:
+    """What a policy may read besides the candidates: the question's text (the ranker's literal and result-shape
+    cues) and the Planner's ranker state (artifact and priors; None: no artifact, no priors)."""
+
+    question: str = ""
+    ranker: RankerState | None = None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A policy's answer: the chosen index (None: nothing), why, and per candidate its result cluster and the
+    value the policy ranked it by (None where it does not apply)."""
+
+    index: int | None
+    reason: str
+    clusters: tuple[int | None, ...] = ()
+    scores: tuple[float | None, ...] = ()
+
+
+Policy = Callable[[Sequence[ScoredCandidate], SelectionContext], Selection]
+POLICIES: Registry[Selection] = Registry("selection policy")
+
+
+def _by_cluster(cl: Clustering, values: Sequence[float]) -> tuple[float | None, ...]:
+    """Each candidate's value = its cluster's (None when it does not execute)."""
+    return tuple(None if k is None else values[k] for k in cl.of)
 
 
 def _argmax(idxs: Sequence[int], key: Callable[[int], float]) -> int:
@@ -64,82 +86,75 @@ def _argmax(idxs: Sequence[int], key: Callable[[int], float]) -> int:
 
 @POLICIES.register("first", needs_scores=False, executable_only=False,
                    summary="the first candidate (the first-sample baseline; no executability check)")
-def first(cands: Sequence[ScoredCandidate]) -> tuple[int | None, str]:
+def first(cands: Sequence[ScoredCandidate], ctx: SelectionContext) -> Selection:
     if not cands:
-        return None, "no candidates"
-    return 0, f"first of {len(cands)} candidates"
+        return Selection(None, "no candidates")
+    return Selection(0, f"first of {len(cands)} candidates")
 
 
 @POLICIES.register("vote", needs_scores=False, executable_only=True,
                    summary="the largest cluster of identical execution results")
-def vote(cands: Sequence[ScoredCandidate]) -> tuple[int | None, str]:
-    clusters = assign_clusters(cands)
-    if not clusters:
-        return None, "no candidate executes"
-    weight = {fp: float(sum(cands[i].candidate.duplicates for i in idxs)) for fp, idxs in clusters.items()}
-    best_fp = max(clusters, key=lambda fp: weight[fp])  # max keeps the first of equal weights
-    for fp, idxs in clusters.items():
-        for i in idxs:
-            cands[i].selection_score = weight[fp]
-    i = clusters[best_fp][0]
-    return i, f"largest result cluster: {int(weight[best_fp])} of {sum(weight.values()):.0f} executable samples agree"
+def vote(cands: Sequence[ScoredCandidate], ctx: SelectionContext) -> Selection:
+    cl = cluster(cands)
+    if not cl.clusters:
+        return Selection(None, "no candidate executes", cl.of)
+    k = cl.largest()  # ties: the earliest cluster
+    w = cl.clusters[k].weight
+    return Selection(cl.clusters[k].members[0],
+                     f"largest result cluster: {w:.0f} of {cl.executable_weight:.0f} executable samples agree",
+                     cl.of, _by_cluster(cl, cl.weights))
 
 
 @POLICIES.register("hybrid", needs_scores=True, executable_only=True, without_scores="vote",
                    summary="result clusters weighted by their members' summed soft scores")
-def hybrid(cands: Sequence[ScoredCandidate]) -> tuple[int | None, str]:
-    clusters = assign_clusters(cands)
-    if not clusters:
-        return None, "no candidate executes"
-    weight = {
-        fp: sum(soft_score(cands[i]) * cands[i].candidate.duplicates for i in idxs) for fp, idxs in clusters.items()
-    }
-    best_fp = max(clusters, key=lambda fp: weight[fp])
-    for fp, idxs in clusters.items():
-        for i in idxs:
-            cands[i].selection_score = weight[fp]
-    i = _argmax(clusters[best_fp], lambda j: soft_score(cands[j]))
-    return i, f"result cluster with the largest summed soft score ({weight[best_fp]:.4f}, {len(clusters[best_fp])} members)"
+def hybrid(cands: Sequence[ScoredCandidate], ctx: SelectionContext) -> Selection:
+    cl = cluster(cands)
+    if not cl.clusters:
+        return Selection(None, "no candidate executes", cl.of)
+    weight = cl.weighted(cands, soft_score)
+    k = cl.largest(weight)
+    m = cl.clusters[k].members
+    i = _argmax(m, lambda j: soft_score(cands[j]))
+    return Selection(i, f"result cluster with the largest summed soft score ({weight[k]:.4f}, {len(m)} members)",
+                     cl.of, _by_cluster(cl, weight))
 
 
 @POLICIES.register("rerank", needs_scores=True, executable_only=False,
                    summary="the best soft score over all candidates (no executability check)")
-def rerank(cands: Sequence[ScoredCandidate]) -> tuple[int | None, str]:
+def rerank(cands: Sequence[ScoredCandidate], ctx: SelectionContext) -> Selection:
     if not cands:
-        return None, "no candidates"
-    for c in cands:
-        c.selection_score = soft_score(c)
-    i = _argmax(range(len(cands)), lambda j: cands[j].selection_score)
-    return i, f"highest soft score ({cands[i].selection_score:.4f}) of {len(cands)} candidates"
+        return Selection(None, "no candidates")
+    scores = tuple(soft_score(c) for c in cands)
+    i = _argmax(range(len(cands)), lambda j: scores[j])
+    return Selection(i, f"highest soft score ({scores[i]:.4f}) of {len(cands)} candidates", (), scores)
 
 
 @POLICIES.register("check-rerank", needs_scores=True, executable_only=True,
                    summary="the best soft score among executable candidates (the paper's check)")
-def check_rerank(cands: Sequence[ScoredCandidate]) -> tuple[int | None, str]:
+def check_rerank(cands: Sequence[ScoredCandidate], ctx: SelectionContext) -> Selection:
     ok = [i for i, c in enumerate(cands) if executable(c)]
     if not ok:
-        return None, "no candidate executes"
-    for i in ok:
-        cands[i].selection_score = soft_score(cands[i])
-    i = _argmax(ok, lambda j: cands[j].selection_score)
-    return i, f"highest soft score ({cands[i].selection_score:.4f}) among {len(ok)} executable of {len(cands)}"
+        return Selection(None, "no candidate executes")
+    scores = tuple(soft_score(c) if executable(c) else None for c in cands)
+    i = _argmax(ok, lambda j: scores[j])
+    return Selection(i, f"highest soft score ({scores[i]:.4f}) among {len(ok)} executable of {len(cands)}",
+                     (), scores)
 
 
-@POLICIES.register("ranker", needs_scores=False, executable_only=True, needs_question=True,
+@POLICIES.register("ranker", needs_scores=False, executable_only=True,
                    summary="a learned ranker over result clusters (votes, generator priors, result/SQL shape; "
                            "uses scores when present)")
-def ranker(cands: Sequence[ScoredCandidate], question: str = "") -> tuple[int | None, str]:
-    from planner.ranker import select_active  # the artifact and cross-question priors live there
+def ranker(cands: Sequence[ScoredCandidate], ctx: SelectionContext) -> Selection:
+    from planner.ranker import rank_select  # scikit-learn only when an artifact is loaded
 
-    return select_active(cands, question)
+    state = ctx.ranker
+    r = rank_select(cands, ctx.question, state.priors() if state else {}, state.artifact if state else None)
+    return Selection(r.index, r.reason, r.clusters.of, _by_cluster(r.clusters, r.scores) if r.scores else ())
 
 
-def select(policy: str, cands: Sequence[ScoredCandidate], question: str = "") -> tuple[int | None, str]:
-    """Run `policy` on `cands`; `question` goes to the policies registered with `needs_question`."""
-    fn = POLICIES.get(policy)
-    if POLICIES.meta(policy).get("needs_question"):
-        return fn(cands, question=question)
-    return fn(cands)
+def select(policy: str, cands: Sequence[ScoredCandidate], ctx: SelectionContext | None = None) -> Selection:
+    """Run `policy` on `cands` with `ctx` (default: no question text, no ranker state)."""
+    return POLICIES.get(policy)(cands, ctx or SelectionContext())
 
 
 class PolicyError(ValueError):

@@ -14,21 +14,26 @@ candidates) and fills it in place:
   cross-question batching, or its `score` per request) and appends each score to every target candidate
   with that SQL. `on_score` lets a caller keep a cache (replay's `ScoresCache`).
 - `select`: runs a policy (`planner.select`) on the non-rejected candidates and returns the index into the
-  whole list; it resets each candidate's `selection_score` / `cluster` first, so it may run several times
-  (one per policy, or after each cascade step).
+  whole list; the policy reads them and returns a `Selection`, and this stage records its result clusters
+  and ranking values in each candidate's `cluster` / `selection_score` (reset first, so it may run several
+  times: one per policy, or after each cascade step). `ranker` is the caller's `planner.ranker.RankerState`
+  (a Planner's own; None: no artifact, no priors).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from core.errors import BackendError
 from core.model import ErrorKind, ExecutionResult, Score, ScoredCandidate
 from discriminators.base import DiscriminationRequest
-from planner.select import executable, executable_only, needs_scores
+from planner.select import SelectionContext, executable, executable_only, needs_scores
 from planner.select import select as run_policy
+
+if TYPE_CHECKING:
+    from planner.ranker import RankerState
 
 ScoreMany = Callable[[Sequence[DiscriminationRequest]], Sequence[Sequence[Score]]]
 
@@ -139,15 +144,21 @@ def discriminate(jobs: Sequence[ScoreJob], score_many: ScoreMany, *, name: str |
 
 
 # ---------------------------------------------------------------------------------------------- select
-def select(cands: Sequence[ScoredCandidate], policy: str, question: str = "") -> tuple[int | None, str]:
+def select(cands: Sequence[ScoredCandidate], policy: str, question: str = "", *,
+           ranker: RankerState | None = None) -> tuple[int | None, str]:
     """Run `policy` on the non-rejected candidates (rejected ones are never eligible); returns (index into
-    `cands` or None, reason). Resets every candidate's `selection_score` and `cluster` first. `question` is
-    the question's text, for policies that read it (the ranker's literal and result-shape cues)."""
+    `cands` or None, reason). Records the policy's clusters and ranking values in every candidate's `cluster`
+    and `selection_score` (None for the others). `question` is the question's text (the ranker's literal and
+    result-shape cues), `ranker` the caller's ranker state."""
     for sc in cands:
         sc.selection_score = None
         sc.cluster = None
     eligible = [i for i, sc in enumerate(cands) if not sc.candidate.rejected]
     if not eligible:
         return None, "no candidates"
-    j, why = run_policy(policy, [cands[i] for i in eligible], question)
-    return (None if j is None else eligible[j]), why
+    sel = run_policy(policy, [cands[i] for i in eligible], SelectionContext(question=question, ranker=ranker))
+    for i, k in zip(eligible, sel.clusters, strict=False):
+        cands[i].cluster = k
+    for i, v in zip(eligible, sel.scores, strict=False):
+        cands[i].selection_score = v
+    return (None if sel.index is None else eligible[sel.index]), sel.reason

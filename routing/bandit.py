@@ -117,7 +117,7 @@ class LinUCB:
         self.correct_sum[arm] = float(st.get("correct_sum", 0.0))
 
 
-@ROUTERS.register("bandit")
+@ROUTERS.register("bandit", summary="LinUCB over question features, trading quality against cost", learns=True)
 class BanditRouter:
     """LinUCB router. Params: alpha (exploration), lam (cost weight λ), engine / store_url (persist state in
     `router_state`; none = in memory only), key (state namespace), embed_dim, embeddings, cost_scale, seed."""
@@ -126,7 +126,7 @@ class BanditRouter:
 
     def __init__(self, alpha: float = 0.5, lam: float = 0.5, engine: Engine | None = None, store_url: str | None = None,
                  key: str = "bandit", embed_dim: int = 16, embeddings: bool = True, cost_scale: float | None = None,
-                 seed: int = 0, ridge: float = 1.0, **_: Any):
+                 seed: int = 0, ridge: float = 1.0):
         if alpha < 0 or lam < 0:
             raise ValueError("alpha and lam must be >= 0")
         self.alpha, self.lam, self.key = float(alpha), float(lam), key

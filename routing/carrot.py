@@ -278,7 +278,7 @@ def fit_carrot(M: OutcomeMatrix, X: np.ndarray, *, feature_config: FeatureConfig
 # -------------------------------------------------------------------------------------- the router
 
 
-@ROUTERS.register("carrot")
+@ROUTERS.register("carrot", summary="a trained CARROT artifact: predicted quality and cost per pair")
 class CarrotRouter:
     """Routes with a trained CARROT artifact. Params: `artifact` (path), `mu` (overrides the artifact's),
     or `model` (an in-memory CarrotModel)."""
@@ -286,7 +286,7 @@ class CarrotRouter:
     name = "carrot"
 
     def __init__(self, artifact: str | os.PathLike | None = None, mu: float | None = None,
-                 model: CarrotModel | None = None, **_: Any):
+                 model: CarrotModel | None = None):
         if model is None:
             if artifact is None:
                 raise ArtifactError("the carrot router needs `artifact` (a path from `sqlarbiter route fit`)")

@@ -55,7 +55,7 @@ def escalate_reason(signals: dict[str, Any], tau: float, vote_margin: float) -> 
     return None
 
 
-@ROUTERS.register("cascade")
+@ROUTERS.register("cascade", summary="cheap pair first; escalate on low confidence or a split vote", cascades=True)
 class CascadeRouter:
     """Params: tau (soft-score threshold), vote_margin, ladder (pair names, cheap -> strong; default: all
     configured pairs in order), max_steps, escalation_rate, quality (pair -> expected EX),
@@ -67,7 +67,7 @@ class CascadeRouter:
     def __init__(self, tau: float = 0.5, vote_margin: float = 0.2, ladder: Sequence[str] | None = None,
                  max_steps: int | None = None, escalation_rate: float = 0.5, quality: dict[str, float] | None = None,
                  expected_prompt_tokens: int = 1000, expected_completion_tokens: int = 200,
-                 min_confidence: float | None = None, **_: Any):
+                 min_confidence: float | None = None):
         if not 0.0 <= tau <= 1.0:
             raise ValueError("tau must be in [0, 1]")
         if not 0.0 <= vote_margin <= 1.0:

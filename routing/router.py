@@ -4,10 +4,17 @@ A router returns a RouteDecision (recorded on every Plan). Cascading routers lis
 `decision.steps` (cheap first); the pipeline runs them in order and, after each step, asks
 `should_escalate(plan_so_far, step)` whether to run the next one, pooling all candidates.
 Routers that learn online implement `update` (fed by POST /feedback and eval runs).
+
+Each router registers with a `RouterInfo` (`ROUTERS.info(name)`). Its parameters (`[router] params` for the
+configured one, `[routers.<name>]` for one a request may name) are its factory's keyword parameters, less the
+ones the pipeline passes itself (`INJECTED`); `check_router_params` names an unknown one, which the config
+loader reports as a config error (a typo in `[routers.cascade]` is never silently ignored).
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -40,16 +47,41 @@ class Router(Protocol):
         ...
 
 
-ROUTERS: Registry[Router] = Registry("router")
+@dataclass(frozen=True)
+class RouterInfo:
+    """What the code needs to know about a router, declared with its registry entry."""
+
+    summary: str = ""
+    learns: bool = False  # update() learns from feedback (POST /feedback, eval runs)
+    cascades: bool = False  # a decision may list several steps, run while should_escalate says so
 
 
-@ROUTERS.register("fixed")
+ROUTERS: Registry[Router, RouterInfo] = Registry("router", RouterInfo)
+INJECTED = ("engine", "pairs", "models")  # passed by the pipeline to a router factory that declares them
+
+
+def router_parameters(name: str) -> list[str]:
+    """The parameters a configuration may set for router `name` (its factory's keyword parameters, less
+    `INJECTED`); raises UnknownName for an unknown router."""
+    sig = inspect.signature(ROUTERS.get(name))
+    return [p.name for p in sig.parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in INJECTED]
+
+
+def check_router_params(name: str, params: Mapping[str, Any], where: str) -> list[str]:
+    """One line per parameter in `params` that router `name` does not take, naming `where.<param>`."""
+    known = router_parameters(name)
+    return [f"{where}.{k}: unknown parameter of router {name!r}; known: {', '.join(known) or '(none)'}"
+            for k in params if k not in known]
+
+
+@ROUTERS.register("fixed", summary="always one pair (default: the first configured pair)")
 class FixedRouter:
     """Always the configured pair (default: the first pair)."""
 
     name = "fixed"
 
-    def __init__(self, pair: str | None = None, **_: Any):
+    def __init__(self, pair: str | None = None):
         self.pair = pair
 
     def decide(self, ctx: RouteContext) -> RouteDecision:

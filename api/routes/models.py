@@ -43,17 +43,17 @@ async def switch_discriminator(req: SwitchRequest, s: State) -> ModelsResponse:
     return await _switch(s, "discriminator", req.name)
 
 
-def _ranker_state() -> RankerResponse:
-    from planner.ranker import ACTIVE
-
-    art = ACTIVE.artifact
-    return RankerResponse(loaded=art is not None, path=ACTIVE.path, prior_mode=art and art.prior_mode,
+def _ranker_state(s: AppState) -> RankerResponse:
+    """This service's Planner's ranker (each Planner owns its own)."""
+    st = s.planner.ranker_state
+    art = st.artifact
+    return RankerResponse(loaded=art is not None, path=st.path, prior_mode=art and art.prior_mode,
                           data_hash=art and art.data_hash, cv_metrics=_jsonable(art.cv_metrics) if art else {})
 
 
 @router.get("/ranker", response_model=RankerResponse, summary="The active ranker artifact")
 async def ranker_state(s: State) -> RankerResponse:
-    return _ranker_state()
+    return _ranker_state(s)
 
 
 @router.post("/ranker/reload", response_model=RankerResponse,
@@ -62,7 +62,7 @@ async def ranker_state(s: State) -> RankerResponse:
              summary="Reload the configured ranker artifact at run time (e.g. after a refit)")
 async def ranker_reload(s: State) -> RankerResponse:
     await run_in_threadpool(s.planner.reload_ranker)
-    return _ranker_state()
+    return _ranker_state(s)
 
 
 def _slots(s: AppState, role: str):

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import pytest
 
-from planner import ranker
-
 SQLS = ["SELECT count(*) FROM singer WHERE age > 30", "SELECT count(*) FROM singer",
         "SELECT count(*) FROM singer WHERE age > 40"]
 
@@ -28,7 +26,6 @@ def _client(make_client, **defaults):
 
     if "test-fixed" not in GENERATORS:
         GENERATORS.register("test-fixed")(_FixedGenerator)
-    ranker.ACTIVE.load(None)
     return make_client(generators={"fixed": {"backend": "test-fixed"}},
                        pairs={"fixed": {"generator": "fixed", "discriminator": "embedded"}},
                        defaults={"n": 3, "policy": "vote", **defaults})
@@ -66,3 +63,26 @@ def test_configured_abstain_below_and_ranker_endpoints(make_client):
     reload = c.post("/ranker/reload")
     assert reload.status_code == 422 and "no ranker artifact" in reload.text
     assert "low_confidence" in c.get("/openapi.json").text
+
+
+def test_get_ranker_shows_its_own_services_artifact(make_client, tmp_path):
+    """The ranker belongs to the app's Planner: two services in one process, one with an artifact, one without,
+    each report (and reload) their own."""
+    import random
+
+    from sklearn.linear_model import LogisticRegression
+
+    from planner.ranker import FEATURES, RankerArtifact
+
+    rng = random.Random(1)
+    X = [[rng.random() for _ in FEATURES] for _ in range(40)]
+    art = RankerArtifact(model=LogisticRegression().fit(X, [int(r[0] > 0.5) for r in X]), features=list(FEATURES),
+                         prior_mode="agreement", data_hash="abc")
+    path = art.save(tmp_path / "r.joblib")
+    with_art = _client(make_client, ranker=str(path))
+    plain = _client(make_client)
+    assert with_art.get("/ranker").json() | {"cv_metrics": {}} == {
+        "loaded": True, "path": str(path), "prior_mode": "agreement", "data_hash": "abc", "cv_metrics": {}}
+    assert plain.get("/ranker").json()["loaded"] is False
+    assert with_art.post("/ranker/reload").json()["loaded"] is True
+    assert plain.get("/ranker").json()["loaded"] is False

@@ -82,7 +82,7 @@ def test_check_mode_non_executable_is_strictly_worst():
     assert scores[0].score < scores[1].score == 0.0 and scores[0].verdict_kind == "not_executable"
     cands = [ScoredCandidate(candidate=Candidate(sql=s, source="t"), execution=e, scores=[sc])
              for s, e, sc in zip(req.sqls, [bad, good], scores, strict=True)]
-    assert select("rerank", cands)[0] == 1
+    assert select("rerank", cands).index == 1
     with pytest.raises(ValueError):
         CheckDiscriminator(Confident(), worst=-0.5)
 

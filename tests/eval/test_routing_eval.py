@@ -17,6 +17,7 @@ from eval.routing import (
     default_ladder,
     envelope,
     evaluate_routing,
+    logged_candidates,
     plot_curves,
     plot_regret,
     report_markdown,
@@ -53,6 +54,43 @@ def test_cascade_replay_escalates_on_disagreement_and_pools():
     lad = default_ladder(np.array([0.5, 0.7, 0.6, 0.9]), np.array([1e-6, 5e-5, 5e-4, 1e-2]), list("abcd"),
                          per_rung=1)
     assert lad == [[1], [2], [3]]
+
+
+def _service_cascade(rungs, fps_row, threshold):
+    """The service's cascade on one question's logged candidates: the `cascade` router's should_escalate after
+    each rung (as the pipeline calls it), then the pipeline's select stage with policy `vote`."""
+    from core.model import Plan, Question
+    from planner import stages
+    from routing.cascade import CascadeRouter
+
+    router = CascadeRouter(tau=0.0, vote_margin=threshold)
+    ladder = [f"rung{k}" for k in range(len(rungs))]
+    pooled: list[int] = []
+    for k, rung in enumerate(rungs):
+        pooled.extend(rung)
+        cands = logged_candidates(fps_row, pooled)
+        if not router.should_escalate(Plan(question=Question(text="q", db_id="d"), candidates=cands), k, ladder).escalate:
+            break
+    i, _ = stages.select(cands, "vote")
+    return k + 1, (None if i is None else pooled[i])
+
+
+def test_the_study_runs_the_services_cascade_rule():
+    """Pins the offline study to the service: on the same logged candidates, `cascade_decisions` makes the
+    decisions the `cascade` router (escalation) and the pipeline's `vote` selection make, question by
+    question and threshold by threshold (fingerprints with ties, splits, and systems that do not execute)."""
+    rng = np.random.default_rng(7)
+    n, m = 300, 7
+    fps = [[None if rng.random() < 0.2 else f"r{rng.integers(0, 3)}" for _ in range(m)] for _ in range(n)]
+    correct = rng.integers(0, 2, size=(n, m)).astype(float)
+    cost = np.tile(np.linspace(1.0, 10.0, m), (n, 1))
+    rungs = [[0, 1, 2], [3, 4, 5], [6]]
+    for thr in (0.0, 0.2, 0.34, 0.5, 0.67, 0.8, 1.0):
+        c, _, steps = cascade_decisions(rungs, fps, np.arange(n), thr, correct, cost)
+        for i in range(n):
+            n_steps, picked = _service_cascade(rungs, fps[i], thr)
+            assert steps[i] == n_steps, (thr, i, fps[i])
+            assert c[i] == (correct[i, picked] if picked is not None else 0.0), (thr, i, fps[i])
 
 
 @pytest.fixture(scope="module")

@@ -87,7 +87,8 @@ class SystemPlanner:
         cands = [ScoredCandidate(candidate=Candidate(sql=s[i], source=name), execution=self.executor.execute(q.db_id, s[i]),
                                  scores=[Score(score=0.7 if k == 0 else 0.4)])
                  for k, (name, s) in enumerate(self.systems.items())]
-        idx, reason = select(policy or "vote", cands)
+        sel = select(policy or "vote", cands)
+        idx, reason = sel.index, sel.reason
         return Plan(question=q, chosen=idx, chosen_sql=None if idx is None else cands[idx].candidate.sql,
                     policy=policy or "vote", candidates=cands, reason=reason, total_cost=0.001 * len(cands))
 

@@ -33,3 +33,26 @@ def test_examples_become_chat_turns_before_the_question():
                                             few_shot=shots))
     assert [m["role"] for m in msgs] == ["system"] + ["user", "assistant"] * 3 + ["user"]
     assert shots[0][1] in msgs[2]["content"] and DEMO_QUESTION in msgs[-1]["content"]
+
+
+def test_the_few_shot_file_has_one_parser(tmp_path):
+    """planner.examples owns the file: the same-database lookup and the retrieval store (planner.fewshot) read
+    it through `load_file`, parsed once per path and modification time."""
+    import os
+
+    from planner import examples, fewshot
+
+    f = tmp_path / "shots.jsonl"
+    f.write_text(json.dumps({"db_id": "x", "question": "how many?", "sql": "SELECT count(*) FROM t"}) + "\n")
+    examples._parse.cache_clear()
+    assert few_shot_examples("x", 3, few_shot_file=f) == [("how many?", "SELECT count(*) FROM t")]
+    store = fewshot.file_store(str(f))
+    assert [(e.db_id, e.question, e.sql) for e in store.examples] == list(examples.load_file(f))
+    assert examples._parse.cache_info().misses == 1
+    f.write_text(json.dumps({"db_id": "x", "question": "list all", "sql": "SELECT * FROM t"}) + "\n")
+    os.utime(f, (1, 1))  # a new modification time: read again
+    assert few_shot_examples("x", 3, few_shot_file=f) == [("list all", "SELECT * FROM t")]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"db_id": "x"}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        fewshot.file_store(str(bad))

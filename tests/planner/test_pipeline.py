@@ -150,9 +150,9 @@ def test_vote_skips_the_discriminator_and_counts_duplicates(tmp_path):
 def test_scoring_rule_comes_from_the_policy_metadata(tmp_path, monkeypatch, needs, exec_only, judged):
     """A newly registered policy is planned with no edit to the pipeline: which candidates the discriminator
     judges follows its needs_scores / executable_only; `first` (registered like any other) skips the check."""
-    from planner.select import POLICIES
+    from planner.select import POLICIES, Selection
 
-    monkeypatch.setitem(POLICIES._items, "test-best", lambda cs: (max(range(len(cs)), key=lambda i: len(cs[i].scores)), "x"))
+    monkeypatch.setitem(POLICIES._items, "test-best", lambda cs, ctx: Selection(max(range(len(cs)), key=lambda i: len(cs[i].scores)), "x"))
     monkeypatch.setitem(POLICIES._meta, "test-best", {"needs_scores": needs, "executable_only": exec_only})
     planner = make_planner(tmp_path, [GOOD, "SELECT nope FROM singer", "DROP TABLE singer"])
     plan = planner.plan(q(), policy="test-best")

@@ -8,7 +8,7 @@ import pytest
 
 from core.model import Candidate, ExecutionResult, Plan, Question, Score, ScoredCandidate
 from planner import ranker
-from planner.select import POLICIES, check_policy, executable_only, needs_scores, select
+from planner.select import POLICIES, SelectionContext, check_policy, executable_only, needs_scores, select
 
 
 def sc(sql: str, source: str, fp: str | None, rows=((1,),), score: float | None = None) -> ScoredCandidate:
@@ -19,13 +19,14 @@ def sc(sql: str, source: str, fp: str | None, rows=((1,),), score: float | None 
                            scores=[Score(score=score)] if score is not None else [])
 
 
-@pytest.fixture(autouse=True)
-def _clean_active():
-    ranker.ACTIVE.load(None)
-    yield
-    ranker.ACTIVE.load(None)
-    ranker.ACTIVE._seen.clear()
-    ranker.ACTIVE._outcomes.clear()
+@pytest.fixture
+def state() -> ranker.RankerState:
+    """A ranker state of its own (a Planner owns one; there is no process-global one to clean up)."""
+    return ranker.RankerState()
+
+
+def pick(cands, st: ranker.RankerState | None = None, question: str = ""):
+    return select("ranker", cands, SelectionContext(question=question, ranker=st))
 
 
 def test_agreement_priors_rank_reliable_sources_above_noise_without_labels():
@@ -48,16 +49,17 @@ def test_policy_is_registered_with_metadata_and_needs_no_discriminator():
     assert check_policy("ranker", has_discriminator=False) == "ranker"
 
 
-def test_without_artifact_the_ranker_is_a_prior_weighted_vote():
+def test_without_artifact_the_ranker_is_a_prior_weighted_vote(state):
     cands = [sc("SELECT a", "weak1", "x"), sc("SELECT b", "weak2", "x"), sc("SELECT c", "strong", "y"),
              sc("SELECT d", "weak3", None)]
-    i, why = select("ranker", cands)
-    assert i in (0, 1) and "prior-weighted vote" in why  # equal priors: the larger cluster
-    ranker.ACTIVE._outcomes.update({"strong": [50, 50], "weak1": [5, 50], "weak2": [5, 50]})
-    ranker.ACTIVE._priors = None
-    i, _ = select("ranker", cands)
-    assert i == 2  # logged outcomes make the strong source outweigh two weak ones
-    assert select("ranker", [sc("x", "a", None)])[0] is None
+    sel = pick(cands, state)
+    assert sel.index in (0, 1) and "prior-weighted vote" in sel.reason  # equal priors: the larger cluster
+    assert sel.clusters == (0, 0, 1, None)
+    state._outcomes.update({"strong": [50, 50], "weak1": [5, 50], "weak2": [5, 50]})
+    state._priors = None
+    assert pick(cands, state).index == 2  # logged outcomes make the strong source outweigh two weak ones
+    assert pick(cands).index in (0, 1)  # another state (here: none) does not see those outcomes
+    assert pick([sc("x", "a", None)], state).index is None
 
 
 def test_cluster_features_need_no_gold_and_read_result_shape_and_cues():
@@ -99,11 +101,12 @@ def test_artifact_roundtrip_and_clear_errors(tmp_path):
     joblib.dump(d, tmp_path / "old.joblib")
     with pytest.raises(ValueError, match="feature list"):
         ranker.RankerArtifact.load(tmp_path / "old.joblib")
-    ranker.ACTIVE.load(p)
-    assert ranker.ACTIVE.artifact is not None
-    i, why = select("ranker", [sc("SELECT 1", "a", "x"), sc("SELECT 2", "b", "y")])
-    assert i in (0, 1) and why.startswith("ranker:")
-    assert ranker.ACTIVE.reload() is not None
+    state = ranker.RankerState()
+    state.load(p)
+    assert state.artifact is not None
+    sel = pick([sc("SELECT 1", "a", "x"), sc("SELECT 2", "b", "y")], state)
+    assert sel.index in (0, 1) and sel.reason.startswith("ranker:")
+    assert state.reload() is not None
 
 
 def test_confidence_and_abstention_on_a_plan():
@@ -130,10 +133,10 @@ def test_cascade_escalates_on_low_confidence():
     r = CascadeRouter(tau=0.0, vote_margin=0.0, min_confidence=0.6)
     plan = Plan(question=Question(text="q", db_id="demo"), candidates=[sc("SELECT 1", "a", "x")], chosen=0,
                 confidence=0.4, route=RouteDecision(pair="p", generator="g", discriminator="d", steps=["p", "q"]))
-    esc, why = r.should_escalate(plan, 0)
-    assert esc and "confidence" in why
+    esc = r.should_escalate(plan, 0, ["p", "q"])
+    assert esc.escalate and "confidence" in esc.reason and esc.signals["confidence"] == 0.4
     plan.confidence = 0.9
-    assert not r.should_escalate(plan, 0)[0]
+    assert not r.should_escalate(plan, 0, ["p", "q"]).escalate
     with pytest.raises(ValueError):
         CascadeRouter(min_confidence=2.0)
 
@@ -145,3 +148,33 @@ def test_a_missing_configured_artifact_fails_at_startup(tmp_path):
     cfg = config_from_dict({"defaults": {"ranker": str(tmp_path / "missing.joblib")}}, env={})
     with pytest.raises(ConfigError, match="defaults.ranker"):
         Planner(cfg)
+
+
+def test_two_planners_in_one_process_do_not_share_a_ranker(tmp_path):
+    """The ranker's artifact and cross-question evidence belong to a Planner: loading, reloading, observing
+    and feedback in one Planner leave another untouched, and each Planner's plans select with its own."""
+    from planner import stages
+    from planner.config import config_from_dict
+    from planner.pipeline import Planner
+
+    p = _tiny_artifact(tmp_path).save(tmp_path / "r.joblib")
+    with_art = Planner(config_from_dict({"defaults": {"ranker": str(p)}}, env={}))
+    plain = Planner(config_from_dict({}, env={}))
+    try:
+        assert with_art.ranker_state is not plain.ranker_state
+        assert with_art.ranker_state.artifact is not None and plain.ranker_state.artifact is None
+        cands = [sc("SELECT 1", "a", "x"), sc("SELECT 2", "b", "y"), sc("SELECT 3", "c", "y")]
+        assert stages.select(cands, "ranker", "q", ranker=with_art.ranker_state)[1].startswith("ranker:")
+        assert "prior-weighted vote" in stages.select(cands, "ranker", "q", ranker=plain.ranker_state)[1]
+        with_art.reload_ranker()
+        assert plain.ranker_state.artifact is None and plain.ranker_state.path is None
+        with_art.ranker_state.observe(cands)
+        with_art.ranker_state.feedback(cands, 0, True)
+        assert plain.ranker_state.priors() == {} and with_art.ranker_state.priors()
+        before = with_art.ranker_state.priors()
+        plan = plain.plan(Question(text="How many singers are there?", db_id="demo"), policy="ranker", n=2)
+        assert plan.candidates and plain.ranker_state.priors()  # the plan fed its own planner's evidence
+        assert with_art.ranker_state.priors() == before and with_art.ranker_state.artifact is not None
+    finally:
+        with_art.close()
+        plain.close()

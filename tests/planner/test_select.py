@@ -6,6 +6,8 @@ from core.model import Candidate, ErrorKind, ExecutionResult, Score, ScoredCandi
 from planner.select import (
     POLICIES,
     PolicyError,
+    Selection,
+    SelectionContext,
     check_policy,
     executable_only,
     needs_scores,
@@ -24,31 +26,31 @@ def sc(sql, fp=None, score=None, dup=1):
 
 def test_rerank_can_pick_non_executable_but_check_rerank_cannot():
     cands = [sc("a", "r1", 0.4), sc("b", None, 0.9), sc("c", "r2", 0.6)]
-    assert select("rerank", cands)[0] == 1
-    assert select("check-rerank", cands)[0] == 2
+    assert select("rerank", cands).index == 1
+    assert select("check-rerank", cands).index == 2
 
 
 def test_vote_picks_largest_cluster_counting_duplicates_and_first_on_ties():
     cands = [sc("a", "r1"), sc("b", "r2"), sc("c", "r2"), sc("d", "r1", dup=2)]
-    i, reason = select("vote", cands)
-    assert i == 0 and "3 of 5" in reason  # r1: 1 + 2 duplicates beats r2: 2 (5 samples)
-    assert [c.cluster for c in cands] == [0, 1, 1, 0]
+    sel = select("vote", cands)
+    assert sel.index == 0 and "3 of 5" in sel.reason  # r1: 1 + 2 duplicates beats r2: 2 (5 samples)
+    assert sel.clusters == (0, 1, 1, 0) and sel.scores == (3.0, 2.0, 2.0, 3.0)
+    assert all(c.cluster is None for c in cands)  # the policy reports clusters, the select stage records them
     tie = [sc("a", "r1"), sc("b", "r2")]
-    assert select("vote", tie)[0] == 0
+    assert select("vote", tie).index == 0
 
 
 def test_hybrid_weights_clusters_by_summed_scores():
     cands = [sc("a", "r1", 0.9), sc("b", "r2", 0.5), sc("c", "r2", 0.45), sc("d", "r2", 0.2)]
-    i, _ = select("hybrid", cands)
-    assert i == 1  # r2 sums to 1.15 > 0.9; best member of r2 is b
+    assert select("hybrid", cands).index == 1  # r2 sums to 1.15 > 0.9; best member of r2 is b
     only_one = [sc("a", "r1", 0.9), sc("b", "r2", 0.5)]
-    assert select("hybrid", only_one)[0] == 0
+    assert select("hybrid", only_one).index == 0
 
 
 @pytest.mark.parametrize("policy", ["check-rerank", "vote", "hybrid", "ranker"])
 def test_nothing_executes_means_nothing_chosen(policy):
-    i, reason = select(policy, [sc("a", None, 0.9), sc("b", None, 0.8)])
-    assert i is None and "no candidate executes" in reason
+    sel = select(policy, [sc("a", None, 0.9), sc("b", None, 0.8)])
+    assert sel.index is None and "no candidate executes" in sel.reason
 
 
 def test_all_policies_registered():
@@ -59,8 +61,8 @@ def test_all_policies_registered():
 
 def test_first_is_one_more_policy():
     assert not needs_scores("first") and not executable_only("first")
-    assert select("first", [sc("a", None), sc("b", "r1")]) == (0, "first of 2 candidates")  # no check
-    assert select("first", [])[0] is None
+    assert select("first", [sc("a", None), sc("b", "r1")]) == Selection(0, "first of 2 candidates")  # no check
+    assert select("first", []).index is None
 
 
 def test_metadata_matches_what_each_policy_does():
@@ -78,7 +80,7 @@ def test_hybrid_without_scores_is_vote():
     rng = random.Random(0)
     for _ in range(200):
         cands = [sc(f"s{k}", rng.choice([None, "r1", "r2", "r3"]), dup=rng.randint(1, 3)) for k in range(rng.randint(1, 7))]
-        assert select("hybrid", cands)[0] == select("vote", cands)[0]
+        assert select("hybrid", cands).index == select("vote", cands).index
 
 
 def test_check_policy_usage_errors_list_the_choices():
@@ -89,19 +91,49 @@ def test_check_policy_usage_errors_list_the_choices():
         check_policy("rerank", has_discriminator=False)
 
 
-def test_a_policy_that_needs_the_question_gets_it_and_the_others_do_not(monkeypatch):
-    """`needs_question` policies (the ranker) get the question's text from the pipeline's select stage."""
+def test_every_policy_gets_the_selection_context_and_the_stage_records_its_answer(monkeypatch):
+    """Policies are called as policy(cands, ctx): the question's text and the caller's ranker state reach them
+    through `SelectionContext`; the select stage writes the returned clusters/scores on the candidates."""
     from planner import stages
+    from planner.ranker import RankerState
 
     seen = []
 
-    def by_question(cs, question=""):
-        seen.append(question)
-        return 0, "first"
+    def by_question(cs, ctx):
+        seen.append(ctx)
+        return Selection(0, "first", (7,), (0.25,))
 
     monkeypatch.setitem(POLICIES._items, "test-q", by_question)
-    monkeypatch.setitem(POLICIES._meta, "test-q", {"needs_question": True, "executable_only": True})
-    assert stages.select([sc("a", "r1")], "test-q", "How many singers?")[0] == 0
-    assert seen == ["How many singers?"]
-    assert POLICIES.meta("ranker")["needs_question"] and not POLICIES.meta("vote").get("needs_question")
-    assert select("vote", [sc("a", "r1")], "ignored")[0] == 0  # a policy without it takes candidates only
+    monkeypatch.setitem(POLICIES._meta, "test-q", {"executable_only": True})
+    state = RankerState()
+    cands = [sc("a", "r1")]
+    assert stages.select(cands, "test-q", "How many singers?", ranker=state)[0] == 0
+    assert seen == [SelectionContext(question="How many singers?", ranker=state)]
+    assert cands[0].cluster == 7 and cands[0].selection_score == 0.25
+    assert select("vote", [sc("a", "r1")]).index == 0  # without a context: no question, no ranker state
+
+
+def _cands_for_every_policy():
+    import random
+
+    rng = random.Random(3)
+    out = []
+    for _ in range(40):
+        cs = [sc(f"s{k}", rng.choice([None, "r1", "r2", "r3"]), rng.choice([None, 0.1, 0.5, 0.9]), rng.randint(0, 3))
+              for k in range(rng.randint(0, 6))]
+        if cs and rng.random() < 0.3:
+            cs[0].candidate.rejected = "not a query"
+        out.append(cs)
+    return out
+
+
+@pytest.mark.parametrize("policy", policy_names())
+def test_policies_do_not_mutate_their_input(policy):
+    """A policy reads the candidates and returns a Selection; it never writes them (no copies needed)."""
+    from planner.ranker import RankerState
+
+    state = RankerState()
+    for cands in _cands_for_every_policy():
+        before = [c.model_dump() for c in cands]
+        select(policy, cands, SelectionContext(question="How many singers are there?", ranker=state))
+        assert [c.model_dump() for c in cands] == before

@@ -144,3 +144,22 @@ def test_replicas_on_one_store_lose_no_update(tmp_path):
     stored = BanditRouter(alpha=0.4, lam=0.5, engine=make_engine(url)).state()["arms"]
     assert stored["cheap"]["n"] == len(QUESTIONS) and stored["strong"]["n"] == 2 * len(QUESTIONS)
     assert stored["cheap"]["correct_sum"] == sum(1 for i in range(len(QUESTIONS)) if i % 3 == 0)
+
+
+def test_warm_start_arm_is_the_batch_form_of_update():
+    """`LinUCB.warm_start_arm` (public; the offline study's warm start uses it) equals one `update` per row."""
+    rng = np.random.default_rng(0)
+    X, r = rng.normal(size=(50, 4)), rng.normal(size=50)
+    cost, corr = rng.random(50), rng.integers(0, 2, 50).astype(float)
+    batch, seq = LinUCB(4, 0.5), LinUCB(4, 0.5)
+    batch.warm_start_arm("a", X, r, cost, corr)
+    for x, rr, c, k in zip(X, r, cost, corr, strict=True):
+        seq.update("a", x, rr, c, k)
+    for name in ("A", "b", "Ainv"):
+        np.testing.assert_allclose(getattr(batch, name)["a"], getattr(seq, name)["a"], atol=1e-9)
+    assert batch.n["a"] == seq.n["a"] == 50
+    assert batch.cost_sum["a"] == pytest.approx(seq.cost_sum["a"]) and batch.correct_sum["a"] == seq.correct_sum["a"]
+    batch.warm_start_arm("a", X[:5], r[:5])  # adds to what is there
+    assert batch.n["a"] == 55
+    with pytest.raises(ValueError, match="rewards"):
+        batch.warm_start_arm("b", X, r[:3])

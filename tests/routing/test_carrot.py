@@ -14,7 +14,7 @@ from core.specs import PairSpec
 from routing.carrot import ArtifactError, CarrotModel, CarrotRouter, fit_carrot, meta_path
 from routing.features import FeatureConfig, Featurizer
 from routing.outcomes import Outcome, OutcomeMatrix, write_jsonl
-from routing.router import ROUTERS, RouteContext
+from routing.router import ROUTERS, Escalation, RouteContext
 
 CHEAP, STRONG = 0.001, 0.1
 
@@ -141,7 +141,7 @@ def test_router_decision_records_predicted_quality_and_cost(matrix, tmp_path):
     assert set(d.details["candidates"]) == {"cheap", "strong"}
     d2 = router.decide(_ctx("Show the name and the release year of the song by the youngest singer."))
     assert d2.pair == "strong" and d2.predicted_cost == pytest.approx(STRONG)
-    assert router.should_escalate(None, 0) == (False, "")
+    assert router.should_escalate(None, 0, ["cheap", "strong"]) == Escalation(False)
     # mu override: pure cost
     assert CarrotRouter(artifact=str(path), mu=1.0).decide(_ctx("List all stadium names.")).pair == "cheap"
     # unknown pairs: explicit fallback, not a crash

@@ -8,7 +8,7 @@ import pytest
 from core.model import Candidate, Plan, Question, Score, ScoredCandidate
 from core.specs import ModelSpec, PairSpec
 from routing.cascade import CascadeRouter, escalation_signals
-from routing.router import ROUTERS, RouteContext
+from routing.router import ROUTERS, Escalation, RouteContext
 from sqlbox.databases import default_registry
 from sqlbox.executor import Executor
 
@@ -17,6 +17,7 @@ GOOD2 = "select COUNT(*) from singer where age>30"
 OTHER = "SELECT count(*) FROM singer"
 BROKEN = "SELECT count(*) FROM no_such_table"
 WRITE = "DELETE FROM singer"
+LADDER = ["cheap", "strong"]
 
 
 @pytest.fixture(scope="module")
@@ -71,17 +72,18 @@ def test_escalates_when_nothing_executes(executor):
     r = CascadeRouter()
     plan = _plan(r, _cands(executor, [BROKEN, WRITE], [0.9, 0.9]))
     assert not escalation_signals(plan.candidates)["executes"]
-    esc, why = r.should_escalate(plan, 0)
-    assert esc and "no candidate executes" in why
-    assert plan.route.details["signals"][0]["escalate"] is True
+    before = plan.model_dump()
+    esc = r.should_escalate(plan, 0, ["cheap", "strong"])
+    assert esc.escalate and "no candidate executes" in esc.reason
+    assert esc.signals["executes"] is False and esc.signals["n_candidates"] == 2
+    assert plan.model_dump() == before  # the router returns its signals; the pipeline records them
 
 
 def test_escalates_on_low_soft_score(executor):
     r = CascadeRouter(tau=0.5, vote_margin=0.0)
-    esc, why = r.should_escalate(_plan(r, _cands(executor, [GOOD, GOOD2], [0.3, 0.2])), 0)
-    assert esc and "tau" in why
-    esc, _ = r.should_escalate(_plan(r, _cands(executor, [GOOD, GOOD2], [0.8, 0.2])), 0)
-    assert not esc
+    esc = r.should_escalate(_plan(r, _cands(executor, [GOOD, GOOD2], [0.3, 0.2])), 0, LADDER)
+    assert esc.escalate and "tau" in esc.reason
+    assert not r.should_escalate(_plan(r, _cands(executor, [GOOD, GOOD2], [0.8, 0.2])), 0, LADDER).escalate
 
 
 def test_escalates_on_small_vote_margin(executor):
@@ -89,14 +91,16 @@ def test_escalates_on_small_vote_margin(executor):
     split = _cands(executor, [GOOD, OTHER, BROKEN])  # two executable, different results: margin 0
     sig = escalation_signals(split)
     assert sig["n_clusters"] == 2 and sig["margin"] == 0.0 and sig["top_score"] is None
-    assert r.should_escalate(_plan(r, split), 0)[0]
+    assert r.should_escalate(_plan(r, split), 0, LADDER).escalate
     agree = _cands(executor, [GOOD, GOOD2, OTHER])  # 2 of 3 agree: margin 1/3
     assert escalation_signals(agree)["margin"] == pytest.approx(1 / 3)
-    esc, why = r.should_escalate(_plan(r, agree), 0)
-    assert not esc and "confident" in why
+    esc = r.should_escalate(_plan(r, agree), 0, LADDER)
+    assert not esc.escalate and "confident" in esc.reason and esc.signals["margin"] == pytest.approx(1 / 3)
 
 
 def test_never_escalates_past_the_last_step(executor):
     r = CascadeRouter()
     plan = _plan(r, _cands(executor, [BROKEN]))
-    assert r.should_escalate(plan, 1) == (False, "last step of the cascade")
+    assert r.should_escalate(plan, 1, LADDER) == Escalation(False, "last step of the cascade")
+    assert r.should_escalate(plan, 0, ["cheap"]) == Escalation(False, "last step of the cascade")  # the ladder
+    # is an argument: the plan's own route is not read for it

@@ -956,7 +956,8 @@ def child_main(spec: dict) -> None:
             verdict = "ok" if res.ok else ("rejected" if d.get("error_kind") == "rejected" else "failed")
             out = {"verdict": verdict, "result": d}
         except Exception as e:  # noqa: BLE001 - the executor must not raise for bad SQL: that is a finding
-            out = {"verdict": "error", "error": f"{type(e).__name__}: {str(e)[:300]}"}
+            refused = "Privilege" in type(e).__name__  # the database's role is refused: nothing ran
+            out = {"verdict": "refused" if refused else "error", "error": f"{type(e).__name__}: {str(e)[:300]}"}
         out["wall_s"] = time.perf_counter() - t0
         send(out)
     with contextlib.suppress(Exception):
@@ -1194,7 +1195,9 @@ def run_cli(setup, variant, fam, tgt, case, timeout, rss_cap_mb) -> dict:
             return {"verdict": d.get("verdict"), "result": d, "wall_s": wall, "hung": hung,
                     "elapsed_s": (d.get("elapsed_ms") or 0) / 1000}
         except ValueError:
-            return {"verdict": f"exit {p.returncode}", "error": (stderr or stdout)[-300:], "wall_s": wall,
+            refused = "is refused: its role" in (stderr or "")  # sqlbox.privileges: nothing ran
+            return {"verdict": "refused" if refused else f"exit {p.returncode}", "error": (stderr or stdout)[-300:],
+                    "wall_s": wall,
                     "hung": hung, "elapsed_s": wall if hung else 0.0}
 
     return one_run(setup, variant, fam, case, dialect, timeout, runner, cli=True)

@@ -1,26 +1,21 @@
 """Request and response models of the HTTP API (pydantic): what clients send and get back.
 
 The Plan itself (`core.model.Plan`) is the response of POST /plan and GET /plans/{id}; this module holds
-the request bodies and the small responses around it. Bounds that depend on the configuration (largest n,
-question length) are checked in the endpoint with the configured limits and answered with 422 as well.
+the request bodies and the small responses around it. These models check types and shapes only (a string, a
+positive integer, hard ceilings); the rules of a plan request (blank question, configured limits, known
+policy/pair/router, `pair` and `router` together) are `Planner.validate`'s (`planner.request`), answered with
+422 as well. The OpenAPI document still lists the configured bounds and choices (`api.limits`, `_PolicyEnum`).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_validator
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_validator
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-from planner.select import POLICIES, PolicyError, check_policy, policy_names
-
-
-def _known_policy(name: str) -> str:
-    try:
-        return check_policy(name)
-    except PolicyError as e:
-        raise ValueError(str(e)) from None
+from planner.select import POLICIES, policy_names
 
 
 class _PolicyEnum:
@@ -30,12 +25,13 @@ class _PolicyEnum:
     def __get_pydantic_json_schema__(self, cs: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
         js = handler(cs)
         js["enum"] = policy_names()
-        js["description"] = "; ".join(f"`{p}`: {POLICIES.meta(p).get('summary', '')}" for p in policy_names())
+        js["description"] = "; ".join(f"`{p}`: {POLICIES.info(p).summary}" for p in policy_names())
         return js
 
 
-# A registered selection policy (`planner.select.POLICIES`); anything else is a 422 listing the choices.
-PolicyName = Annotated[str, Field(max_length=64), AfterValidator(_known_policy), _PolicyEnum()]
+# A registered selection policy (`planner.select.POLICIES`); anything else is a 422 listing the choices
+# (`Planner.validate`).
+PolicyName = Annotated[str, Field(max_length=64), _PolicyEnum()]
 
 # Hard ceilings, whatever the configuration says (the configured limits are usually lower).
 MAX_QUESTION_CHARS = 100_000
@@ -78,14 +74,6 @@ class PlanRequest(_Req):
     abstain_below: float | None = Field(
         None, ge=0.0, le=1.0, description="abstain threshold (default: defaults.abstain_below): a plan whose "
         "`confidence` is below it gets status `low_confidence` and still shows its best candidate")
-
-    @model_validator(mode="after")
-    def _one_router(self) -> PlanRequest:
-        if self.pair is not None and self.router is not None:
-            raise ValueError("give either `pair` or `router`, not both")
-        if not self.question.strip():
-            raise ValueError("question must not be blank")
-        return self
 
 
 class CheckRequest(_Req):

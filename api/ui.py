@@ -29,6 +29,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +37,10 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, StreamingResponse
 
+from api import runner
 from api.errors import status_of
-from api.routes.plans import check_plan_request
 from api.schemas import ErrorResponse, PlanRequest
-from core.model import Question
+from api.state import AppState
 
 log = logging.getLogger(__name__)
 
@@ -95,33 +96,20 @@ def router(auth: Any) -> APIRouter:
     @data.post("/plan/stream", tags=["planning"], response_class=StreamingResponse, responses=STREAM_RESPONSES,
                summary="Plan one question, streaming each stage as it completes (server-sent events)")
     async def plan_stream(req: PlanRequest, request: Request) -> StreamingResponse:
-        st = request.app.state
-        cfg, planner, store, admission, metrics = st.config, st.planner, st.store, st.admission, st.metrics
-        deadline = check_plan_request(req, cfg, planner)
-        question = Question(text=req.question, db_id=req.db_id, evidence=req.evidence)
+        st: AppState = request.app.state.sqlarbiter
+        admission, metrics = st.admission, st.metrics
+        v = st.planner.validate(req)  # 422 / 404 before admission, as plain JSON errors
+        deadline = v.deadline_s
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
         def progress(ev: dict[str, Any]) -> None:
             loop.call_soon_threadsafe(events.put_nowait, ("stage", ev))
 
-        def work(admitted: float):
-            from planner.pipeline import DeadlineExceeded
-
-            left = deadline - (time.monotonic() - admitted)
-            if left <= 0:
-                raise DeadlineExceeded("queue", time.monotonic() - admitted, deadline)
-            p = planner.plan(question, n=req.n, policy=req.policy, pair=req.pair, router=req.router,
-                             execute=req.execute, deadline_s=left, abstain_below=req.abstain_below,
-                             progress=progress)
-            store.save(p)
-            return p
-
-        fut = admission.submit(work)  # Overloaded -> the app's 429 handler, before any byte is streamed
-        metrics.inflight.set(admission.in_flight)
+        fut = runner.submit(st, v, progress)  # Overloaded -> the app's 429 handler, before any byte is streamed
         afut = asyncio.wrap_future(fut)
         afut.add_done_callback(lambda f: events.put_nowait(("done", f)))
-        end = loop.time() + deadline + max(1.0, 0.05 * deadline)
+        end = loop.time() + runner.wait_s(v)
 
         async def stream() -> AsyncIterator[str]:
             yield _sse("queued", {"in_flight": admission.in_flight})
@@ -165,7 +153,7 @@ def router(auth: Any) -> APIRouter:
             "pairs": {k: {"generator": p.generator, "discriminator": p.discriminator} for k, p in cfg.pairs.items()},
             "router": cfg.router.name,
             "routers": list(known_routers().names()),
-            "policies": [{"name": n, **{k: v for k, v in POLICIES.meta(n).items() if isinstance(v, str | bool)}}
+            "policies": [{"name": n, **{k: v for k, v in asdict(POLICIES.info(n)).items() if isinstance(v, str | bool)}}
                          for n in policy_names()],
             "defaults": {"n": cfg.defaults.n, "policy": cfg.defaults.policy},
             "limits": {"n_max": cfg.limits.n_max, "question_max_chars": cfg.limits.question_max_chars,

@@ -15,12 +15,11 @@ import platform
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.settings import REPO_ROOT
+from core.settings import REPO_ROOT, env, env_path
 
 
 def benchmarks_md() -> Path:
-    env = os.environ.get("SQLARBITER_BENCHMARKS_MD")
-    return Path(env).expanduser() if env else REPO_ROOT / "BENCHMARKS.md"
+    return env_path("SQLARBITER_BENCHMARKS_MD") or REPO_ROOT / "BENCHMARKS.md"
 
 
 def _cpu_model() -> str:
@@ -138,7 +137,7 @@ def format_section(title: str, command: str, body: str, *, notes: Sequence[str] 
 def append_section(title: str, command: str, body: str, *, notes: Sequence[str] = (), info: dict | None = None,
                    path: Path | None = None) -> Path | None:
     """Append one section to BENCHMARKS.md in a single write; returns the path (None when disabled)."""
-    if os.environ.get("SQLARBITER_BENCH_NO_APPEND") == "1":
+    if env("SQLARBITER_BENCH_NO_APPEND") == "1":
         return None
     path = path or benchmarks_md()
     text = format_section(title, command, body, notes=notes, info=info)

@@ -1,8 +1,11 @@
-"""Configured models and pairs: what the configuration file declares and the router chooses among."""
+"""Configured models and pairs: what the configuration file declares and the router chooses among; and
+`BackendInfo`, what a generator or discriminator backend declares with its registry entry (its `options`
+dataclass: what `ModelSpec.options` may hold for it, checked by the config loader, read with `options_of`)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import dataclasses
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +33,32 @@ class ModelSpec(BaseModel):
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.cost_per_1k_input + completion_tokens * self.cost_per_1k_output) / 1000.0
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+    """A backend that reads no options."""
+
+
+OptionsT = TypeVar("OptionsT")
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendInfo:
+    """What the code needs to know about a model backend, declared with its registry entry."""
+
+    summary: str = ""
+    # a frozen dataclass: the `options` keys the backend reads, typed, with defaults (every built-in backend
+    # declares one; None: a backend that declares none, e.g. a test double, whose options are not checked)
+    options: type | None = None
+
+
+def options_of(cls: type[OptionsT], spec: Any) -> OptionsT:
+    """`spec.options` as the backend's options dataclass (unset or None keys take the dataclass defaults; the
+    config loader has already refused unknown and mistyped ones, `core.registry.check_options`)."""
+    opts = getattr(spec, "options", None) or {}
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in opts.items() if k in names and v is not None})
 
 
 class PairSpec(BaseModel):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from core.model import ExecutionResult, Score
 from core.registry import Registry
+from core.runtime.openai_http import HTTPOptions
+from core.specs import BackendInfo, options_of
 
 
 @dataclass
@@ -31,7 +33,52 @@ class Discriminator(Protocol):
         ...
 
 
-DISCRIMINATORS: Registry[Discriminator] = Registry("discriminator")
+DISCRIMINATORS: Registry[Discriminator, BackendInfo] = Registry("discriminator", BackendInfo)
+
+
+@dataclass(frozen=True)
+class LocalOptions:
+    """`options` of the local-checkpoint discriminators (`cot`, `logit`, `transformers`, `embedded`). Unset
+    (None): the backend's or the scoring profile's default (`discriminators.cot.PROFILES`)."""
+
+    mode: Literal["cot", "logit"] | None = None  # transformers/embedded: which scorer
+    check: bool = False  # wrap in the check mode (non-executable candidates get the worst score)
+    profile: str | None = None  # "default" | "paper"
+    budget: int | None = None  # reasoning tokens (alias max_new_tokens)
+    max_new_tokens: int | None = None
+    fallback: float | None = None
+    prompt: str | None = None
+    chat_template: bool | None = None
+    force: bool | None = None
+    early_stop: bool | None = None
+    scoring: Literal["full", "normalized"] | None = None
+    ignore_eos: bool | None = None
+    batch_size: int | None = None
+    kv_cache: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+
+
+@dataclass(frozen=True)
+class HTTPDiscriminatorOptions(HTTPOptions):
+    """`options` of the discriminators over an OpenAI-compatible server (`openai`, `openai-cot`, `openai-logit`)."""
+
+    mode: Literal["cot", "logit"] | None = None
+    check: bool = False
+    endpoint: Literal["chat", "completions"] = "chat"
+    tokenizer: str | None = None  # completions endpoint: the model's chat template from this tokenizer
+    profile: str | None = None
+    budget: int | None = None
+    max_new_tokens: int | None = None
+    fallback: float | None = None
+    prompt: str | None = None
+    chat_template: bool | None = None
+    force: bool | None = None
+    early_stop: bool | None = None
+    scoring: Literal["full", "normalized"] | None = None
+    ignore_eos: bool | None = None
+    top_logprobs: int | None = None
+    seed: int | None = None
 
 
 MODES = ("cot", "logit")
@@ -39,7 +86,7 @@ MODES = ("cot", "logit")
 
 def spec_mode(spec: Any, default: str = "cot") -> str:
     """The scoring mode a spec asks for (`options.mode`: cot | logit)."""
-    mode = ((getattr(spec, "options", None) or {}).get("mode") or default).lower()
+    mode = (options_of(LocalOptions, spec).mode or default).lower()
     if mode not in MODES:
         raise ValueError(f"discriminator {getattr(spec, 'name', '?')!r}: options.mode must be one of {MODES}, not {mode!r}")
     return mode
@@ -47,7 +94,7 @@ def spec_mode(spec: Any, default: str = "cot") -> str:
 
 def wrap_check(spec: Any, disc: Any) -> Any:
     """`disc` wrapped in the check mode when the spec says `options.check: true`."""
-    if (getattr(spec, "options", None) or {}).get("check"):
+    if options_of(LocalOptions, spec).check:
         from discriminators.check import CheckDiscriminator
 
         return CheckDiscriminator(disc)

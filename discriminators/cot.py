@@ -32,7 +32,7 @@ from core.errors import CheckpointError
 from core.model import Score
 from core.runtime.checkpoint import LoadedModel, load_checkpoint
 from core.runtime.hf import token_at, token_spans
-from discriminators.base import DISCRIMINATORS, DiscriminationRequest, wrap_check
+from discriminators.base import DISCRIMINATORS, DiscriminationRequest, LocalOptions, wrap_check
 from discriminators.prompts import DEFAULT_PROMPTS, load_prompt, render_parts
 from discriminators.verdict import find_verdict, first_complete_verdict, forcing_text, uses_thinking
 
@@ -411,7 +411,7 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-@DISCRIMINATORS.register("cot")
+@DISCRIMINATORS.register("cot", summary="chain-of-thought soft score on a local checkpoint", options=LocalOptions)
 def cot(spec: Any = None, **kw: Any) -> Any:
     """CoT soft score on a local checkpoint (`spec.path`)."""
     return wrap_check(spec, CotDiscriminator(spec, **kw))

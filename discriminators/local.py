@@ -7,18 +7,20 @@ from __future__ import annotations
 from typing import Any
 
 from core.runtime.embedded import EMBEDDED_NAME, embedded_checkpoint, embedded_dtype
-from discriminators.base import DISCRIMINATORS, spec_mode
+from discriminators.base import DISCRIMINATORS, LocalOptions, spec_mode
 from discriminators.cot import cot
 from discriminators.logit import logit
 
 
-@DISCRIMINATORS.register("transformers")
+@DISCRIMINATORS.register("transformers", summary="`cot` or `logit` (options.mode) on a local checkpoint",
+                         options=LocalOptions)
 def transformers_backend(spec: Any = None, **kw: Any) -> Any:
     """`cot` or `logit` on a local checkpoint, by `options.mode`."""
     return (cot if spec_mode(spec) == "cot" else logit)(spec, **kw)
 
 
-@DISCRIMINATORS.register("embedded")
+@DISCRIMINATORS.register("embedded", summary="`cot` or `logit` (options.mode) on the embedded SmolLM2-135M",
+                         options=LocalOptions)
 def embedded(spec: Any = None, **kw: Any) -> Any:
     """`cot` (or `logit` by `options.mode`) on the embedded SmolLM2-135M, in `embedded_dtype`."""
     kw.setdefault("path", str(embedded_checkpoint()))

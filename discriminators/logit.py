@@ -14,7 +14,7 @@ import copy
 from typing import Any
 
 from core.model import Score
-from discriminators.base import DISCRIMINATORS, DiscriminationRequest, wrap_check
+from discriminators.base import DISCRIMINATORS, DiscriminationRequest, LocalOptions, wrap_check
 from discriminators.cot import _LocalDiscriminator
 
 YES_WORDS = ("Yes", " Yes", "yes", " yes", "YES")
@@ -136,7 +136,7 @@ class LogitDiscriminator(_LocalDiscriminator):
                      checkpoint=self.checkpoint, mode=self.mode, prompt_tokens=prompt_tokens, completion_tokens=0)
 
 
-@DISCRIMINATORS.register("logit")
+@DISCRIMINATORS.register("logit", summary="yes/no logit score on a local checkpoint", options=LocalOptions)
 def logit(spec: Any = None, **kw: Any) -> Any:
     """Yes/No logit score on a local checkpoint (`spec.path`)."""
     return wrap_check(spec, LogitDiscriminator(spec, **kw))

@@ -26,7 +26,13 @@ from typing import Any
 from core.errors import BackendError
 from core.model import Score
 from core.runtime.openai_http import OpenAIClient, choice_text, client_from_spec
-from discriminators.base import DISCRIMINATORS, DiscriminationRequest, spec_mode, wrap_check
+from discriminators.base import (
+    DISCRIMINATORS,
+    DiscriminationRequest,
+    HTTPDiscriminatorOptions,
+    spec_mode,
+    wrap_check,
+)
 from discriminators.cot import opt
 from discriminators.prompts import DEFAULT_PROMPTS, load_prompt, render_plain
 
@@ -289,19 +295,22 @@ class OpenAILogitDiscriminator(_HTTPDiscriminator):
         return self._mk(resp, score=s, verdict=s >= 0.5)
 
 
-@DISCRIMINATORS.register("openai-cot")
+@DISCRIMINATORS.register("openai-cot", summary="chain-of-thought soft score over an OpenAI-compatible server",
+                         options=HTTPDiscriminatorOptions)
 def openai_cot(spec: Any, **kw: Any) -> Any:
     """CoT soft score over an OpenAI-compatible server (`spec.url`, `model`)."""
     return wrap_check(spec, OpenAICotDiscriminator(spec, **kw))
 
 
-@DISCRIMINATORS.register("openai-logit")
+@DISCRIMINATORS.register("openai-logit", summary="yes/no score over an OpenAI-compatible server",
+                         options=HTTPDiscriminatorOptions)
 def openai_logit(spec: Any, **kw: Any) -> Any:
     """Yes/No score over an OpenAI-compatible server."""
     return wrap_check(spec, OpenAILogitDiscriminator(spec, **kw))
 
 
-@DISCRIMINATORS.register("openai")
+@DISCRIMINATORS.register("openai", summary="`openai-cot` or `openai-logit` by options.mode",
+                         options=HTTPDiscriminatorOptions)
 def openai_backend(spec: Any, **kw: Any) -> Any:
     """`openai-cot` or `openai-logit` by `options.mode` (default cot)."""
     return (openai_cot if spec_mode(spec) == "cot" else openai_logit)(spec, **kw)

@@ -207,18 +207,18 @@ class DatasetSpec:
         return next(iter(self.files))
 
 
-DATASETS: Registry[Callable[..., list[Example]]] = Registry("dataset")
+DATASETS: Registry[Callable[..., list[Example]], DatasetSpec] = Registry("dataset", DatasetSpec)
 
 
 def register_dataset(spec: DatasetSpec, loader: Callable[..., list[Example]]) -> None:
     """Register `loader(data_dir=None, **filters) -> list[Example]` under `spec.name` with `spec` as metadata."""
-    DATASETS.register(spec.name, **{f.name: getattr(spec, f.name) for f in fields(spec) if f.name != "name"})(loader)
+    DATASETS.register(spec.name, **{f.name: getattr(spec, f.name) for f in fields(spec)})(loader)
 
 
 def dataset_spec(name: str) -> DatasetSpec:
     """The spec of a registered dataset (DatasetError naming the choices for an unknown name)."""
     try:
-        return DatasetSpec(name=name, **DATASETS.meta(name))
+        return DATASETS.info(name)
     except UnknownName as e:
         raise DatasetError(str(e)) from None
 
@@ -279,7 +279,7 @@ def detect_dataset(base: str, data_dir: str | os.PathLike | None) -> str:
     if data_dir is None:
         return base
     p = Path(data_dir).expanduser()
-    family = [base] + [n for n in dataset_names() if DATASETS.meta(n).get("variant_of") == base]
+    family = [base] + [n for n in dataset_names() if DATASETS.info(n).variant_of == base]
     matches = []
     for name in family:
         spec = dataset_spec(name)

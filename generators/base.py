@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from core.registry import Registry
+from core.specs import BackendInfo
 
 
 @dataclass
@@ -51,4 +52,4 @@ class Generator(Protocol):
     def generate(self, request: GenerationRequest) -> GenerationResult: ...
 
 
-GENERATORS: Registry[Generator] = Registry("generator")
+GENERATORS: Registry[Generator, BackendInfo] = Registry("generator", BackendInfo)

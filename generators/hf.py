@@ -4,23 +4,31 @@ The sampling primitives it runs on (`sample`, `encode`, `token_spans`) live in `
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from core.errors import CheckpointError
 from core.runtime.chat import render_prompt
 from core.runtime.checkpoint import LoadedModel, load_checkpoint
 from core.runtime.hf import encode, sample
+from core.specs import options_of
 from generators.base import GENERATORS, GenerationRequest, GenerationResult
 from generators.constrained import grammar_processor, sql_end_stopping
 from generators.extract import extract_sql, opens_thinking
 from generators.prompts import build_messages
 
 
-def _opt(spec: Any, key: str, default: Any = None) -> Any:
-    return (getattr(spec, "options", None) or {}).get(key, default)
+@dataclass(frozen=True)
+class LocalGeneratorOptions:
+    """`options` of the local generators (`transformers`; `embedded`, where `constrained` defaults to on)."""
+
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    constrained: bool | None = None  # None: the backend's default (off for transformers, on for embedded)
 
 
-@GENERATORS.register("transformers")
+@GENERATORS.register("transformers", summary="a local checkpoint directory or .gguf file (`path`)",
+                     options=LocalGeneratorOptions)
 class TransformersGenerator:
     """Generator on a local checkpoint. `spec.path` (directory or .gguf) unless `path`/`loaded` is given;
     options: device (auto|cpu|cuda), dtype (auto|float32|bfloat16|float16), constrained (true|false: enforce
@@ -32,15 +40,16 @@ class TransformersGenerator:
                  name: str | None = None, device: str | None = None, dtype: str | None = None,
                  constrained: bool | None = None):
         self.spec = spec
-        self.constrained = bool(_opt(spec, "constrained", False) if constrained is None else constrained)
+        opts = options_of(LocalGeneratorOptions, spec)
+        self.constrained = bool(opts.constrained or False) if constrained is None else bool(constrained)
         if loaded is None:
             path = path or getattr(spec, "path", None)
             if not path:
                 raise CheckpointError(f"model {getattr(spec, 'name', '?')!r}: the transformers backend needs `path` "
                                       "(a checkpoint directory or .gguf file)")
         self.name = name or getattr(spec, "name", None) or (loaded.name if loaded else None)
-        self.loaded = loaded or load_checkpoint(path, name=self.name, device=device or _opt(spec, "device", "auto"),
-                                                dtype=dtype or _opt(spec, "dtype", "auto"))
+        self.loaded = loaded or load_checkpoint(path, name=self.name, device=device or opts.device,
+                                                dtype=dtype or opts.dtype)
         self.name = self.name or self.loaded.name
 
     def prompt_ids(self, request: GenerationRequest) -> list[int]:

@@ -4,11 +4,13 @@ llama.cpp server, hosted APIs, `sqlarbiter models serve-openai`) through `core.r
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from core.errors import BackendError
 from core.runtime.chat import render_plain
-from core.runtime.openai_http import OpenAIClient, choice_text, client_from_spec
+from core.runtime.openai_http import HTTPOptions, OpenAIClient, choice_text, client_from_spec
+from core.specs import options_of
 from generators.base import GENERATORS, GenerationRequest, GenerationResult
 from generators.extract import extract_sql
 from generators.prompts import build_messages
@@ -28,7 +30,17 @@ def _refused(e: BackendError) -> bool:
     return "HTTP 400" in msg or "HTTP 422" in msg
 
 
-@GENERATORS.register("openai")
+@dataclass(frozen=True)
+class OpenAIGeneratorOptions(HTTPOptions):
+    """`options` of the `openai` generator (see the class)."""
+
+    endpoint: Literal["chat", "completions"] = "chat"
+    constrained: bool = False
+    grammar_field: Literal["guided_grammar", "structured_outputs"] = "guided_grammar"
+
+
+@GENERATORS.register("openai", summary="an OpenAI-compatible server (vLLM, llama.cpp, ...)",
+                     options=OpenAIGeneratorOptions)
 class OpenAIGenerator:
     """Generator over an OpenAI-compatible server. Spec: url, model (served model name), api_key_env;
     options: endpoint ("chat" | "completions"; completions sends the plain Instruction/Response layout),
@@ -41,13 +53,13 @@ class OpenAIGenerator:
         self.spec = spec
         self.name = spec.name
         self.model = spec.model or spec.name
-        self.endpoint = (spec.options or {}).get("endpoint", "chat")
+        opts = options_of(OpenAIGeneratorOptions, spec)
+        self.endpoint = opts.endpoint
         if self.endpoint not in ("chat", "completions"):
             raise ValueError(f"model {spec.name!r}: options.endpoint must be chat or completions, not {self.endpoint!r}")
         self.client = client or client_from_spec(spec)
-        opts = spec.options or {}
-        self.constrained = bool(opts.get("constrained", False))
-        self.grammar_field = opts.get("grammar_field", "guided_grammar")
+        self.constrained = bool(opts.constrained)
+        self.grammar_field = opts.grammar_field
         if self.grammar_field not in GRAMMAR_FIELDS:
             raise ValueError(f"model {spec.name!r}: options.grammar_field must be one of {', '.join(GRAMMAR_FIELDS)}, "
                              f"not {self.grammar_field!r}")

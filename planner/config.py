@@ -169,6 +169,14 @@ class Config(_Strict):
         for where, rname in [("router.name", self.router.name), *((f"routers.{r}", r) for r in self.routers)]:
             if rname not in routers:
                 errors.append(f"{where}: unknown router {rname!r}; known: {', '.join(routers.names())}")
+        from core.registry import check_options
+        from routing.router import check_router_params
+
+        if self.router.name in routers:
+            errors += check_router_params(self.router.name, self.router.params, "router.params")
+        for rname, params in self.routers.items():
+            if rname in routers:
+                errors += check_router_params(rname, params, f"routers.{rname}")
         gens, discs = known_backends()
         for role, specs, reg in (("generators", self.generators, gens), ("discriminators", self.discriminators, discs)):
             if reg is None:
@@ -177,6 +185,8 @@ class Config(_Strict):
                 backend = backend_name(s)
                 if backend not in reg:
                     errors.append(f"{role}.{name}.backend: unknown backend {backend!r}; known: {', '.join(reg.names())}")
+                elif (options := reg.info(backend).options) is not None:  # the backend's options, typed
+                    errors += check_options(options, s.options, f"{role}.{name}.options")
         if self.defaults.n > self.limits.n_max:
             errors.append(f"defaults.n: {self.defaults.n} exceeds limits.n_max ({self.limits.n_max})")
         if self.limits.deadline_s > self.limits.max_deadline_s:

@@ -16,12 +16,13 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from core.settings import env
 from sqlbox.demo import DEMO_DB_ID, DEMO_EXAMPLES
 
 
 def examples_file(few_shot_file: str | Path | None = None) -> str | None:
     """The few-shot file that applies: `few_shot_file` when given, else `SQLARBITER_FEW_SHOT`, else None."""
-    path = few_shot_file or os.environ.get("SQLARBITER_FEW_SHOT")
+    path = few_shot_file or env("SQLARBITER_FEW_SHOT")
     return str(path) if path else None
 
 

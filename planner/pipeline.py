@@ -63,7 +63,8 @@ from planner import ranker, stages
 from planner.config import Config, known_backends, known_routers, load_config
 from planner.examples import few_shot_examples
 from planner.normalize import CandidatePool
-from planner.select import PolicyError, check_policy, executable
+from planner.request import PlanArgs, PlanRequestError, ValidatedRequest, validate
+from planner.select import check_policy, executable
 from routing.router import FixedRouter, RouteContext, Router
 
 log = logging.getLogger(__name__)
@@ -78,10 +79,6 @@ class DeadlineExceeded(TimeoutError):
     def __init__(self, stage: str, elapsed_s: float, deadline_s: float):
         self.stage, self.elapsed_s, self.deadline_s = stage, elapsed_s, deadline_s
         super().__init__(f"deadline of {deadline_s:g}s exceeded at stage {stage!r} after {elapsed_s:.2f}s")
-
-
-class PlanRequestError(ValueError):
-    """The request asks for something the configuration does not have (policy, pair, router, n)."""
 
 
 class _Clock:
@@ -246,12 +243,14 @@ class Planner:
                 from planner.config import ConfigError
 
                 raise ConfigError(f"defaults.ranker: {e}") from None
+        name = config.router.name  # built now: a misconfiguration fails at startup (a config error), not per request
         try:
-            self.router()  # build the configured router now: a misconfiguration fails at startup, not per request
-        except PlanRequestError as e:
+            self._routers[name] = self._build_router(name)
+        except Exception as e:  # noqa: BLE001 - e.g. carrot without a trained artifact
             from planner.config import ConfigError
 
-            raise ConfigError(f"router.name: {e}") from None
+            raise ConfigError(f"router.name: router {name!r} is not usable with this configuration: "
+                              f"{type(e).__name__}: {e}") from e
 
     @classmethod
     def from_config(cls, config: Config | str | None = None, **kw) -> Planner:
@@ -269,15 +268,18 @@ class Planner:
                 routers = known_routers()
                 if name not in routers:
                     raise PlanRequestError(f"unknown router {name!r}; known: {', '.join(routers.names())}")
-                factory = routers.get(name)
-                params = self.config.router_params(name)
                 try:
-                    self._routers[name] = factory(**_fill_kwargs(factory, params, engine=self.engine,
-                                                                 pairs=self.config.pairs, models=self.config.models))
+                    self._routers[name] = self._build_router(name)
                 except Exception as e:  # noqa: BLE001 - e.g. carrot without a trained artifact
                     raise PlanRequestError(f"router {name!r} is not usable with this configuration: "
                                            f"{type(e).__name__}: {e}") from e
             return self._routers[name]
+
+    def _build_router(self, name: str) -> Router:
+        """A new router `name` with the config's parameters (checked against it by the config loader)."""
+        factory = known_routers().get(name)
+        return factory(**_fill_kwargs(factory, self.config.router_params(name), engine=self.engine,
+                                      pairs=self.config.pairs, models=self.config.models))
 
     def dialect(self, db_id: str) -> str:
         """The SQL dialect candidates for `db_id` are written in: a server database's own dialect
@@ -369,34 +371,30 @@ class Planner:
                             schema_features=feats, schema_text=self.schema_prompt(question.db_id, question))
 
     # ------------------------------------------------------------------ the plan
+    def validate(self, request: Any) -> ValidatedRequest:
+        """The one check of a plan request (`planner.request`): a `PlanArgs` or the API's `PlanRequest` in, a
+        `ValidatedRequest` with the configured defaults filled in out; raises `PlanRequestError` (422) for a
+        broken rule, `UnknownDatabase` (404) for an unknown database."""
+        return validate(self, request)
+
     def plan(self, question: Question, *, n: int | None = None, policy: str | None = None, pair: str | None = None,
              router: str | None = None, execute: bool = False, deadline_s: float | None = None,
              abstain_below: float | None = None,
              progress: Callable[[dict[str, Any]], None] | None = None) -> Plan:
-        """Plan one question. `progress`, when given, is called from this thread with
+        """Plan one question: `run(validate(...))`. `progress`, when given, is called from this thread with
         `{"stage", "state": "start"|"done"|"failed", "ms" (the stage's duration, on done/failed), "elapsed_ms"}`
         as each stage starts and ends (failed: it raised) (a cascade repeats the model stages per step); its exceptions are logged."""
+        v = self.validate(PlanArgs(question=question, n=n, policy=policy, pair=pair, router=router, execute=execute,
+                                   deadline_s=deadline_s, abstain_below=abstain_below))
+        return self.run(v, progress=progress)
+
+    def run(self, request: ValidatedRequest, *,
+            progress: Callable[[dict[str, Any]], None] | None = None) -> Plan:
+        """Plan a request that passed `validate` (see `plan`)."""
         cfg = self.config
-        n = cfg.defaults.n if n is None else n
-        policy = policy or cfg.defaults.policy
-        if not question.text or not question.text.strip():
-            raise PlanRequestError("question: must not be empty")
-        if not 1 <= n <= cfg.limits.n_max:
-            raise PlanRequestError(f"n: must be between 1 and {cfg.limits.n_max}, got {n}")
-        try:
-            check_policy(policy)
-        except PolicyError as e:
-            raise PlanRequestError(f"policy: {e}") from None
-        abstain_below = cfg.defaults.abstain_below if abstain_below is None else abstain_below
-        if abstain_below is not None and not 0.0 <= abstain_below <= 1.0:
-            raise PlanRequestError(f"abstain_below: must be between 0 and 1, got {abstain_below}")
-        if pair is not None and router is not None:
-            raise PlanRequestError("give either `pair` or `router`, not both")
-        if pair is not None and pair not in cfg.pairs:
-            raise PlanRequestError(f"pair: unknown pair {pair!r}; known: {', '.join(cfg.pairs)}")
-        if deadline_s is None:
-            deadline_s = cfg.limits.deadline_s
-        clock = _Clock(deadline_s, progress)
+        question, n, policy, pair, router = request.question, request.n, request.policy, request.pair, request.router
+        execute, abstain_below = request.execute, request.abstain_below
+        clock = _Clock(request.deadline_s, progress)
 
         with clock.stage("route"):
             ctx = self.route_context(question)
@@ -409,10 +407,7 @@ class Planner:
             for s in steps:
                 if s not in cfg.pairs:
                     raise PlanRequestError(f"router {decision.router!r} chose unknown pair {s!r}")
-            try:
-                check_policy(policy, has_discriminator=all(cfg.pairs[s].discriminator for s in steps))
-            except PolicyError as e:
-                raise PlanRequestError(f"policy: {e}") from None
+            check_policy(policy, has_discriminator=all(cfg.pairs[s].discriminator for s in steps))  # PlanRequestError
 
         plan = Plan(question=question, policy=policy, route=decision.model_copy(deep=True))
         plan.warnings = self.registry.role_warnings(question.db_id)  # an opted-in privileged role says so

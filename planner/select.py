@@ -19,7 +19,7 @@ shares come from `core.clusters` (the one result-clustering rule). Only executab
 by check-rerank, vote and hybrid; `first` and `rerank` may choose a non-executable one (that is what "no
 check" means), and the pipeline reports it as such.
 
-Every policy is declared once, here, with its metadata (`POLICIES.meta(name)`):
+Every policy is declared once, here, with its metadata (`PolicyInfo`, `POLICIES.info(name)`):
 - `needs_scores`: it ranks by the discriminator's soft scores, so it needs a discriminator;
 - `executable_only`: it picks among executable candidates only (so only those need scoring);
 - `summary`: one line for help texts and the API schema;
@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from core.clusters import Clustering, cluster
+from core.errors import PlanRequestError
 from core.model import ScoredCandidate, executable, soft_score
 from core.registry import Registry
 
@@ -68,7 +69,19 @@ class Selection:
 
 
 Policy = Callable[[Sequence[ScoredCandidate], SelectionContext], Selection]
-POLICIES: Registry[Selection] = Registry("selection policy")
+
+
+@dataclass(frozen=True)
+class PolicyInfo:
+    """What the code needs to know about a selection policy, declared with its registry entry (see above)."""
+
+    summary: str
+    needs_scores: bool
+    executable_only: bool = True
+    without_scores: str | None = None
+
+
+POLICIES: Registry[Selection, PolicyInfo] = Registry("selection policy", PolicyInfo)
 
 
 def _by_cluster(cl: Clustering, values: Sequence[float]) -> tuple[float | None, ...]:
@@ -157,9 +170,9 @@ def select(policy: str, cands: Sequence[ScoredCandidate], ctx: SelectionContext 
     return POLICIES.get(policy)(cands, ctx or SelectionContext())
 
 
-class PolicyError(ValueError):
+class PolicyError(PlanRequestError):
     """A usage error: an unknown policy, or one that needs scores with no discriminator. The message lists
-    the valid choices."""
+    the valid choices. A `core.errors.PlanRequestError` (the one request error type: HTTP 422)."""
 
 
 def policy_names() -> list[str]:
@@ -168,16 +181,16 @@ def policy_names() -> list[str]:
 
 
 def needs_scores(policy: str) -> bool:
-    return bool(POLICIES.meta(policy).get("needs_scores", False))
+    return POLICIES.info(policy).needs_scores
 
 
 def executable_only(policy: str) -> bool:
-    return bool(POLICIES.meta(policy).get("executable_only", True))
+    return POLICIES.info(policy).executable_only
 
 
 def without_scores(policy: str) -> str | None:
     """The policy `policy` reduces to on unscored candidates, if declared (see the module docstring)."""
-    return POLICIES.meta(policy).get("without_scores")
+    return POLICIES.info(policy).without_scores
 
 
 def reported_policies(scored: bool, policies: Sequence[str] | None = None) -> list[str]:

@@ -49,8 +49,9 @@ class SystemCost(BaseModel):
 def cost_config_path(path: str | os.PathLike | None = None) -> Path:
     if path:
         return Path(path).expanduser()
-    env = os.environ.get("SQLARBITER_SYSTEM_COSTS")
-    return Path(env).expanduser() if env else DEFAULT_COST_CONFIG
+    from core.settings import env_path
+
+    return env_path("SQLARBITER_SYSTEM_COSTS") or DEFAULT_COST_CONFIG
 
 
 def load_cost_config(path: str | os.PathLike | None = None) -> dict[str, Any]:

@@ -149,9 +149,10 @@ class Embedder:
 
     @classmethod
     def _disk_file(cls) -> Path | None:
-        if os.environ.get("SQLARBITER_EMBED_CACHE", "1") == "0":
+        from core.settings import cache_dir, env_flag
+
+        if not env_flag("SQLARBITER_EMBED_CACHE"):
             return None
-        from core.settings import cache_dir
 
         return cache_dir() / "embeddings" / f"{EMBED_MODEL}.npz"
 

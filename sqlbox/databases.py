@@ -264,6 +264,7 @@ def registry_for(entries: list[str | os.PathLike] | tuple[str | os.PathLike, ...
 def default_registry(data: str | os.PathLike | None = None) -> DatabaseRegistry:
     """The demo database as `demo` (built if needed), plus every database under `data` (a folder, file or
     server URL) if given, else the entries of env `SQLARBITER_DATABASES` (`os.pathsep`-separated) if set."""
+    from core.settings import env
     from sqlbox.demo import DEMO_DB_ID, build_demo
     from sqlbox.servers import split_database_list
 
@@ -271,7 +272,7 @@ def default_registry(data: str | os.PathLike | None = None) -> DatabaseRegistry:
     reg.register(DEMO_DB_ID, build_demo())
     if data is not None:
         reg.register_any(str(data))
-    elif os.environ.get("SQLARBITER_DATABASES"):
-        for entry in split_database_list(os.environ["SQLARBITER_DATABASES"]):
+    elif env("SQLARBITER_DATABASES"):
+        for entry in split_database_list(env("SQLARBITER_DATABASES") or ""):
             reg.register_any(entry)
     return reg

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.settings import env_flag
 from sqlbox.schema import Schema, Table
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -279,7 +280,7 @@ def schema_index(info: DatabaseInfo, schema: Schema, *, use_disk: bool = True, r
             if mk in _MEM and not rebuild:
                 return _MEM[mk]
         idx = None
-        if use_disk and not rebuild and os.environ.get("SQLARBITER_INDEX_CACHE", "1") != "0":
+        if use_disk and not rebuild and env_flag("SQLARBITER_INDEX_CACHE"):
             idx = _load(info.db_id, key)
         if idx is None:
             idx = build_index(info, schema, descriptions=descriptions)

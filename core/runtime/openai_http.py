@@ -15,11 +15,13 @@ import os
 import random
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from core.errors import BackendError, BackendTimeout, BackendUnavailable
+from core.specs import options_of
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
 
@@ -116,13 +118,22 @@ def _clean(params: dict) -> dict:
     return {k: v for k, v in params.items() if v is not None}
 
 
+@dataclass(frozen=True)
+class HTTPOptions:
+    """The client's `options` of every backend over an OpenAI-compatible server."""
+
+    timeout: float = 120.0  # seconds per request
+    max_retries: int = 3  # on 429/5xx and connection errors
+    backoff: float = 0.5  # seconds, doubled per retry
+    concurrency: int = 8  # requests in flight
+
+
 def client_from_spec(spec: Any) -> OpenAIClient:
-    """An OpenAIClient configured by a ModelSpec (url, api_key_env, options: timeout, max_retries, backoff,
-    concurrency)."""
-    o = getattr(spec, "options", None) or {}
+    """An OpenAIClient configured by a ModelSpec (url, api_key_env, options: `HTTPOptions`)."""
+    o = options_of(HTTPOptions, spec)
     return OpenAIClient(getattr(spec, "url", None) or "", api_key_env=getattr(spec, "api_key_env", None) or "OPENAI_API_KEY",
-                        timeout=float(o.get("timeout", 120.0)), max_retries=int(o.get("max_retries", 3)),
-                        backoff=float(o.get("backoff", 0.5)), concurrency=int(o.get("concurrency", 8)))
+                        timeout=float(o.timeout), max_retries=int(o.max_retries), backoff=float(o.backoff),
+                        concurrency=int(o.concurrency))
 
 
 def choice_text(choice: dict) -> str:

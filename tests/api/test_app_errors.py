@@ -115,7 +115,7 @@ def test_backend_down_answers_503(make_client):
     url = f"http://127.0.0.1:{_closed_port()}/v1"
     c = make_client(
         generators={"remote": {"backend": "openai", "url": url, "model": "m",
-                               "options": {"retries": 0, "timeout_s": 2, "max_retries": 0}}},
+                               "options": {"timeout": 2, "max_retries": 0}}},
         discriminators={"embedded": {"backend": "embedded"}},
         pairs={"remote": {"generator": "remote", "discriminator": "embedded"}},
     )

@@ -129,7 +129,7 @@ def test_registry_declares_each_dataset_once():
         "jsonl": "spider", "bird": "bird"}
     assert dataset_spec("spider-syn").question_field == "SpiderSynQuestion"
     assert dataset_spec("bird").evidence_field == "evidence" and dataset_spec("bird").difficulty == "field"
-    assert DATASETS.meta("spider-dk")["variant_of"] == "spider"
+    assert DATASETS.info("spider-dk").variant_of == "spider"
     assert rule_of("spider-realistic") == "spider"
     with pytest.raises(DatasetError, match="unknown dataset 'wikisql'; choose one of: bird, jsonl, spider"):
         dataset_spec("wikisql")

@@ -6,6 +6,7 @@ from core.model import Candidate, ErrorKind, ExecutionResult, Score, ScoredCandi
 from planner.select import (
     POLICIES,
     PolicyError,
+    PolicyInfo,
     Selection,
     SelectionContext,
     check_policy,
@@ -56,7 +57,7 @@ def test_nothing_executes_means_nothing_chosen(policy):
 def test_all_policies_registered():
     assert set(POLICIES.names()) == {"first", "rerank", "check-rerank", "vote", "hybrid", "ranker"}
     assert policy_names()[0] == "first"  # registration order: the baseline first (the order of eval reports)
-    assert all(POLICIES.meta(p).get("summary") for p in policy_names())
+    assert all(POLICIES.info(p).summary for p in policy_names())
 
 
 def test_first_is_one_more_policy():
@@ -104,7 +105,7 @@ def test_every_policy_gets_the_selection_context_and_the_stage_records_its_answe
         return Selection(0, "first", (7,), (0.25,))
 
     monkeypatch.setitem(POLICIES._items, "test-q", by_question)
-    monkeypatch.setitem(POLICIES._meta, "test-q", {"executable_only": True})
+    monkeypatch.setitem(POLICIES._info, "test-q", PolicyInfo(summary="test", needs_scores=False))
     state = RankerState()
     cands = [sc("a", "r1")]
     assert stages.select(cands, "test-q", "How many singers?", ranker=state)[0] == 0

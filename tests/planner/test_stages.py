@@ -77,8 +77,8 @@ def test_score_targets_follow_the_policy_metadata(executor):
     cs = cands(GOOD, BAD, "DROP TABLE singer", OTHER, rejected={2})
     stages.execute(cs, executor, "demo")
     for p in policy_names():
-        meta = POLICIES.meta(p)
-        want = ([] if not meta["needs_scores"] else [0, 3] if meta["executable_only"] else [0, 1, 3])
+        info = POLICIES.info(p)
+        want = ([] if not info.needs_scores else [0, 3] if info.executable_only else [0, 1, 3])
         assert stages.score_targets(cs, p) == want, p
     assert stages.score_targets(cs, ["vote", "check-rerank"]) == [0, 3]
     assert stages.score_targets(cs, ["check-rerank", "rerank"]) == [0, 1, 3]  # the union

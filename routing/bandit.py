@@ -32,7 +32,7 @@ from core.model import Plan, RouteDecision
 from core.store import Base, create_tables, make_engine
 from routing.features import FeatureConfig, Featurizer
 from routing.outcomes import Outcome
-from routing.router import ROUTERS, RouteContext
+from routing.router import ROUTERS, Escalation, RouteContext
 
 BANDIT_STATE_VERSION = 1
 META = "__meta__"
@@ -99,6 +99,24 @@ class LinUCB:
         self.cost_sum[arm] += float(cost)
         if correct is not None:
             self.correct_sum[arm] += float(correct)
+
+    def warm_start_arm(self, arm: str, X: np.ndarray, rewards: np.ndarray, costs: np.ndarray | None = None,
+                       correct: np.ndarray | None = None) -> None:
+        """Add a batch of logged outcomes of one arm at once (rows of `X` with their `rewards`, optionally
+        costs and correctness): the batch form of `update`, A += XᵀX, b += Xᵀr, A⁻¹ recomputed once."""
+        self.add_arm(arm)
+        X = np.asarray(X, dtype=float).reshape(-1, self.d)
+        r = np.asarray(rewards, dtype=float)
+        if len(r) != len(X):
+            raise ValueError(f"{len(X)} contexts but {len(r)} rewards")
+        self.A[arm] = self.A[arm] + X.T @ X
+        self.b[arm] = self.b[arm] + X.T @ r
+        self.Ainv[arm] = np.linalg.inv(self.A[arm])
+        self.n[arm] += len(X)
+        if costs is not None:
+            self.cost_sum[arm] += float(np.sum(costs))
+        if correct is not None:
+            self.correct_sum[arm] += float(np.sum(correct))
 
     def arm_state(self, arm: str) -> dict[str, Any]:
         return {"A": self.A[arm].tolist(), "Ainv": self.Ainv[arm].tolist(), "b": self.b[arm].tolist(), "n": self.n[arm],
@@ -285,5 +303,5 @@ class BanditRouter:
                      "arms": {a: {"mean": round(s[a][0], 4), "bonus": round(s[a][1], 4)} for a in arms}},
         )
 
-    def should_escalate(self, plan: Plan, step: int) -> tuple[bool, str]:
-        return False, ""
+    def should_escalate(self, plan: Plan, step: int, steps: Sequence[str]) -> Escalation:
+        return Escalation(False)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from sklearn.preprocessing import StandardScaler
 from core.model import Plan, RouteDecision
 from routing.features import FeatureConfig, Featurizer
 from routing.outcomes import OutcomeMatrix
-from routing.router import ROUTERS, RouteContext
+from routing.router import ROUTERS, Escalation, RouteContext
 
 CARROT_FORMAT_VERSION = 1
 ESTIMATORS = ("knn", "logreg")
@@ -328,8 +329,8 @@ class CarrotRouter:
                                         "utility": round(util[n], 6)} for n, jj in known.items()}},
         )
 
-    def should_escalate(self, plan: Plan, step: int) -> tuple[bool, str]:
-        return False, ""
+    def should_escalate(self, plan: Plan, step: int, steps: Sequence[str]) -> Escalation:
+        return Escalation(False)
 
     def update(self, ctx: RouteContext, pair: str, correct: bool, cost: float) -> None:
         return None  # offline-trained: retrain with `sqlarbiter route fit`

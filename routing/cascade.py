@@ -1,17 +1,19 @@
 """TRIM-style cascade router: run the cheap pair first, escalate only when its answer looks unreliable.
 
 Owns `escalation_signals` (the evidence computed from the candidates pooled so far), `escalate_reason`
-(the rule) and the `cascade` router.
+(the rule) and the `cascade` router. The offline routing study (`eval.routing.cascade_decisions`) calls the
+same two functions on the logged candidates, so what it measures is this rule.
 
 The router lists every configured pair (cheap -> strong, the configuration order, or an explicit `ladder`)
-in `RouteDecision.steps`; the pipeline runs steps[0], then calls `should_escalate(plan, 0)` and so on,
-pooling all candidates (the cheap step's candidates are never thrown away). Escalate when:
+in `RouteDecision.steps`; the pipeline runs steps[0], then calls `should_escalate(plan, 0, steps)` and so
+on, pooling all candidates (the cheap step's candidates are never thrown away). The router returns its
+signals in the `Escalation`; the pipeline records them. Escalate when:
 
 1. no pooled candidate executes; or
 2. the best soft score among executable candidates is below `tau` (skipped when nothing is scored); or
-3. the vote margin is below `vote_margin`: the share of executable candidates (weighted by duplicates) in
-   the largest execution-result cluster minus the share in the second largest. One executable candidate
-   has margin 1.
+3. the vote margin is below `vote_margin`: the share of executable candidates (weighted by
+   max(1, duplicates)) in the largest execution-result cluster minus the share in the second largest
+   (`core.clusters.Clustering.margin`, the one clustering rule). One result cluster has margin 1.
 
 Predicted cost of a decision = Σ_k cost(step k)·P(reach step k) with P(reach k) = escalation_rate^k
 (`escalation_rate` parameter, default 0.5); a step's cost is `expected_prompt_tokens` /
@@ -24,24 +26,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from core.clusters import cluster
 from core.model import Plan, RouteDecision, ScoredCandidate, executable, soft_score
-from routing.router import ROUTERS, RouteContext
+from routing.router import ROUTERS, Escalation, RouteContext
 
 
 def escalation_signals(cands: Sequence[ScoredCandidate]) -> dict[str, Any]:
     """executes (any candidate ran), n_executable, top_score (None when unscored), margin, n_clusters."""
     ok = [c for c in cands if executable(c)]
     scored = [c for c in ok if c.scores]
-    weights: dict[str, float] = {}
-    for i, c in enumerate(ok):
-        fp = c.execution.fingerprint or f"#{i}"
-        weights[fp] = weights.get(fp, 0.0) + float(max(1, c.candidate.duplicates))
-    total = sum(weights.values())
-    sizes = sorted(weights.values(), reverse=True)
-    margin = ((sizes[0] - (sizes[1] if len(sizes) > 1 else 0.0)) / total) if total else 0.0
+    cl = cluster(cands)
     return {"executes": bool(ok), "n_executable": len(ok), "n_candidates": len(cands),
             "top_score": max(soft_score(c) for c in scored) if scored else None,
-            "margin": margin, "n_clusters": len(weights)}
+            "margin": cl.margin, "n_clusters": len(cl)}
 
 
 def escalate_reason(signals: dict[str, Any], tau: float, vote_margin: float) -> str | None:
@@ -113,19 +110,20 @@ class CascadeRouter:
                      "escalation_rate": self.escalation_rate},
         )
 
-    def should_escalate(self, plan: Plan, step: int) -> tuple[bool, str]:
-        steps = plan.route.steps if plan.route else []
+    def should_escalate(self, plan: Plan, step: int, steps: Sequence[str]) -> Escalation:
+        """Reads the plan (its pooled candidates and confidence), never writes it; the signals go back in the
+        `Escalation` for the pipeline to record."""
         if step + 1 >= len(steps):
-            return False, "last step of the cascade"
+            return Escalation(False, "last step of the cascade")
         sig = escalation_signals(plan.candidates)
         why = escalate_reason(sig, self.tau, self.vote_margin)
         conf = plan.confidence
         sig["confidence"] = conf
         if why is None and self.min_confidence is not None and conf is not None and conf < self.min_confidence:
             why = f"plan confidence {conf:.3f} < min_confidence {self.min_confidence:g}"
-        if plan.route is not None:
-            plan.route.details.setdefault("signals", []).append({"step": step, **sig, "escalate": why is not None})
-        return (True, why) if why else (False, "cheap step is confident: executes, score and vote margin above thresholds")
+        if why:
+            return Escalation(True, why, sig)
+        return Escalation(False, "cheap step is confident: executes, score and vote margin above thresholds", sig)
 
     def update(self, ctx: RouteContext, pair: str, correct: bool, cost: float) -> None:
         return None  # thresholds are set offline (`sqlarbiter eval routing` sweeps them)

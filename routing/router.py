@@ -2,7 +2,9 @@
 
 A router returns a RouteDecision (recorded on every Plan). Cascading routers list several pairs in
 `decision.steps` (cheap first); the pipeline runs them in order and, after each step, asks
-`should_escalate(plan_so_far, step)` whether to run the next one, pooling all candidates.
+`should_escalate(plan_so_far, step, steps)` whether to run the next one, pooling all candidates. A router
+reads the plan and returns an `Escalation` (its decision, reason and the signals it decided on); it never
+writes the plan: the pipeline records the signals in `plan.route.details["signals"]`.
 Routers that learn online implement `update` (fed by POST /feedback and eval runs).
 
 Each router registers with a `RouterInfo` (`ROUTERS.info(name)`). Its parameters (`[router] params` for the
@@ -14,7 +16,7 @@ loader reports as a config error (a typo in `[routers.cascade]` is never silentl
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -32,14 +34,24 @@ class RouteContext:
     schema_text: str | None = None
 
 
+@dataclass(frozen=True)
+class Escalation:
+    """A router's answer after a step: run the next step or not, why, and the evidence (None: none recorded)."""
+
+    escalate: bool
+    reason: str = ""
+    signals: dict[str, Any] | None = None
+
+
 @runtime_checkable
 class Router(Protocol):
     name: str
 
     def decide(self, ctx: RouteContext) -> RouteDecision: ...
 
-    def should_escalate(self, plan: Plan, step: int) -> tuple[bool, str]:
-        """After running decision.steps[step]: escalate to steps[step + 1]? Non-cascading routers: (False, "")."""
+    def should_escalate(self, plan: Plan, step: int, steps: Sequence[str]) -> Escalation:
+        """After running steps[step] of the planned ladder `steps`: escalate to steps[step + 1]?
+        Non-cascading routers: Escalation(False)."""
         ...
 
     def update(self, ctx: RouteContext, pair: str, correct: bool, cost: float) -> None:
@@ -90,8 +102,8 @@ class FixedRouter:
         return RouteDecision(router="fixed", pair=name, generator=p.generator, discriminator=p.discriminator,
                              steps=[name], reason="fixed pair")
 
-    def should_escalate(self, plan: Plan, step: int) -> tuple[bool, str]:
-        return False, ""
+    def should_escalate(self, plan: Plan, step: int, steps: Sequence[str]) -> Escalation:
+        return Escalation(False)
 
     def update(self, ctx: RouteContext, pair: str, correct: bool, cost: float) -> None:
         return None

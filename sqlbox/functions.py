@@ -135,3 +135,17 @@ NILADIC_KEYWORDS: frozenset[str] = frozenset({
     "user", "current_user", "session_user", "current_role", "current_catalog", "current_schema",
     "system_user", "current_database",
 })
+
+
+# PostgreSQL's own reading of a query (`sqlbox.servers.check_pg_plan`, from EXPLAIN VERBOSE) is checked against
+# these: a backup for the allowlist above in case sqlglot and PostgreSQL ever tokenize a candidate differently
+# (as they did E'...' strings). Any schema-qualified call other than pg_catalog's is refused there too.
+PG_PLAN_FORBIDDEN_PREFIXES: tuple[str, ...] = ("pg_", "lo_", "dblink", "txid_", "has_", "inet_", "query_to",
+                                               "ts_", "xpath", "xml", "binary_upgrade")
+PG_PLAN_FORBIDDEN: frozenset[str] = frozenset({
+    "set_config", "current_setting", "version", "current_database", "current_schema", "current_schemas",
+    "current_query", "nextval", "setval", "currval", "lastval", "cursor_to_xml", "table_to_xml",
+    "schema_to_xml", "database_to_xml", "to_regclass", "to_regrole", "to_regnamespace", "to_regproc",
+    "obj_description", "col_description", "shobj_description", "format_type", "row_security_active",
+    "json_populate_record", "clock_timestamp", "statement_timestamp",
+})

@@ -84,6 +84,9 @@ _FORBIDDEN_NODES: dict[str, str] = {
     "Hint": "an optimizer hint (/*+ ... */: MySQL's SET_VAR hint changes settings)",
 }
 _FORBIDDEN_TYPES = tuple((getattr(exp, n), label) for n, label in _FORBIDDEN_NODES.items() if hasattr(exp, n))
+# String literals whose escapes sqlglot and an engine read differently: PostgreSQL's E'a\'' (sqlglot's tokenizer
+# takes '' as the escape, PostgreSQL the backslash, so the rest of the line is a string to one and code to the other).
+_AMBIGUOUS_LITERALS = tuple(getattr(exp, n) for n in ("ByteString",) if hasattr(exp, n))
 
 # The DuckDB engine's second opinion over DuckDB's own parse (`sqlbox.engines.DuckConn.check_statement`):
 # functions that read files, the environment or settings, load code, or run SQL strings. The guard itself
@@ -306,6 +309,9 @@ def guard(sql: str, dialect: str = "sqlite", relations: Collection[str] | None =
                 raise Rejected(f"{label} is not allowed: only read-only queries may run")
         if isinstance(node, exp.Var) and str(node.this).startswith("@"):
             raise Rejected("session or system variables (@...) are not allowed")
+        if isinstance(node, _AMBIGUOUS_LITERALS):
+            raise Rejected("escape-string literals (E'...') are not allowed: engines disagree on their escapes "
+                           "(write the string as a plain '...' literal)")
         if isinstance(node, exp.Parameter | exp.SessionParameter | exp.Placeholder) or (
                 isinstance(node, exp.Identifier) and not node.quoted and node.name[:1] in ("$", "@", ":", "?")):
             raise Rejected("session or system variables and parameters (@..., $1, ?) are not allowed")

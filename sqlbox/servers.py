@@ -931,21 +931,45 @@ def pg_plan_relations(cur, sql: str) -> list[tuple[str, str]]:
                 out.append((str(node.get("Schema") or ""), str(node["Relation Name"])))
             if node.get("Function Name"):
                 out.append(("function", f"{node.get('Schema') or ''}.{node['Function Name']}".lstrip(".")))
+            for key, value in node.items():
+                if key in _PG_PLAN_EXPRESSIONS:
+                    for text in value if isinstance(value, list) else [value]:
+                        out.extend(("call", name) for name in _pg_calls(str(text)))
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)
     return out
 
 
+# EXPLAIN VERBOSE's fields that hold expressions as PostgreSQL deparses them
+_PG_PLAN_EXPRESSIONS = frozenset({"Output", "Filter", "Join Filter", "Hash Cond", "Merge Cond", "Index Cond",
+                                  "Recheck Cond", "One-Time Filter", "Sort Key", "Group Key", "Presorted Key",
+                                  "Function Call", "Cache Key", "Run Condition", "TID Cond", "Order By"})
+_PG_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+_PG_CALL = re.compile(r"([A-Za-z_][A-Za-z0-9_$]*(?:\.[A-Za-z_][A-Za-z0-9_$]*)?)\s*\(")
+
+
+def _pg_calls(text: str) -> list[str]:
+    """The function names called in a deparsed PostgreSQL expression (string literals and quoted names
+    skipped; a schema qualifier kept)."""
+    return _PG_CALL.findall(_PG_QUOTED.sub(" ", text))
+
+
 def check_pg_plan(cur, sql: str, allowed_schemas: set[str] | None = None) -> None:
     """PostgreSQL's second opinion: refuse (`sqlbox.guard.Rejected`) a plan that reads a system catalog or a
     relation outside the registered database's schemas, or scans a function other than the allowlisted table
     functions."""
-    from sqlbox.functions import table_functions
+    from sqlbox.functions import PG_PLAN_FORBIDDEN, PG_PLAN_FORBIDDEN_PREFIXES, table_functions
     from sqlbox.guard import Rejected
 
     allowed_schemas = {a.lower() for a in allowed_schemas or ()}
     for sch, rel in pg_plan_relations(cur, sql):
+        if sch == "call":
+            qual, _, name = rel.lower().rpartition(".")
+            if (qual and qual != "pg_catalog") or name in PG_PLAN_FORBIDDEN or name.startswith(
+                    PG_PLAN_FORBIDDEN_PREFIXES):
+                raise Rejected(f"server check: the plan calls {rel}(), which is not allowed")
+            continue
         if sch == "function":
             name = rel.rsplit(".", 1)[-1].lower()
             if name not in table_functions("postgres"):

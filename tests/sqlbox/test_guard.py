@@ -155,6 +155,14 @@ AMBIGUOUS = [
 ]
 
 
+@pytest.mark.parametrize("dialect", ["postgres", "duckdb"])
+def test_escape_strings_are_refused(dialect):
+    """E'a\\'' is one string to sqlglot and a string plus code to PostgreSQL: refused, whatever follows."""
+    for sql in ("SELECT E'a'", "SELECT E'a\\'' AS x, pg_read_file('/etc/passwd') AS y --'"):
+        with pytest.raises(Rejected):
+            guard(sql, dialect)
+
+
 @pytest.mark.parametrize("dialect", DIALECTS)
 @pytest.mark.parametrize("sql", AMBIGUOUS)
 def test_text_read_differently_by_an_engine_is_refused(sql, dialect):

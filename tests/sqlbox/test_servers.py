@@ -551,6 +551,8 @@ PG_PRIVILEGED = [
     ("postgres", "SELECT $$x$$ || pg_read_file('/etc/passwd')"),
     ("postgres", "SELECT E'\\x41' || pg_catalog.pg_read_file('/etc/passwd')"),
     ("sqlite", "SELECT name FROM singer WHERE name = 'a\\' UNION SELECT pg_read_file('/etc/passwd') -- '"),
+    ("postgres", "SELECT E'a\\'' AS x, pg_read_file(chr(47)||'etc/passwd') AS y --'"),
+    ("duckdb", "SELECT E'a\\'' AS x, pg_read_file(chr(47)||'etc/passwd') AS y --'"),
 ]
 MY_PRIVILEGED = [
     ("mysql", "SELECT name FROM singer /*!50000 INTO OUTFILE '/tmp/sqlarbiter_outfile_{n}' */"),
@@ -610,14 +612,22 @@ def test_comment_smuggling_runs_only_what_was_checked(pg):
 
 
 def test_postgres_plan_is_a_second_opinion(pg):
-    """Past the guard (turned off here), PostgreSQL's own plan (EXPLAIN, not run) refuses catalogs and function
-    scans."""
-    with Executor(pg.reg, timeout_s=10, use_guard=False) as ex:
+    """Past the guard (turned off here) and with the superuser (opted in, so the server's own permissions do not
+    help), PostgreSQL's own plan (EXPLAIN, not run) refuses catalogs, function scans and forbidden calls, as
+    PostgreSQL itself reads the text."""
+    reg = DatabaseRegistry(privileged=["adm"])
+    reg.register_url(f"postgresql://postgres@127.0.0.1:5432/{pg.name}", db_id="adm")
+    with Executor(reg, timeout_s=10, use_guard=False) as ex:
         for sql in ("SELECT datname FROM pg_database", "SELECT count(*) FROM information_schema.tables",
-                    "SELECT * FROM pg_show_all_settings()", "SELECT (SELECT rolname FROM pg_roles LIMIT 1)"):
-            res = ex.execute("cs", sql, dialect="postgres")
+                    "SELECT * FROM pg_show_all_settings()", "SELECT (SELECT rolname FROM pg_roles LIMIT 1)",
+                    "SELECT E'a\\'' AS x, pg_read_file('/etc/hostname') AS y --'",
+                    "SELECT name FROM singer WHERE current_setting('work_mem') > ''",
+                    "SELECT count(*) FROM singer GROUP BY pg_backend_pid()"):
+            res = ex.execute("adm", sql, dialect="postgres")
             assert not res.ok and res.error_kind == ErrorKind.REJECTED and "server check" in res.error, (sql, res)
-        assert ex.execute("cs", "SELECT count(*) FROM singer", dialect="postgres").ok
+        ok = ex.execute("adm", "SELECT count(*), lower(min(name)) FROM singer WHERE name LIKE '%pg_sleep(%'",
+                        dialect="postgres")
+        assert ok.ok, ok.error
 
 
 def test_check_defaults_to_the_database_dialect(pg, capsys):

@@ -133,14 +133,6 @@ class ErrorResponse(BaseModel):
     detail: Any = Field(description="what went wrong (a message, or a list of validation errors)")
 
 
-class ModelInfo(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    name: str
-    active: bool = False
-    loaded: bool = False
-
-
 class ModelsResponse(BaseModel):
     role: str
     active: str

@@ -90,12 +90,3 @@ def spec_mode(spec: Any, default: str = "cot") -> str:
     if mode not in MODES:
         raise ValueError(f"discriminator {getattr(spec, 'name', '?')!r}: options.mode must be one of {MODES}, not {mode!r}")
     return mode
-
-
-def wrap_check(spec: Any, disc: Any) -> Any:
-    """`disc` wrapped in the check mode when the spec says `options.check: true`."""
-    if options_of(LocalOptions, spec).check:
-        from discriminators.check import CheckDiscriminator
-
-        return CheckDiscriminator(disc)
-    return disc

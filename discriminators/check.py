@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from core.model import Score
-from discriminators.base import DiscriminationRequest
+from core.specs import options_of
+from discriminators.base import DiscriminationRequest, LocalOptions
 
 WORST = -1.0
 
@@ -69,3 +70,10 @@ class CheckDiscriminator:
     def close(self) -> None:
         if hasattr(self.inner, "close"):
             self.inner.close()
+
+
+def wrap_check(spec: Any, disc: Any) -> Any:
+    """`disc` wrapped in the check mode when the spec says `options.check: true`."""
+    if options_of(LocalOptions, spec).check:
+        return CheckDiscriminator(disc)
+    return disc

@@ -32,7 +32,8 @@ from core.errors import CheckpointError
 from core.model import Score
 from core.runtime.checkpoint import LoadedModel, load_checkpoint
 from core.runtime.hf import token_at, token_spans
-from discriminators.base import DISCRIMINATORS, DiscriminationRequest, LocalOptions, wrap_check
+from discriminators.base import DISCRIMINATORS, DiscriminationRequest, LocalOptions
+from discriminators.check import wrap_check
 from discriminators.prompts import DEFAULT_PROMPTS, load_prompt, render_parts
 from discriminators.verdict import find_verdict, first_complete_verdict, forcing_text, uses_thinking
 

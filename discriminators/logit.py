@@ -14,7 +14,8 @@ import copy
 from typing import Any
 
 from core.model import Score
-from discriminators.base import DISCRIMINATORS, DiscriminationRequest, LocalOptions, wrap_check
+from discriminators.base import DISCRIMINATORS, DiscriminationRequest, LocalOptions
+from discriminators.check import wrap_check
 from discriminators.cot import _LocalDiscriminator
 
 YES_WORDS = ("Yes", " Yes", "yes", " yes", "YES")

@@ -31,8 +31,8 @@ from discriminators.base import (
     DiscriminationRequest,
     HTTPDiscriminatorOptions,
     spec_mode,
-    wrap_check,
 )
+from discriminators.check import wrap_check
 from discriminators.cot import opt
 from discriminators.prompts import DEFAULT_PROMPTS, load_prompt, render_plain
 

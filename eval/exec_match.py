@@ -540,27 +540,3 @@ def match_tasks(
     finally:
         bar.close()
     return out  # type: ignore[return-value]
-
-
-def evaluate_predictions(
-    examples: Sequence,
-    preds: Sequence[str],
-    dataset: str = "spider",
-    *,
-    workers: int = 2,
-    timeout: float | None = None,
-    keep_distinct: bool = False,
-    progress: bool = True,
-) -> list[dict]:
-    """EX of one prediction per example. Each example needs `index`, `db_id`, `gold_sql`, `db_path`
-    (see `eval.datasets.Example`). Returns one dict per example: index, db_id, ex, error_kind, error, pred_ms."""
-    if len(preds) != len(examples):
-        raise ValueError(f"{len(preds)} predictions for {len(examples)} examples: they must be aligned")
-    tasks = [MatchTask(str(e.db_path), e.gold_sql, [p]) for e, p in zip(examples, preds, strict=True)]
-    results = match_tasks(
-        tasks, dataset, workers=workers, timeout=timeout, keep_distinct=keep_distinct, progress=progress
-    )
-    return [
-        {"index": e.index, "db_id": e.db_id, **vs[0]}
-        for e, vs in zip(examples, results, strict=True)
-    ]

@@ -116,19 +116,6 @@ def discriminator_key(disc) -> str:
 VERDICT_KINDS = ("natural", "forced", "missing")
 
 
-def verdict_counts(scores: Sequence[Score | None]) -> dict:
-    """Counts of natural, forced and missing verdicts (candidates the check mode did not send to the model are
-    counted apart, as not_executable)."""
-    out = {k: 0 for k in VERDICT_KINDS}
-    out["not_executable"] = 0
-    for s in scores:
-        if s is None:
-            continue
-        kind = s.verdict_kind or ("missing" if s.parse_failure else ("not_executable" if s.mode == "check" else "natural"))
-        out[kind] = out.get(kind, 0) + 1
-    return out
-
-
 class ScoresCache:
     """Append-only JSONL of discriminator scores keyed by (discriminator, db id, question, sql)."""
 

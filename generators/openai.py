@@ -3,7 +3,6 @@ llama.cpp server, hosted APIs, `sqlarbiter models serve-openai`) through `core.r
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -112,11 +111,6 @@ class OpenAIGenerator:
         return GenerationResult(sqls=[extract_sql(t) for t in texts], raw=texts, model=self.name,
                                 prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                                 constrained=grammar is not None, notes=notes)
-
-    def generate_many(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        """Several questions concurrently (bounded by the client's concurrency limit)."""
-        with ThreadPoolExecutor(max_workers=self.client.concurrency) as ex:
-            return list(ex.map(self.generate, requests))
 
     def close(self) -> None:
         self.client.close()

@@ -96,10 +96,3 @@ class CandidatePool:
             if is_new:
                 new.append(i)
         return new
-
-
-def normalize_candidates(sqls: list[str], *, source: str, dialect: str = "sqlite") -> list[Candidate]:
-    """One-shot form: guard, canonicalize and de-duplicate a list of SQL strings."""
-    pool = CandidatePool(dialect=dialect)
-    pool.add_many(sqls, source=source)
-    return pool.candidates

@@ -68,12 +68,17 @@ def status_of(e: BaseException) -> tuple[int, str] | None:
     return None
 
 
+RETRY_AFTER_503 = {"Retry-After": "2"}  # the store or a model server restarting: worth retrying shortly
+
+
 async def _store(_: Request, e: SQLAlchemyError) -> JSONResponse:
-    return error(*status_of(e))
+    status, detail = status_of(e)
+    return error(status, detail, RETRY_AFTER_503 if status == 503 else None)
 
 
 async def _backend(_: Request, e: BackendError) -> JSONResponse:
-    return error(*status_of(e))
+    status, detail = status_of(e)
+    return error(status, detail, RETRY_AFTER_503 if status == 503 else None)
 
 
 async def _internal(_: Request, e: Exception) -> JSONResponse:  # last resort: still JSON, and logged

@@ -12,12 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, Text, func, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.model import Plan
@@ -94,6 +97,26 @@ def _aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)  # SQLite drops the zone; stored values are UTC
 
 
+T = TypeVar("T")
+STORE_RETRY_S = 10.0  # how long a store call waits out a lost connection (a PostgreSQL restart takes seconds)
+
+
+def retry_store(fn: Callable[[], T], budget_s: float = STORE_RETRY_S) -> T:
+    """`fn()`, called again while it fails with a lost or refused connection (OperationalError: the server
+    restarting, a pooled connection it dropped), for up to `budget_s` seconds; then the error propagates (the
+    service answers 503 with Retry-After). Only for idempotent calls: a transaction that failed this way was
+    rolled back."""
+    t0, delay = time.monotonic(), 0.25
+    while True:
+        try:
+            return fn()
+        except OperationalError:
+            if time.monotonic() - t0 + delay > budget_s:
+                raise
+            time.sleep(delay)
+            delay = min(2.0, delay * 2)
+
+
 class PlanStore:
     """Repository of plans and feedback. Thread-safe (a session per call); every write is committed on return."""
 
@@ -107,6 +130,9 @@ class PlanStore:
         return self.engine.url.render_as_string(hide_password=True)
 
     def save(self, plan: Plan) -> None:
+        retry_store(lambda: self._save(plan))  # a merge by id: safe to repeat
+
+    def _save(self, plan: Plan) -> None:
         row = PlanRow(
             id=plan.id, created_at=plan.created_at, db_id=plan.question.db_id, question=plan.question.text,
             status=plan.status, chosen_sql=plan.chosen_sql, policy=plan.policy,
@@ -118,6 +144,9 @@ class PlanStore:
             s.commit()
 
     def get(self, plan_id: str) -> Plan:
+        return retry_store(lambda: self._get(plan_id))
+
+    def _get(self, plan_id: str) -> Plan:
         with Session(self.engine) as s:
             row = s.get(PlanRow, plan_id)
             if row is None:
@@ -145,6 +174,9 @@ class PlanStore:
         if correct is None and corrected_sql is None:
             raise ValueError("feedback needs `correct` and/or `corrected_sql`")
         key = feedback_key(plan_id, correct, corrected_sql, idempotency_key)
+        return retry_store(lambda: self._add_feedback(plan_id, key, correct, corrected_sql))  # keyed: once
+
+    def _add_feedback(self, plan_id: str, key: str, correct: bool | None, corrected_sql: str | None) -> Feedback:
         with self._lock:
             with Session(self.engine) as s:
                 if s.get(PlanRow, plan_id) is None:
@@ -188,7 +220,7 @@ class PlanStore:
             with Session(self.engine) as s:
                 s.scalar(select(1))
             return True
-        except Exception:
+        except SQLAlchemyError:  # the store's database does not answer (connection, timeout, driver errors)
             return False
 
     def close(self) -> None:

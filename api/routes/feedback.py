@@ -7,6 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.schemas import FeedbackRequest, FeedbackResponse
 from api.state import ERR, State
+from planner.plans import retry_store
 
 router = APIRouter(tags=["planning"])
 
@@ -36,7 +37,9 @@ async def feedback(req: FeedbackRequest, s: State,
                                                             idempotency_key=idempotency_key))
     if not fb.duplicate:  # a repeat is acknowledged, never counted or forwarded twice
         s.metrics.feedback.inc(label={True: "correct", False: "incorrect", None: "unlabelled"}[correct])
-        await run_in_threadpool(planner.feedback, plan, correct, req.corrected_sql)
+        # the feedback is stored: forward it now, waiting out a store restart (the router's update is one
+        # transaction, rolled back when it fails), or a retry would find it stored and never forward it
+        await run_in_threadpool(retry_store, lambda: planner.feedback(plan, correct, req.corrected_sql))
     return FeedbackResponse(id=fb.id, plan_id=fb.plan_id, correct=fb.correct, corrected_sql=fb.corrected_sql,
                             label_source=source, duplicate=fb.duplicate,
                             forwarded_to_router=plan.route.router if (plan.route and fb.correct is not None) else None)

@@ -84,6 +84,7 @@ _FORBIDDEN_NODES: dict[str, str] = {
     "Hint": "an optimizer hint (/*+ ... */: MySQL's SET_VAR hint changes settings)",
 }
 _FORBIDDEN_TYPES = tuple((getattr(exp, n), label) for n, label in _FORBIDDEN_NODES.items() if hasattr(exp, n))
+_FORBIDDEN_CLASSES = tuple(typ for typ, _ in _FORBIDDEN_TYPES)
 # String literals whose escapes sqlglot and an engine read differently: PostgreSQL's E'a\'' (sqlglot's tokenizer
 # takes '' as the escape, PostgreSQL the backslash, so the rest of the line is a string to one and code to the other).
 _AMBIGUOUS_LITERALS = tuple(getattr(exp, n) for n in ("ByteString",) if hasattr(exp, n))
@@ -115,7 +116,7 @@ def _func_name(node: exp.Func) -> str:
         return "generate_series"
     try:
         return node.sql_name().lower()
-    except Exception:  # pragma: no cover - defensive: every Func has a sql_name
+    except Exception:  # noqa: BLE001  # pragma: no cover - defensive: every Func has a sql_name
         return type(node).__name__.lower()
 
 
@@ -161,7 +162,7 @@ def _check_series(node: exp.Expression, name: str) -> None:
         raise Rejected(f"{name}() would produce more than {MAX_SERIES_ROWS} rows")
 
 
-def parse_statements(sql: str, dialect: str) -> list[exp.Expression | None]:
+def parse_statements(sql: str, dialect: str, tokens: list | None = None) -> list[exp.Expression | None]:
     """The statements of `sql` parsed by sqlglot in `dialect`, under the guard's input limits (a string, at
     most MAX_SQL_CHARS, no NUL, bounded nesting). Raises `Rejected` or `ParseFailure`; checks nothing else."""
     if not isinstance(sql, str):
@@ -171,7 +172,8 @@ def parse_statements(sql: str, dialect: str) -> list[exp.Expression | None]:
     if "\x00" in sql:
         raise Rejected("SQL contains a NUL character")
     try:
-        stmts = sqlglot.parse(sql, read=dialect, error_level=ErrorLevel.RAISE)
+        d = Dialect.get_or_raise(dialect)
+        stmts = d.parser(error_level=ErrorLevel.RAISE).parse(tokens if tokens is not None else d.tokenize(sql), sql)
     except (ParseError, TokenError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ParseFailure(f"cannot parse SQL: {msg}") from None
@@ -184,7 +186,7 @@ def parse_statements(sql: str, dialect: str) -> list[exp.Expression | None]:
 _EMPTY_STATEMENT = tuple(getattr(exp, n) for n in ("Semicolon",) if hasattr(exp, n))
 
 
-def refuse_ambiguous_text(sql: str, dialect: str) -> list:
+def refuse_ambiguous_text(sql: str, dialect: str, tokens: list | None = None) -> list:
     """Refuse text that an engine could read differently from sqlglot, whatever the dialect (a candidate checked
     in one dialect may run on another engine): MySQL/MariaDB executable comments (`/*! ... */`, `/*M! ... */`),
     `--` not followed by white space (a comment to sqlglot, code to MySQL: `--1`), `#` comments, and anything
@@ -192,10 +194,8 @@ def refuse_ambiguous_text(sql: str, dialect: str) -> list:
     others do not). Comments are dropped from what runs anyway (`render`); these are refused so that no reader
     of the candidate can be misled either. Raises `Rejected` (`ParseFailure` when the text does not tokenize);
     returns the tokens."""
-    try:
-        tokens = Dialect.get_or_raise(dialect).tokenize(sql)
-    except (ParseError, TokenError) as e:
-        raise ParseFailure(f"cannot parse SQL: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if tokens is None:
+        tokens = tokenize(sql, dialect)
     pos = 0
     for tok in tokens:
         _check_gap(sql[pos:tok.start])
@@ -213,6 +213,19 @@ def _non_string_quoted(sql: str, tokens) -> frozenset[str]:
         if tok.token_type.name == "IDENTIFIER" and sql[tok.start:tok.start + 1] in ("`", "["):
             out.add(tok.text.lower())
     return frozenset(out)
+
+
+def tokenize(sql: str, dialect: str) -> list:
+    """sqlglot's tokens of `sql` in `dialect` (under the input limits of `parse_statements`); `ParseFailure` when
+    the text does not tokenize."""
+    if not isinstance(sql, str):
+        raise Rejected(f"SQL must be a string, not {type(sql).__name__}")
+    if len(sql) > MAX_SQL_CHARS:
+        raise Rejected(f"SQL is longer than {MAX_SQL_CHARS} characters")
+    try:
+        return Dialect.get_or_raise(dialect).tokenize(sql)
+    except (ParseError, TokenError) as e:
+        raise ParseFailure(f"cannot parse SQL: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
 def _check_gap(gap: str) -> None:
@@ -252,7 +265,8 @@ def render(tree: exp.Expression, dialect: str) -> str:
             return exp.Identifier(this=node.name.lower(), quoted=True)
         return node
 
-    if dialect not in ("sqlite", "duckdb"):
+    if dialect not in ("sqlite", "duckdb") and any(
+            not i.quoted and i.name.lower() in NILADIC_KEYWORDS for i in tree.find_all(exp.Identifier)):
         tree = tree.transform(quote_niladic)
     return tree.sql(dialect=_SQLite if dialect == "sqlite" else dialect, comments=False)
 
@@ -297,16 +311,17 @@ def guard(sql: str, dialect: str = "sqlite", relations: Collection[str] | None =
     - `relations`: when given, the only tables the query may name besides its own CTEs: nothing in a
       catalog (`information_schema.*`, `pg_catalog.*`, `mysql.*`, `sqlite_master`, `duckdb_tables`, ...),
       no other database's or schema's table, no table the database does not have."""
-    stmts = parse_statements(sql, dialect)
+    tokens = tokenize(sql, dialect)
+    stmts = parse_statements(sql, dialect, tokens)
     if not stmts:
         raise Rejected("empty SQL: no statement")
     if len(stmts) > 1:
         raise Rejected(f"multiple statements ({len(stmts)}); exactly one query is allowed")
     root = stmts[0]
     for node in root.walk():
-        for typ, label in _FORBIDDEN_TYPES:
-            if isinstance(node, typ):
-                raise Rejected(f"{label} is not allowed: only read-only queries may run")
+        if isinstance(node, _FORBIDDEN_CLASSES):
+            label = next(lb for typ, lb in _FORBIDDEN_TYPES if isinstance(node, typ))
+            raise Rejected(f"{label} is not allowed: only read-only queries may run")
         if isinstance(node, exp.Var) and str(node.this).startswith("@"):
             raise Rejected("session or system variables (@...) are not allowed")
         if isinstance(node, _AMBIGUOUS_LITERALS):
@@ -323,7 +338,7 @@ def guard(sql: str, dialect: str = "sqlite", relations: Collection[str] | None =
     for key in ("into", "locks"):
         if root.args.get(key):
             raise Rejected(f"{key.upper()} clause is not allowed: only read-only queries may run")
-    tokens = refuse_ambiguous_text(sql, dialect)
+    refuse_ambiguous_text(sql, dialect, tokens)
     if dialect == "sqlite":
         names = _non_string_quoted(sql, tokens)
         if names:
@@ -421,7 +436,7 @@ def analyze(sql: str, dialect: str = "sqlite") -> dict:
         out["parse_failed"] = True
     try:
         out["normalized"], out["dedup_key"] = normalize(sql, dialect)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - the dedup key is best effort: a candidate whose normalization fails keeps none
         pass
     return out
 
@@ -480,7 +495,7 @@ def normalize(sql: str, dialect: str = "sqlite") -> tuple[str, str]:
     canon = tree.sql(dialect=dialect)
     try:
         reduced = _lower_identifiers(_strip_table_aliases(tree.copy())).sql(dialect=dialect, comments=False)
-    except Exception:  # defensive: a reduction bug must not lose the candidate
+    except Exception:  # noqa: BLE001 - defensive: a reduction bug must not lose the candidate
         reduced = canon
     return canon, hashlib.sha256(("sql:" + reduced).encode()).hexdigest()[:24]
 

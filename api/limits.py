@@ -132,7 +132,7 @@ class SafeJSONResponse(JSONResponse):
         try:
             return json.dumps(_safe(content), ensure_ascii=False, allow_nan=False, indent=None,
                               separators=(",", ":")).encode("utf-8")
-        except Exception:  # noqa: BLE001 - the last resort: still JSON
+        except Exception:  # the last resort: still JSON
             log.exception("error body could not be rendered")
             return _FALLBACK
 

@@ -91,9 +91,9 @@ def run(args: argparse.Namespace) -> int:
     from generators.grammar import sql_grammar
     from generators.hf import TransformersGenerator
     from planner.examples import few_shot_examples
-    from sqlbox.databases import DatabaseInfo
+    from sqlbox.databases import DatabaseInfo, introspect
     from sqlbox.demo import DEMO_QUESTION, build_demo
-    from sqlbox.schema import introspect, schema_to_prompt
+    from sqlbox.schema import schema_to_prompt
 
     schema = introspect(DatabaseInfo("demo", build_demo(), "sqlite"), samples=0)
     req = GenerationRequest(question=DEMO_QUESTION, schema=schema_to_prompt(schema), grammar=sql_grammar(schema),

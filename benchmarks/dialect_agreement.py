@@ -81,7 +81,7 @@ def run(spider: Path, limit: int | None = None, timeout_s: float = 10.0,
     sq = Executor(reg, engine="sqlite", timeout_s=timeout_s, max_rows=100_000)
     other = "duckdb"
     if target_url:
-        from sqlbox.servers import parse_target, server_url_for
+        from sqlbox.servers.targets import parse_target, server_url_for
 
         for db in sorted({e["db_id"] for e in dev}):
             reg.register_url(server_url_for(target_url, db.lower()), db_id=f"{db}@server")

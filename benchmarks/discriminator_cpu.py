@@ -54,9 +54,9 @@ def workload(questions: int, n: int) -> tuple[str, list]:
                 break
         idx = ", ".join(str(r.extra["idx"]) for r in reqs)
         return f"Spider dev questions {idx} (5 Qwen2.5-Coder-7B samples each, `{SAMPLES}`)", reqs
-    from sqlbox.databases import default_registry
+    from sqlbox.databases import registry_for
 
-    reg = default_registry()
+    reg = registry_for()
     schema = schema_to_prompt(reg.schema("demo"))
     base = ["SELECT count(*) FROM singer WHERE age > 30", "SELECT count(*) FROM singer", "SELECT name FROM singer WHERE age > 30",
             "SELECT count(*) FROM singer WHERE age >= 30", "SELECT count(name) FROM singer WHERE age > 30"]

@@ -46,7 +46,7 @@ def _pct(xs: list[float], q: float) -> float:
 
 def _server_raw(url: str, db: str):
     """A plain autocommit DB-API connection to `db` on the server (the raw baseline)."""
-    from sqlbox.servers import parse_target, server_url_for
+    from sqlbox.servers.targets import parse_target, server_url_for
 
     t = parse_target(server_url_for(url, db.lower()))[1]
     u = t.sqlalchemy_url()
@@ -62,7 +62,9 @@ def _server_raw(url: str, db: str):
 
 
 def _run_server(url: str, dev: list[dict], dbs: list[str], repeat: int) -> tuple[str, dict]:
-    from sqlbox.servers import ServerConn, dispose_all, engine_for, parse_target, server_url_for
+    from sqlbox.servers.execute import ServerConn
+    from sqlbox.servers.pool import dispose_all, engine_for
+    from sqlbox.servers.targets import parse_target, server_url_for
 
     # opted in by name (sqlbox.privileges): the benchmark measures the executor on a test server, often with the
     # admin that loaded it; a role that can do more than read is otherwise refused

@@ -51,8 +51,7 @@ def _db_path(set_name: str, db_id: str) -> Path:
 def coverage(set_name: str, limit: int | None = None) -> dict:
     """{"set", "total", "accepted", "skipped", "rejected": [(db_id, sql)], "seconds"}."""
     from generators.grammar import accepts, sql_grammar
-    from sqlbox.databases import DatabaseInfo
-    from sqlbox.schema import introspect
+    from sqlbox.databases import DatabaseInfo, introspect
 
     rows = list(_bird_gold() if set_name == "bird-dev" else _spider_gold(set_name))[: limit or None]
     grammars: dict[str, str | None] = {}

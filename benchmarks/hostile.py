@@ -548,7 +548,7 @@ def tree_rev(root: Path) -> str:
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return rev + (" + uncommitted changes" if dirty else "")
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - the revision is cosmetic: '?' when git cannot say
         return "?"
 
 
@@ -646,7 +646,7 @@ class Setup:
         (WORK / "pristine.sqlite").write_bytes(spider_cs().read_bytes())
 
     def postgres(self) -> None:
-        from sqlbox.servers import load_spider
+        from sqlbox.admin import load_spider
 
         self.pg = pg_connect()
         a = self.pg
@@ -674,7 +674,7 @@ class Setup:
                       f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {RO}")
 
     def mysql(self) -> None:
-        from sqlbox.servers import load_spider
+        from sqlbox.admin import load_spider
 
         self.my = my_connect()
         load_spider(spider_cs(), MY_ADMIN + "/mysql", DB, replace=True)
@@ -788,7 +788,7 @@ def state(setup: Setup, family: str) -> dict:
 
 def repair(setup: Setup, family: str, before: dict, after: dict) -> None:
     """Put the world back after a detected write, so that the next case starts from the same state."""
-    from sqlbox.servers import load_spider
+    from sqlbox.admin import load_spider
 
     for f in os.listdir(MARKS):
         p = MARKS / f
@@ -925,7 +925,7 @@ def child_main(spec: dict) -> None:
             with Executor(r0, engine=spec["engine"], timeout_s=spec["timeout"]) as e0:
                 res0 = e0.execute("cs", "SELECT count(*) FROM singer")
             extra["default_check"] = f"control ok={res0.ok} {(res0.error or '')[:200]}"
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - the control check records whatever refused it
             extra["default_check"] = f"refused: {type(e).__name__}: {str(e)[:200]}"
         if hasattr(reg, "privileged"):  # the opt-in by name (privileged_databases) where the tree has one
             reg.privileged.add("cs")

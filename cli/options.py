@@ -92,7 +92,7 @@ def registry_or_report(args: argparse.Namespace) -> DatabaseRegistry | None:
     try:
         return cli_registry(args)
     except (OSError, ValueError) as e:  # a bad --data entry or config (ConfigError is a ValueError)
-        from sqlbox.servers import redact
+        from sqlbox.servers.targets import redact
 
         print(f"error: cannot register the databases: {redact(str(e))}", file=sys.stderr)
         return None

@@ -1,8 +1,10 @@
-"""The project's packages and their package-level import graph, for checking the layering.
+"""The project's packages and their import graphs, for checking the layering.
 
 `python -m core.layers` prints each package's imports of other project packages (every import, lazy ones
-inside functions included, as grimp sees them) and the cycles among them; it exits 1 if there is one.
-import-linter (`lint-imports`, contracts in pyproject.toml) checks the layer order itself."""
+inside functions and `TYPE_CHECKING` ones included, as grimp sees them) and the cycles among them, then the
+cycles among modules (`module_graph`: the same imports, file by file, inside a package too); it exits 1 if
+there is a cycle at either level. import-linter (`lint-imports`, contracts in pyproject.toml) checks the
+layer order itself."""
 
 from __future__ import annotations
 
@@ -27,8 +29,18 @@ def package_graph(packages: list[str] = PACKAGES) -> dict[str, set[str]]:
     return edges
 
 
+def module_graph(packages: list[str] = PACKAGES) -> dict[str, set[str]]:
+    """module -> the project modules it imports directly (every import: top-level, lazy inside functions,
+    under `TYPE_CHECKING`). A package's `__init__` is a module of its own name."""
+    import grimp
+
+    g = grimp.build_graph(*packages, cache_dir=None)
+    return {m: set(g.find_modules_directly_imported_by(m)) for m in g.modules}
+
+
 def package_cycles(edges: dict[str, set[str]]) -> list[list[str]]:
-    """The strongly connected components of more than one package (Tarjan), each sorted."""
+    """The strongly connected components of more than one node (Tarjan), each sorted: packages, or modules
+    (`module_graph`)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -67,8 +79,12 @@ def main() -> int:
     for p in PACKAGES:
         print(f"{p:15s} -> {', '.join(sorted(edges[p])) or '-'}")
     cycles = package_cycles(edges)
-    print("cycles:", "; ".join(" <-> ".join(c) for c in cycles) if cycles else "none")
-    return 1 if cycles else 0
+    print("package cycles:", "; ".join(" <-> ".join(c) for c in cycles) if cycles else "none")
+    modules = module_graph()
+    module_cycles = package_cycles(modules)
+    print(f"module cycles ({len(modules)} modules):",
+          "; ".join(" <-> ".join(c) for c in module_cycles) if module_cycles else "none")
+    return 1 if cycles or module_cycles else 0
 
 
 if __name__ == "__main__":

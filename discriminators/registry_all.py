@@ -20,9 +20,9 @@ batch_size, device, dtype (local); endpoint, timeout, max_retries, concurrency (
 
 from __future__ import annotations
 
-import discriminators.cot  # noqa: F401  registers "cot"
-import discriminators.local  # noqa: F401  registers "transformers", "embedded"
-import discriminators.logit  # noqa: F401  registers "logit"
+import discriminators.cot  # registers "cot"
+import discriminators.local  # registers "transformers", "embedded"
+import discriminators.logit  # registers "logit"
 import discriminators.openai  # noqa: F401  registers "openai-cot", "openai-logit", "openai"
 from discriminators.base import DISCRIMINATORS, MODES
 

@@ -229,7 +229,7 @@ def run_query(
             if len(rows) > max_rows:
                 return QueryOutcome(False, error=f"result exceeds {max_rows} rows", elapsed_ms=_ms(t0))
         return QueryOutcome(True, rows=rows, elapsed_ms=_ms(t0))
-    except Exception as e:  # sqlite3 errors, one-statement warnings, recursion, memory
+    except Exception as e:  # noqa: BLE001 - as the official evaluator: any failure (sqlite3 errors, one-statement warnings, recursion, memory) is a failed execution
         timed_out = time.monotonic() > deadline
         msg = f"timed out after {timeout:g}s" if timed_out else f"{type(e).__name__}: {e}"
         return QueryOutcome(False, error=msg, timed_out=timed_out, elapsed_ms=_ms(t0))
@@ -385,16 +385,12 @@ def server_verdicts(target_url: str, db_path, gold: str, preds: Sequence[str], *
     """Verdicts with gold and predictions run on a PostgreSQL/MySQL server instead of the SQLite file: the
     database named like the file's db_id (lower-cased, as `sqlarbiter databases load-spider` creates it)
     on the server of `target_url`. Both are SQLite SQL, prepared as the official rule prepares them, then
-    guarded, transpiled (`sqlbox.servers.prepare_sql`) and run read-only; the comparison is the rule's
+    guarded, transpiled (`sqlbox.servers.translate.prepare_sql`) and run read-only; the comparison is the rule's
     (`result_eq` / `bird_result_eq`) on the server's rows."""
-    from sqlbox.servers import (
-        ServerConn,
-        error_text,
-        introspect_server,
-        parse_target,
-        prepare_sql,
-        server_url_for,
-    )
+    from sqlbox.servers.execute import ServerConn
+    from sqlbox.servers.introspect import introspect_server
+    from sqlbox.servers.targets import error_text, parse_target, server_url_for
+    from sqlbox.servers.translate import prepare_sql
 
     p = Path(db_path)
     db_id = p.stem if p.suffix else p.name
@@ -479,7 +475,7 @@ def _run_task(args: tuple[int, MatchTask]) -> tuple[int, list[dict]]:
     dataset = opts.pop("dataset")
     try:
         vs = verdicts(dataset, task.db_path, task.gold, task.preds, **opts)
-    except Exception as e:  # an evaluator fault must not kill the whole run
+    except Exception as e:  # noqa: BLE001 - an evaluator fault must not kill the whole run
         vs = [Verdict(False, "internal", f"{type(e).__name__}: {e}") for _ in task.preds]
     return i, [v.as_dict() for v in vs]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from eval.metrics import order_levels  # noqa: E402
+from eval.metrics import order_levels
 
 
 def plot_ex_by_difficulty(table: dict[str, dict], path: str | os.PathLike, title: str = "EX by difficulty") -> Path:

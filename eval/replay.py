@@ -174,11 +174,11 @@ def _schema_text(registry, db_id: str, cache: dict) -> str:
         from sqlbox.schema import schema_to_prompt
 
         try:
-            from planner.config import load_config
+            from planner.config import ConfigError, load_config
 
             d = load_config().defaults
             kw = {"sample_rows": d.schema_sample_rows, "max_tokens": d.schema_max_tokens}
-        except Exception:  # the config is optional here
+        except (ConfigError, OSError):  # the config is optional here
             kw = {}
         cache[db_id] = schema_to_prompt(registry.schema(db_id), **kw)
     return cache[db_id]

@@ -236,7 +236,7 @@ def run_end_to_end(
                 extra = {"deadline_s": deadline_s} if deadline_s else {}
                 plan = planner.plan(Question(text=e.question, db_id=e.db_id, evidence=e.evidence, id=str(e.index)),
                                     n=n, policy=policy, **extra)
-            except Exception as exc:  # a failed plan is a wrong answer, recorded with its reason
+            except Exception as exc:  # noqa: BLE001 - a failed plan is a wrong answer, recorded with its reason
                 rec.update(ex=False, status="error", error=f"{type(exc).__name__}: {exc}",
                            latency_ms=(time.perf_counter() - t0) * 1000, pred_sql=None)
                 w.write(rec)

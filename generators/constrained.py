@@ -96,7 +96,7 @@ def sql_end_stopping(tokenizer: Any, prompt_len: int):
     from transformers import StoppingCriteria
 
     class SqlEndStopping(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):  # noqa: ARG002 - transformers' signature
+        def __call__(self, input_ids, scores, **kwargs):  # transformers' signature
             done = [sql_finished(tokenizer.decode(row[prompt_len:], skip_special_tokens=True))
                     for row in input_ids.tolist()]
             return torch.tensor(done, dtype=torch.bool, device=input_ids.device)

@@ -4,8 +4,8 @@
 
 from __future__ import annotations
 
-import generators.embedded  # noqa: F401  registers "embedded"
-import generators.hf  # noqa: F401  registers "transformers"
+import generators.embedded  # registers "embedded"
+import generators.hf  # registers "transformers"
 import generators.openai  # noqa: F401  registers "openai"
 from generators.base import GENERATORS
 

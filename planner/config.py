@@ -295,7 +295,7 @@ def apply_env(data: dict[str, Any], environ: dict[str, str] | None = None) -> di
     if env.get("SQLARBITER_RUNS_DIR"):
         data["runs_dir"] = env["SQLARBITER_RUNS_DIR"]
     if env.get("SQLARBITER_DATABASES"):
-        from sqlbox.servers import split_database_list
+        from sqlbox.servers.targets import split_database_list
 
         extra = split_database_list(env["SQLARBITER_DATABASES"])
         data["databases"] = list(data.get("databases") or []) + extra

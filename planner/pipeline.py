@@ -93,7 +93,7 @@ class _Clock:
             return
         try:
             self.progress({"stage": stage, "state": state, "ms": ms, "elapsed_ms": round(self.elapsed() * 1000.0, 3)})
-        except Exception:  # noqa: BLE001 - a progress listener must never fail a plan
+        except Exception:  # a progress listener must never fail a plan
             log.exception("progress callback failed")
 
     def elapsed(self) -> float:
@@ -246,7 +246,7 @@ class Planner:
         name = config.router.name  # built now: a misconfiguration fails at startup (a config error), not per request
         try:
             self._routers[name] = self._build_router(name)
-        except Exception as e:  # noqa: BLE001 - e.g. carrot without a trained artifact
+        except Exception as e:  # e.g. carrot without a trained artifact
             from planner.config import ConfigError
 
             raise ConfigError(f"router.name: router {name!r} is not usable with this configuration: "
@@ -270,7 +270,7 @@ class Planner:
                     raise PlanRequestError(f"unknown router {name!r}; known: {', '.join(routers.names())}")
                 try:
                     self._routers[name] = self._build_router(name)
-                except Exception as e:  # noqa: BLE001 - e.g. carrot without a trained artifact
+                except Exception as e:  # e.g. carrot without a trained artifact
                     raise PlanRequestError(f"router {name!r} is not usable with this configuration: "
                                            f"{type(e).__name__}: {e}") from e
             return self._routers[name]
@@ -461,7 +461,7 @@ class Planner:
         for hook in list(self.on_plan):
             try:
                 hook(plan, ctx)
-            except Exception:  # noqa: BLE001 - a logging hook must never fail a plan
+            except Exception:  # a logging hook must never fail a plan
                 log.exception("on_plan hook %r failed", hook)
         return plan
 
@@ -561,7 +561,7 @@ class Planner:
         for hook in list(self.on_feedback):
             try:
                 hook(plan, correct, corrected_sql)
-            except Exception:  # noqa: BLE001
+            except Exception:  # a feedback hook must never fail the feedback
                 log.exception("on_feedback hook %r failed", hook)
 
     def reload_ranker(self, path: str | None = None):

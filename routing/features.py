@@ -17,6 +17,7 @@ import math
 import os
 import re
 import threading
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -164,7 +165,7 @@ class Embedder:
         try:
             with np.load(f) as z:
                 return dict(zip(z["keys"].tolist(), z["vecs"], strict=True))
-        except Exception:  # a corrupt cache is rebuilt
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # a corrupt cache is rebuilt
             return {}
 
     @classmethod
@@ -304,6 +305,6 @@ def schema_features_for(db_ids: Sequence[str], database_dir: str | os.PathLike |
         if db in reg:
             try:
                 out[db] = schema_features(reg.schema(db))
-            except Exception:  # an unreadable database: leave its features at zero
+            except Exception:  # noqa: BLE001 - an unreadable database (whatever its engine raises): leave its features at zero
                 out[db] = {}
     return out

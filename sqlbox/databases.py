@@ -1,10 +1,10 @@
 """The database registry: which databases candidates may run on, by id.
 
 A database is a SQLite file (`.sqlite`, `.db`, `.sqlite3`), a DuckDB file (`.duckdb`), or a database on
-a PostgreSQL or MySQL/MariaDB server given by URL (`register_url`, see `sqlbox.servers`), registered
+a PostgreSQL or MySQL/MariaDB server given by URL (`register_url`, see `sqlbox.servers.targets`), registered
 under an id. `register_dir` understands the Spider/BIRD layouts (`database/<db_id>/<db_id>.sqlite`,
 a folder of `<db_id>/<db_id>.sqlite`) and flat folders of database files. Schemas are introspected
-on first use and cached (thread-safe).
+(`introspect`) on first use and cached (thread-safe).
 
 A server database's role is checked (`sqlbox.privileges.role_problems`) once, before its schema is read or a
 query runs (`DatabaseRegistry.verify`): a role that can do more than read is refused (`PrivilegeError`) unless
@@ -18,12 +18,10 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from sqlbox.schema import Schema, introspect
-
-if TYPE_CHECKING:  # pragma: no cover
-    from sqlbox.servers import ServerTarget
+from sqlbox.schema import Schema, introspect_duckdb, introspect_sqlite
+from sqlbox.servers.targets import ServerTarget, is_url, parse_target
 
 SQLITE_SUFFIXES = (".sqlite", ".db", ".sqlite3")
 DUCKDB_SUFFIXES = (".duckdb",)
@@ -58,6 +56,21 @@ class DatabaseInfo:
     def location(self) -> str:
         """Where it lives, for listings: the file path, or the URL without any password."""
         return self.target.url if self.target is not None else str(self.path)
+
+
+def introspect(info: DatabaseInfo, samples: int = 3) -> Schema:
+    """Read the schema of a registered database (read-only). `samples`: distinct sample values per
+    column and sample rows per table (0 disables both)."""
+    if info.kind == "sqlite":
+        return introspect_sqlite(info.db_id, info.path, samples)
+    if info.kind == "duckdb":
+        return introspect_duckdb(info.db_id, info.path, samples)
+    if info.target is not None:
+        # imported here: the server stack (drivers' error classes, pools) loads only with a server database
+        from sqlbox.servers.introspect import introspect_server
+
+        return introspect_server(info.db_id, info.target, samples)
+    raise ValueError(f"cannot introspect a database of kind {info.kind!r}")
 
 
 def _kind_of(path: Path) -> Literal["sqlite", "duckdb"]:
@@ -102,10 +115,8 @@ class DatabaseRegistry:
 
     def register_url(self, url: str, db_id: str | None = None) -> DatabaseInfo:
         """Register a server database by URL (`postgresql://user@host:port/db`, `mysql://...`; options in
-        `sqlbox.servers`). The id is `db_id`, else the URL's `id=` option, else the database name. Nothing
+        `sqlbox.servers.targets`). The id is `db_id`, else the URL's `id=` option, else the database name. Nothing
         connects until the schema or a query is needed."""
-        from sqlbox.servers import parse_target
-
         ident, target = parse_target(url, db_id=db_id)
         info = DatabaseInfo(ident, None, target.kind, target)  # type: ignore[arg-type]
         with self._lock:
@@ -119,8 +130,6 @@ class DatabaseRegistry:
     def register_any(self, entry: str) -> list[str]:
         """Register a config/CLI entry: a server URL, a database file, or a folder of databases.
         Returns the ids registered."""
-        from sqlbox.servers import is_url
-
         if is_url(entry):
             return [self.register_url(entry).db_id]
         p = Path(entry).expanduser()
@@ -258,21 +267,4 @@ def registry_for(entries: list[str | os.PathLike] | tuple[str | os.PathLike, ...
     reg.register(DEMO_DB_ID, build_demo())
     for entry in entries:
         register_path(reg, entry)
-    return reg
-
-
-def default_registry(data: str | os.PathLike | None = None) -> DatabaseRegistry:
-    """The demo database as `demo` (built if needed), plus every database under `data` (a folder, file or
-    server URL) if given, else the entries of env `SQLARBITER_DATABASES` (`os.pathsep`-separated) if set."""
-    from core.settings import env
-    from sqlbox.demo import DEMO_DB_ID, build_demo
-    from sqlbox.servers import split_database_list
-
-    reg = DatabaseRegistry()
-    reg.register(DEMO_DB_ID, build_demo())
-    if data is not None:
-        reg.register_any(str(data))
-    elif env("SQLARBITER_DATABASES"):
-        for entry in split_database_list(env("SQLARBITER_DATABASES") or ""):
-            reg.register_any(entry)
     return reg

@@ -19,9 +19,9 @@ picks one by name.
   memory is bounded by `setlimit` (one value at most 16 MB, short SQL, no attached databases, no sorter
   threads, short LIKE patterns) and, in a sandbox worker, by SQLite's process-wide hard heap limit
   (`limit_sqlite_heap`, set by `sqlbox.isolation`); running out of it is TOO_LARGE.
-Every engine's rows go through `fetch_capped`: at most max_rows + 1 rows, fetched one at a time (no engine
-hands over a chunk of huge rows at once), and at most `MAX_RESULT_BYTES` of values in all; a bigger result
-raises `ResultTooLarge` (ErrorKind.TOO_LARGE).
+Every engine's rows go through `sqlbox.fetch.fetch_capped`: at most max_rows + 1 rows, fetched one at a time
+(no engine hands over a chunk of huge rows at once), and at most `MAX_RESULT_BYTES` of values in all; a bigger
+result raises `ResultTooLarge` (ErrorKind.TOO_LARGE).
 A connection is used by one thread at a time (the executor keeps them per thread).
 """
 
@@ -40,6 +40,7 @@ from typing import Any, Protocol
 from core.model import ErrorKind
 from sqlbox.databases import DatabaseInfo
 from sqlbox.dialect import duck_type, quote_ident
+from sqlbox.fetch import ResultTooLarge, fetch_capped
 from sqlbox.functions import table_functions
 from sqlbox.guard import Rejected, UnknownRelation, is_forbidden_function
 from sqlbox.schema import Schema
@@ -47,12 +48,6 @@ from sqlbox.schema import Schema
 ENGINES = ("duckdb", "sqlite")
 _SQLITE_MAX_VALUE_BYTES = 16_000_000  # the largest string/blob a sqlite-engine query may build
 SQLITE_HEAP_BYTES = 512 * 2**20  # SQLite's hard heap limit in a sandbox worker (process-wide)
-MAX_RESULT_BYTES = 64 * 2**20  # the values of one result, in all (text: characters; blobs: bytes)
-
-
-class ResultTooLarge(RuntimeError):
-    """A result (or, on the sqlite engine, a query's working memory) over the sandbox's size limits;
-    every engine's `classify` reports it as ErrorKind.TOO_LARGE."""
 
 
 class Connection(Protocol):
@@ -89,43 +84,6 @@ def open_connection(engine: str, info: DatabaseInfo, schema: Schema | None = Non
             raise ValueError(f"the duckdb engine needs the schema of sqlite database {info.db_id!r}")
         schema = Schema(info.db_id, kind="duckdb")
     return DuckConn(info, schema, memory_limit=memory_limit, threads=threads)
-
-
-def _nbytes(v: Any) -> int:
-    """About how much memory one result value holds (text: characters; blobs: bytes; numbers: 8)."""
-    if isinstance(v, str | bytes | bytearray):
-        return len(v)
-    if isinstance(v, list | tuple):
-        return 8 * len(v) + sum(map(_nbytes, v))
-    if isinstance(v, dict):
-        return sum(_nbytes(k) + _nbytes(x) for k, x in v.items())
-    if isinstance(v, memoryview):
-        return v.nbytes
-    return 8
-
-
-def fetch_capped(cur, max_rows: int, max_bytes: int | None = None) -> tuple[list[str], list[tuple]]:
-    """Column names and at most max_rows + 1 rows (the extra row tells the caller the cap was hit); a statement
-    without a result set gives ([], []). Every engine's cursor (DB-API) goes through it. Rows are fetched one
-    at a time (`fetchone`; as cheap as `fetchmany` on these drivers), so a result of huge rows is stopped
-    at the first row past `max_bytes` (default `MAX_RESULT_BYTES`) of values: `ResultTooLarge`."""
-    if not cur.description:
-        return [], []
-    cap = MAX_RESULT_BYTES if max_bytes is None else int(max_bytes)
-    cols = [d[0] for d in cur.description]
-    rows: list[tuple] = []
-    total = 0
-    fetch, add = cur.fetchone, rows.append
-    while len(rows) <= max_rows:
-        row = fetch()
-        if row is None:
-            break
-        total += 8 * len(row) + sum(map(_nbytes, row))
-        if total > cap:
-            raise ResultTooLarge(f"the result is larger than the sandbox's {cap / 2**20:.3g} MB limit at row "
-                                 f"{len(rows) + 1}: select fewer or smaller values")
-        add(row)
-    return cols, rows
 
 
 def limit_sqlite_heap(nbytes: int = SQLITE_HEAP_BYTES) -> None:
@@ -333,7 +291,7 @@ class _Watchdog:
             if cb is not None:
                 try:
                     cb()
-                except Exception:  # pragma: no cover - an interrupt on a closed connection
+                except Exception:  # noqa: BLE001  # pragma: no cover - the watchdog thread outlives any callback (an interrupt on a closed connection)
                     pass
 
 

@@ -14,7 +14,8 @@ dropped (`sqlbox.guard.render`), never the candidate's text.
 
 Server databases (PostgreSQL, MySQL/MariaDB, registered by URL) run on the server itself, whatever
 `engine` says: the SQL is guarded in its dialect against the database's own tables, rewritten for the server,
-guarded again in the server's dialect (`sqlbox.servers.prepare_sql`), and run by `sqlbox.servers.ServerConn`
+guarded again in the server's dialect (`sqlbox.servers.translate.prepare_sql`), and run by
+`sqlbox.servers.execute.ServerConn`
 in a read-only, bounded, rolled-back transaction. Before a server database's first query, this (the parent)
 process checks its role (`DatabaseRegistry.verify`): a role that can do more than read raises
 `sqlbox.privileges.PrivilegeError` (a configuration error, like UnknownDatabase) unless opted in.
@@ -26,6 +27,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Literal
 
 from core.model import ErrorKind, ExecutionResult
@@ -75,7 +77,8 @@ class Executor:
                 {"engine": engine, "timeout_s": self.timeout_s, "max_rows": self.max_rows,
                  "preview_rows": self.preview_rows, "memory_limit": memory_limit, "threads": threads,
                  "use_guard": use_guard, "max_connections": max_connections, "verify_roles": False},
-                size=workers, timeout_s=self.timeout_s, grace_s=grace_s, address_space_mb=address_space_mb)
+                executor=partial(Executor, isolation="none"), size=workers, timeout_s=self.timeout_s,
+                grace_s=grace_s, address_space_mb=address_space_mb)
 
     # -- connections
     def _conn(self, db_id: str):
@@ -90,7 +93,7 @@ class Executor:
         if c is not None:
             self._drop(db_id)
         if info.target is not None:
-            from sqlbox.servers import ServerConn
+            from sqlbox.servers.execute import ServerConn
 
             c = ServerConn(db_id, info.target)
         else:
@@ -114,7 +117,7 @@ class Executor:
                     self._all.remove(c)
             try:
                 c.close()
-            except Exception:
+            except Exception:  # noqa: BLE001 - closing is best effort, whatever the engine's connection raises
                 pass
 
     def close(self) -> None:
@@ -125,14 +128,14 @@ class Executor:
             from sqlbox.isolation import WorkerPool
 
             old = self.pool
-            self.pool = WorkerPool(old.settings, size=old.size, timeout_s=old.timeout_s, grace_s=old.grace_s,
-                                   address_space_mb=old.settings["address_space_mb"])
+            self.pool = WorkerPool(old.settings, executor=old.executor, size=old.size, timeout_s=old.timeout_s,
+                                   grace_s=old.grace_s, address_space_mb=old.settings["address_space_mb"])
         with self._lock:
             conns, self._all = self._all, []
         for c in conns:
             try:
                 c.close()
-            except Exception:
+            except Exception:  # noqa: BLE001 - closing is best effort, whatever the engine's connection raises
                 pass
         self._local = threading.local()
 
@@ -189,7 +192,7 @@ class Executor:
             return self.pool.call("prepare", (db_id, sql, dialect), db=self._db(db_id))
         target = self.registry.get(db_id).target
         if target is not None:
-            from sqlbox.servers import prepare_sql
+            from sqlbox.servers.translate import prepare_sql
 
             self._verify(db_id)
 
@@ -225,7 +228,7 @@ class Executor:
 
         def fail(kind: ErrorKind, msg: str, executed: str | None = None) -> ExecutionResult:
             if info.target is not None:
-                from sqlbox.servers import redact
+                from sqlbox.servers.targets import redact
 
                 msg = redact(msg, info.target)
             return ExecutionResult(ok=False, error_kind=kind, error=msg, engine=engine, executed_sql=executed,
@@ -261,11 +264,11 @@ class Executor:
             return fail(ErrorKind.REJECTED, e.reason)
         except UnknownDatabase:
             raise
-        except Exception as e:  # a translation bug must not take the pipeline down
+        except Exception as e:  # noqa: BLE001 - a translation bug must not take the pipeline down
             return fail(ErrorKind.INTERNAL, f"translation failed: {_first_line(e)}")
         try:
             conn = self._conn(db_id)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - whatever the engine raises on open is reported, never raised
             return fail(ErrorKind.INTERNAL, f"cannot open database {db_id!r}: {_first_line(e)}", executed)
         try:
             if executed != sql and dialect == "sqlite" and hasattr(conn, "compile"):
@@ -277,7 +280,7 @@ class Executor:
             return fail(ErrorKind.BINDER, e.reason, executed)
         except Rejected as e:
             return fail(ErrorKind.REJECTED, e.reason, executed)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - every engine error is a result: classified by the engine, never raised
             kind = conn.classify(e)
             if kind in (ErrorKind.INTERNAL, ErrorKind.TIMEOUT):
                 self._drop(db_id)  # start clean after an interrupt or a fault

@@ -137,7 +137,7 @@ NILADIC_KEYWORDS: frozenset[str] = frozenset({
 })
 
 
-# PostgreSQL's own reading of a query (`sqlbox.servers.check_pg_plan`, from EXPLAIN VERBOSE) is checked against
+# PostgreSQL's own reading of a query (`sqlbox.servers.execute.check_pg_plan`, from EXPLAIN VERBOSE) is checked against
 # these: a backup for the allowlist above in case sqlglot and PostgreSQL ever tokenize a candidate differently
 # (as they did E'...' strings). Any schema-qualified call other than pg_catalog's is refused there too.
 PG_PLAN_FORBIDDEN_PREFIXES: tuple[str, ...] = ("pg_", "lo_", "dblink", "txid_", "has_", "inet_", "query_to",

@@ -2,8 +2,9 @@
 with OS limits, so no candidate can take the calling process (the HTTP server) down.
 
 Each worker is a separate process (not a fork of the caller: no torch, no model, no event loop inherited)
-that keeps an in-process `sqlbox.executor.Executor` (isolation off) with its connections
-open between calls. Limits on every call:
+that keeps an in-process executor with its connections open between calls: the pool's `executor`, a picklable
+factory called as `executor(registry, **settings)` in the worker (`sqlbox.executor.Executor` passes itself with
+isolation off; this module does not import it). Limits on every call:
 - address space: `RLIMIT_AS` set once at start (`address_space_mb`); an allocation past it fails inside the
   worker (DuckDB reports out-of-memory, Python raises MemoryError) or kills it;
 - CPU time: before each call the soft `RLIMIT_CPU` is set to the CPU the worker has used so far plus the
@@ -38,6 +39,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -79,11 +81,12 @@ def _context():
 
 
 class _Worker:
-    def __init__(self, settings: dict[str, Any]):
+    def __init__(self, settings: dict[str, Any], executor: Callable[..., Any]):
         ctx = _context()
         self.rx, child = ctx.Pipe(duplex=True)
         self.tx = self.rx
-        self.proc = ctx.Process(target=_main, args=(child, dict(settings)), name="sqlbox-worker", daemon=True)
+        self.proc = ctx.Process(target=_main, args=(child, dict(settings), executor), name="sqlbox-worker",
+                                daemon=True)
         self.proc.start()
         child.close()
         self.known: dict[str, Any] = {}  # db_id -> DatabaseInfo sent to this worker
@@ -118,12 +121,14 @@ class _Worker:
 
 class WorkerPool:
     """Up to `size` warm sandbox workers; `call` runs one op on an idle worker (waiting for one if all are
-    busy). Thread-safe."""
+    busy). Thread-safe. `executor`: what each worker runs, a picklable factory called there as
+    `executor(registry, **settings)` (an in-process executor, e.g. `partial(Executor, isolation="none")`)."""
 
-    def __init__(self, settings: dict[str, Any], *, size: int = 2, timeout_s: float = 5.0, grace_s: float = 0.25,
-                 address_space_mb: int = 2560):
+    def __init__(self, settings: dict[str, Any], *, executor: Callable[..., Any], size: int = 2,
+                 timeout_s: float = 5.0, grace_s: float = 0.25, address_space_mb: int = 2560):
         if size < 1:
             raise ValueError("a worker pool needs at least one worker")
+        self.executor = executor
         self.settings = dict(settings, address_space_mb=int(address_space_mb))
         self.size = int(size)
         self.timeout_s = float(timeout_s)
@@ -139,7 +144,7 @@ class WorkerPool:
 
     # -- lifecycle
     def _spawn(self) -> _Worker:
-        w = _Worker(self.settings)
+        w = _Worker(self.settings, self.executor)
         try:
             w.wait_ready(_START_TIMEOUT_S)
         except BaseException:
@@ -153,7 +158,7 @@ class WorkerPool:
         def run() -> None:
             try:
                 start()
-            except BaseException as e:  # noqa: BLE001 - never a traceback on the caller's stderr
+            except BaseException as e:  # never a traceback on the caller's stderr (logged at debug level)
                 log.debug("replacing a sandbox worker failed: %s: %s", type(e).__name__, e, exc_info=True)
             finally:
                 with self._lock:
@@ -162,7 +167,7 @@ class WorkerPool:
         def start() -> None:
             try:
                 w = self._spawn()
-            except Exception as e:  # noqa: BLE001 - the next call starts one itself
+            except Exception as e:  # the next call starts one itself
                 if not self._closed:
                     log.warning("could not start a replacement sandbox worker: %s: %s", type(e).__name__, e)
                     log.debug("replacement worker start failed", exc_info=True)
@@ -368,7 +373,7 @@ def _limit_cpu(extra_s: float) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
-def _main(conn: Connection, settings: dict[str, Any]) -> None:  # pragma: no cover - runs in the worker
+def _main(conn: Connection, settings: dict[str, Any], executor: Callable[..., Any]) -> None:  # pragma: no cover - runs in the worker
     rx = tx = conn
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller's Ctrl-C is the caller's; it kills us
     mb = int(settings.pop("address_space_mb"))
@@ -382,14 +387,13 @@ def _main(conn: Connection, settings: dict[str, Any]) -> None:  # pragma: no cov
         # well inside the address space; past it a query fails with TOO_LARGE instead of the worker dying
         limit_sqlite_heap(min(SQLITE_HEAP_BYTES, mb * 1024 * 1024 // 4) if mb > 0 else SQLITE_HEAP_BYTES)
         from sqlbox.databases import DatabaseRegistry
-        from sqlbox.executor import Executor
         from sqlbox.guard import analyze
 
         registry = DatabaseRegistry()
         schemas: dict[str, Any] = {}
         registry.schema = lambda db_id: schemas[db_id]  # the caller's schema, never re-introspected here
-        ex = Executor(registry, isolation="none", **settings)
-    except BaseException as e:  # noqa: BLE001
+        ex = executor(registry, **settings)
+    except BaseException as e:  # noqa: BLE001 - a worker that cannot start reports why to its pool, whatever it was
         try:
             tx.send(("failed", f"{type(e).__name__}: {e}"))
         except OSError:  # the caller went away

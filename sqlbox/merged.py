@@ -18,7 +18,6 @@ import hashlib
 import os
 import re
 import sqlite3
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -179,10 +178,3 @@ def rewrite_sql(sql: str, db_id: str, tables: Iterable[str], *, dialect: str = "
             t.set("alias", exp.TableAlias(this=exp.to_identifier(name, quoted=not re.match(r"^\w+$", name))))
         t.set("this", exp.to_identifier(merged_name(db_id, orig), quoted=True))
     return tree.sql(dialect=dialect)
-
-
-def timed_build(database_dir: str | os.PathLike, out: str | os.PathLike | None = None,
-                force: bool = False) -> tuple[Path, float]:
-    t = time.perf_counter()
-    p = build_merged(database_dir, out, force=force)
-    return p, time.perf_counter() - t

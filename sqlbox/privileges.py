@@ -1,7 +1,7 @@
 """Least privilege for server databases: what the configured role may do, checked before sqlarbiter uses it,
 and the DDL of a role that passes.
 
-A server database (`sqlbox.servers`) is only used when its role can read and nothing else (`role_problems`):
+A server database (`sqlbox.servers.targets`) is only used when its role can read and nothing else (`role_problems`):
 
 - PostgreSQL: not a superuser; no CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS; no membership (direct or
   through other roles) in ``pg_read_server_files``, ``pg_write_server_files``, ``pg_execute_server_program``,
@@ -27,7 +27,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from sqlbox.servers import ServerTarget, TargetError, engine_for, error_text, parse_target
+from sqlbox.servers.pool import engine_for
+from sqlbox.servers.targets import ServerTarget, TargetError, error_text, parse_target
 
 DEFAULT_ROLE = "sqlarbiter_ro"
 
@@ -268,7 +269,7 @@ def _mysql_grant_problems(c, text, database: str, grants: list[str], user: str, 
             seen.add(g.role)
             try:
                 inner = [r for (r,) in c.execute(text(f"SHOW GRANTS FOR {g.role}")).all()]
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - a grant that cannot be read is a problem to report, not a crash
                 out.append(f"user {user} has role {g.role}, whose grants cannot be read ({type(e).__name__}): "
                            f"REVOKE {g.role} FROM {g.grantee}")
                 continue
@@ -416,7 +417,7 @@ def grant_readonly(admin_url: str, role: str = DEFAULT_ROLE, *, apply: bool = Fa
             for s in stmts:
                 try:
                     c.execute(text(s))
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:  # noqa: BLE001 - whatever the server raises, redacted and re-raised as RoleCheckError
                     raise RoleCheckError(f"{s}: {error_text(e, admin)}") from None
     except RoleCheckError:
         raise

@@ -1,5 +1,6 @@
-"""Database schemas: introspection of a registered database into `Schema` (tables, columns, declared
-types, primary keys, foreign keys, a few sample values per column), the prompt serialization generators
+"""Database schemas: `Schema` (tables, columns, declared types, primary keys, foreign keys, a few sample values
+per column), read from SQLite and DuckDB files (`introspect_sqlite`, `introspect_duckdb`; any registered
+database: `sqlbox.databases.introspect`), the prompt serialization generators
 read (`schema_to_prompt`, CREATE TABLE style within a token budget), and the structural features the
 router reads (`schema_features`).
 
@@ -15,10 +16,7 @@ import re
 import sqlite3
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # pragma: no cover
-    from sqlbox.databases import DatabaseInfo
+from typing import Any
 
 STORAGE_CLASSES = ("integer", "real", "text", "blob")
 _SIMPLE_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -105,21 +103,11 @@ def _q(name: str) -> str:
 # --------------------------------------------------------------------------- introspection
 
 
-def introspect(info: DatabaseInfo, samples: int = 3) -> Schema:
-    """Read the schema of a registered database (read-only). `samples`: distinct sample values per
-    column and sample rows per table (0 disables both)."""
-    if info.kind == "sqlite":
-        return _introspect_sqlite(info.db_id, info.path, samples)
-    if info.kind == "duckdb":
-        return _introspect_duckdb(info.db_id, info.path, samples)
-    if info.target is not None:
-        from sqlbox.servers import introspect_server
-
-        return introspect_server(info.db_id, info.target, samples)
-    raise ValueError(f"cannot introspect a database of kind {info.kind!r}")
+# a registered database of any kind: `sqlbox.databases.introspect`; servers: `sqlbox.servers.introspect`
 
 
-def _introspect_sqlite(db_id: str, path, samples: int) -> Schema:
+def introspect_sqlite(db_id: str, path, samples: int) -> Schema:
+    """A SQLite file's schema (opened read-only), with `samples` sample values per column and rows per table."""
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     con.text_factory = lambda b: b.decode("utf-8", errors="replace")
     try:
@@ -174,7 +162,8 @@ def _introspect_sqlite(db_id: str, path, samples: int) -> Schema:
         con.close()
 
 
-def _introspect_duckdb(db_id: str, path, samples: int) -> Schema:
+def introspect_duckdb(db_id: str, path, samples: int) -> Schema:
+    """A DuckDB file's schema (attached read-only), with `samples` sample values per column and rows per table."""
     import duckdb
 
     con = duckdb.connect(str(path), read_only=True, config={"enable_external_access": False,

@@ -77,7 +77,7 @@ def _models(s: AppState, role: str) -> ModelsResponse:
 async def _switch(s: AppState, role: str, name: str) -> ModelsResponse:
     try:
         await run_in_threadpool(_slots(s, role).switch, name)
-    except Exception as e:  # unknown name -> 422; fails to load -> 503; the old one stays active
+    except Exception as e:  # noqa: BLE001 - a load fails however the backend fails; unknown name -> 422, fails to load -> 503, the old one stays active
         raise switch_error(e) from None
     return _models(s, role)
 

@@ -50,7 +50,7 @@ def cmd_databases(args) -> int:
         if item.get("role") not in ("refused", "unchecked"):
             try:
                 item["n_tables"] = len(reg.schema(db_id).tables)
-            except Exception as e:  # a broken file is listed, not fatal
+            except Exception as e:  # noqa: BLE001 - whatever a file or server raises, a broken database is listed, not fatal
                 print(f"warning: {db_id}: cannot read schema: {e}", file=sys.stderr)
         items.append(item)
     if args.json:
@@ -66,7 +66,7 @@ def cmd_databases(args) -> int:
 
 def cmd_grant_readonly(args) -> int:
     from sqlbox.privileges import RoleCheckError, grant_readonly, password_hint
-    from sqlbox.servers import TargetError, parse_target, redact
+    from sqlbox.servers.targets import TargetError, parse_target, redact
 
     try:
         _, admin = parse_target(args.url)
@@ -101,7 +101,8 @@ def cmd_grant_readonly(args) -> int:
 
 def cmd_load_spider(args) -> int:
     from core.settings import spider_dir
-    from sqlbox.servers import TargetError, is_url, load_spider, redact, spider_db_ids
+    from sqlbox.admin import load_spider, spider_db_ids
+    from sqlbox.servers.targets import TargetError, is_url, redact
 
     if not is_url(args.to):
         print(f"error: --to must be a server URL (postgresql://user@host:port or mysql://...), got {redact(args.to)!r}",

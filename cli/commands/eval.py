@@ -184,7 +184,7 @@ def _run(args) -> int:
         return 2
     mode = modes[0] if modes else "end-to-end"
     if getattr(args, "target_url", None):
-        from sqlbox.servers import TargetError, parse_target, redact, server_url_for
+        from sqlbox.servers.targets import TargetError, parse_target, redact, server_url_for
 
         if mode != "predictions":
             print("error: --target-url works with --predictions (gold and predictions on the server)", file=sys.stderr)
@@ -524,7 +524,7 @@ def _linking(args: argparse.Namespace) -> int:
         return 2
     try:
         cfg = load_config(getattr(args, "config", None))
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 - a config that cannot load (unreadable, invalid, bad environment) is a usage error, exit 2
         print(f"error: {e}", file=sys.stderr)
         return 2
     top_k = args.top_k or cfg.defaults.linking_top_k or DEFAULT_TOP_K

@@ -87,7 +87,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if store is not None:
         try:
             store.save(plan)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - storing is best effort: the plan was printed, whatever the store raises
             print(f"warning: plan not stored: {e}", file=sys.stderr)
         finally:
             store.close()

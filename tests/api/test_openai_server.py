@@ -200,9 +200,8 @@ def test_models_cli_list_and_prepare(tiny_checkpoint, capsys):
 
 def _demo_grammar():
     from generators.grammar import sql_grammar
-    from sqlbox.databases import DatabaseInfo
+    from sqlbox.databases import DatabaseInfo, introspect
     from sqlbox.demo import build_demo
-    from sqlbox.schema import introspect
 
     return sql_grammar(introspect(DatabaseInfo("demo", build_demo(), "sqlite"), samples=0))
 

@@ -56,7 +56,7 @@ def browser():
         opts.add_argument(a)
     try:
         drv = webdriver.Chrome(service=Service(executable_path=driver_path), options=opts)
-    except Exception as e:  # noqa: BLE001 - a browser that cannot start is a skip with the reason, not an error
+    except Exception as e:  # a browser that cannot start is a skip with the reason, not an error
         pytest.skip(f"headless Chromium ({chrome}, driver {driver_path}) did not start: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
     drv.set_page_load_timeout(60)
     yield drv

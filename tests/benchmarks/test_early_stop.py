@@ -10,11 +10,11 @@ from discriminators.cot import CotDiscriminator
 
 
 def test_measure_counts_steps_tokens_and_kinds(tiny_model):
-    from sqlbox.databases import default_registry
+    from sqlbox.databases import registry_for
     from sqlbox.demo import DEMO_QUESTION
     from sqlbox.schema import schema_to_prompt
 
-    req = DiscriminationRequest(question=DEMO_QUESTION, schema=schema_to_prompt(default_registry().schema("demo")),
+    req = DiscriminationRequest(question=DEMO_QUESTION, schema=schema_to_prompt(registry_for().schema("demo")),
                                 sqls=["SELECT count(*) FROM singer WHERE age > 30", "SELECT count(*) FROM singer"])
     on = CotDiscriminator(loaded=tiny_model, name="t", budget=24, early_stop=True)
     off = CotDiscriminator(loaded=tiny_model, name="t", budget=24, early_stop=False)

@@ -36,10 +36,10 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def demo_items() -> list[scoring.WorkItem]:
-    from sqlbox.databases import default_registry
+    from sqlbox.databases import registry_for
     from sqlbox.schema import schema_to_prompt
 
-    reg = default_registry()
+    reg = registry_for()
     schema = schema_to_prompt(reg.schema("demo"), max_tokens=120)
     return [scoring.WorkItem(i, "demo", q, schema, sqls) for i, (q, sqls) in enumerate(QUESTIONS)]
 

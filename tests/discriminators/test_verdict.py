@@ -161,11 +161,11 @@ def test_forcing_gives_every_candidate_a_verdict_on_all_paths(tiny_model):
 def _demo_request() -> DiscriminationRequest:
     """The demo question on the demo schema: at budget 24 SmolLM2 writes a verdict for the first candidate
     ("The answer is:\n{"correct": false}") and none for the second (forced)."""
-    from sqlbox.databases import default_registry
+    from sqlbox.databases import registry_for
     from sqlbox.demo import DEMO_QUESTION
     from sqlbox.schema import schema_to_prompt
 
-    return DiscriminationRequest(question=DEMO_QUESTION, schema=schema_to_prompt(default_registry().schema("demo")),
+    return DiscriminationRequest(question=DEMO_QUESTION, schema=schema_to_prompt(registry_for().schema("demo")),
                                  sqls=["SELECT count(*) FROM singer WHERE age > 30", "SELECT count(*) FROM singer"])
 
 

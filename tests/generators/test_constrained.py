@@ -9,9 +9,9 @@ from generators.base import GenerationRequest, SamplingParams
 from generators.constrained import grammar_processor, sql_end_stopping, sql_finished
 from generators.grammar import _string_matcher_grammar, sql_grammar
 from generators.hf import TransformersGenerator
-from sqlbox.databases import DatabaseInfo
+from sqlbox.databases import DatabaseInfo, introspect
 from sqlbox.demo import build_demo
-from sqlbox.schema import introspect, schema_to_prompt
+from sqlbox.schema import schema_to_prompt
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,9 @@
 import pytest
 
 from generators.grammar import accepts, sql_grammar
-from sqlbox.databases import DatabaseInfo
+from sqlbox.databases import DatabaseInfo, introspect
 from sqlbox.demo import build_demo
-from sqlbox.schema import Column, Schema, Table, introspect
+from sqlbox.schema import Column, Schema, Table
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from core.model import Candidate, Plan, Question, Score, ScoredCandidate
 from core.specs import ModelSpec, PairSpec
 from routing.cascade import CascadeRouter, escalation_signals
 from routing.router import ROUTERS, Escalation, RouteContext
-from sqlbox.databases import default_registry
+from sqlbox.databases import registry_for
 from sqlbox.executor import Executor
 
 GOOD = "SELECT count(*) FROM singer WHERE age > 30"
@@ -22,7 +22,7 @@ LADDER = ["cheap", "strong"]
 
 @pytest.fixture(scope="module")
 def executor():
-    ex = Executor(default_registry())
+    ex = Executor(registry_for())
     yield ex
     ex.close()
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sqlbox.databases import default_registry
+from sqlbox.databases import registry_for
 
 
 @pytest.fixture(scope="module")
@@ -10,6 +10,6 @@ def registry(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("SQLARBITER_DATA_DIR", str(tmp_path_factory.mktemp("data")))
     mp.delenv("SQLARBITER_DATABASES", raising=False)
-    reg = default_registry()
+    reg = registry_for()
     yield reg
     mp.undo()

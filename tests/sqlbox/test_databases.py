@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from core.settings import spider_dir
-from sqlbox.databases import DatabaseRegistry, UnknownDatabase, default_registry
+from sqlbox.databases import DatabaseRegistry, UnknownDatabase, registry_for
 
 SPIDER_DB = spider_dir() / "database"
 needs_spider = pytest.mark.skipif(not (SPIDER_DB / "concert_singer").is_dir(),
@@ -91,18 +91,17 @@ def test_schema_is_cached_and_thread_safe(tmp_path):
     assert out[0].table("T").column("NAME").name == "name"
 
 
-def test_default_registry_has_demo_and_env_dir(tmp_path, monkeypatch):
-    reg = default_registry()
+def test_registry_for_has_demo_and_the_entries(tmp_path):
+    reg = registry_for()
     assert reg.ids() == ["demo"]
     assert {t.name for t in reg.schema("demo").tables} == {"singer", "stadium", "concert", "singer_in_concert"}
     _make_db(tmp_path / "more" / "extra.sqlite")
-    monkeypatch.setenv("SQLARBITER_DATABASES", str(tmp_path / "more"))
-    assert default_registry().ids() == ["demo", "extra"]
+    assert registry_for([tmp_path / "more"]).ids() == ["demo", "extra"]
 
 
 @needs_spider
 def test_register_spider_layout():
-    reg = default_registry(SPIDER_DB.parent)
+    reg = registry_for([SPIDER_DB.parent])
     assert "concert_singer" in reg and "demo" in reg
     assert len(reg.ids()) >= 100
     assert reg.get("concert_singer").path.name == "concert_singer.sqlite"

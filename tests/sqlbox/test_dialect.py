@@ -8,7 +8,7 @@ import pytest
 import sqlglot
 
 from core.settings import spider_dir
-from sqlbox.databases import DatabaseRegistry, default_registry
+from sqlbox.databases import DatabaseRegistry, registry_for
 from sqlbox.dialect import duck_type, sqlite_affinity, sqlite_result_names, sqlite_to_duckdb
 from sqlbox.executor import Executor
 from sqlbox.schema import Column, Schema, Table
@@ -106,7 +106,7 @@ NAMING = [
 @pytest.mark.parametrize("sql", NAMING)
 def test_duckdb_reports_the_column_names_sqlite_would(sql):
     """Result columns are named as SQLite names them (`count(*)`, not DuckDB's `count_star()`), whichever engine ran."""
-    reg = default_registry()
+    reg = registry_for()
     with Executor(reg, engine="duckdb") as d, Executor(reg, engine="sqlite") as s:
         a, b = d.execute("demo", sql), s.execute("demo", sql)
     assert a.ok and b.ok

@@ -85,7 +85,7 @@ def test_sqlite_extension_is_installed():
 
 
 def test_result_byte_cap_stops_at_the_first_row_past_it(conn):
-    from sqlbox.engines import ResultTooLarge, fetch_capped
+    from sqlbox.fetch import ResultTooLarge, fetch_capped
 
     # 15 MB values over a cross join (3375 rows, ~50 GB in all): stopped at row 5 (past 64 MB), nothing drained
     big = "zeroblob(15000000)" if conn.engine == "sqlite" else "repeat('x', 15000000)"

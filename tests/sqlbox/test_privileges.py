@@ -17,6 +17,7 @@ from core.model import Question, Score
 from core.settings import spider_dir
 from discriminators.base import DISCRIMINATORS
 from generators.base import GENERATORS, GenerationResult
+from sqlbox.admin import load_spider
 from sqlbox.databases import DatabaseRegistry
 from sqlbox.executor import Executor
 from sqlbox.privileges import (
@@ -26,7 +27,8 @@ from sqlbox.privileges import (
     parse_grant,
     role_problems,
 )
-from sqlbox.servers import dispose_all, load_spider, parse_target
+from sqlbox.servers.pool import dispose_all
+from sqlbox.servers.targets import parse_target
 
 CS = spider_dir() / "database" / "concert_singer" / "concert_singer.sqlite"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432"

@@ -6,8 +6,8 @@ import duckdb
 import pytest
 
 from core.settings import spider_dir
-from sqlbox.databases import DatabaseInfo, DatabaseRegistry, default_registry
-from sqlbox.schema import approx_tokens, introspect, schema_features, schema_to_prompt
+from sqlbox.databases import DatabaseInfo, DatabaseRegistry, introspect, registry_for
+from sqlbox.schema import approx_tokens, schema_features, schema_to_prompt
 
 SPIDER_DB = spider_dir() / "database"
 
@@ -20,7 +20,7 @@ def _isolated(tmp_path, monkeypatch):
 
 @pytest.fixture
 def demo_schema():
-    return default_registry().schema("demo")
+    return registry_for().schema("demo")
 
 
 def test_introspect_demo(demo_schema):

@@ -20,18 +20,13 @@ import pytest
 
 from core.model import ErrorKind
 from core.settings import spider_dir
+from sqlbox.admin import load_spider
 from sqlbox.databases import DatabaseRegistry
 from sqlbox.executor import Executor
 from sqlbox.guard import Rejected, guard, normalize
 from sqlbox.privileges import grant_readonly
-from sqlbox.servers import (
-    TargetError,
-    dispose_all,
-    is_url,
-    load_spider,
-    parse_target,
-    split_database_list,
-)
+from sqlbox.servers.pool import dispose_all
+from sqlbox.servers.targets import TargetError, is_url, parse_target, split_database_list
 
 ROOT = Path(__file__).resolve().parents[2]
 SPIDER_DB = spider_dir() / "database"
@@ -108,7 +103,8 @@ def test_guard_parses_in_the_server_dialect():
 
 def test_sqlite_sql_rewritten_for_servers():
     from sqlbox.schema import Column, Schema, Table
-    from sqlbox.servers import server_url_for, sqlite_to_server
+    from sqlbox.servers.targets import server_url_for
+    from sqlbox.servers.translate import sqlite_to_server
 
     schema = Schema("x", [Table("airlines", [Column("Airline"), Column("Country")])])
     tree = guard('SELECT Country FROM airlines WHERE Airline = "JetBlue" AND "Country" LIKE \'u%\'', "sqlite")
@@ -647,7 +643,7 @@ def test_check_defaults_to_the_database_dialect(pg, capsys):
 
 
 def _server_conn(server):
-    from sqlbox.servers import ServerConn
+    from sqlbox.servers.execute import ServerConn
 
     return ServerConn("cs", server.reg.get("cs").target)
 
@@ -667,7 +663,7 @@ def test_huge_results_stream_and_stop_early(server):
     stops at the row cap at once, without being drained, and the server stops running it; the pool goes on."""
     import resource
 
-    from sqlbox.engines import ResultTooLarge
+    from sqlbox.fetch import ResultTooLarge
 
     c = _server_conn(server)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -104,26 +104,22 @@ class DatabaseRegistry:
         kind = _kind_of(p)
         if not p.is_file():
             raise FileNotFoundError(f"database file not found: {p}")
-        info = DatabaseInfo(db_id, p, kind)
-        with self._lock:
-            old = self._dbs.get(db_id)
-            self._dbs[db_id] = info
-            if old is not None and old != info:
-                for k in [k for k in self._schemas if k[0] == db_id]:
-                    del self._schemas[k]
-        return info
+        return self._put(DatabaseInfo(db_id, p, kind))
 
     def register_url(self, url: str, db_id: str | None = None) -> DatabaseInfo:
         """Register a server database by URL (`postgresql://user@host:port/db`, `mysql://...`; options in
         `sqlbox.servers.targets`). The id is `db_id`, else the URL's `id=` option, else the database name. Nothing
         connects until the schema or a query is needed."""
         ident, target = parse_target(url, db_id=db_id)
-        info = DatabaseInfo(ident, None, target.kind, target)  # type: ignore[arg-type]
+        return self._put(DatabaseInfo(ident, None, target.kind, target))  # type: ignore[arg-type]
+
+    def _put(self, info: DatabaseInfo) -> DatabaseInfo:
+        """`info` under its id; replacing a different entry drops that id's cached schemas."""
         with self._lock:
-            old = self._dbs.get(ident)
-            self._dbs[ident] = info
+            old = self._dbs.get(info.db_id)
+            self._dbs[info.db_id] = info
             if old is not None and old != info:
-                for k in [k for k in self._schemas if k[0] == ident]:
+                for k in [k for k in self._schemas if k[0] == info.db_id]:
                     del self._schemas[k]
         return info
 

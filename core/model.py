@@ -85,6 +85,9 @@ class Score(_Model):
     mode: str = "cot"  # cot | logit | check
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int | None = None  # tokens of reasoning generated before the verdict (or before forcing)
+    ran_out: str | None = None  # "tokens" | "time": the budget that ended the reasoning; None: it ended on its own
+    represented_by: int | None = None  # a copy of candidate i's score: i represents this result cluster
 
 
 class TokenUsage(_Model):
@@ -123,6 +126,24 @@ class ScoredCandidate(_Model):
     selection_score: float | None = None  # the value the policy ranked it by
 
 
+class DiscriminationStep(_Model):
+    """How one discriminate stage spent its work: what it scored, what it skipped and why, its budgets, and how the
+    verdicts came (counts over the scored rows)."""
+
+    discriminator: str
+    targets: int = 0  # candidates whose scores the policy can use
+    scored: int = 0  # rows the discriminator actually judged (one per result cluster, plus non-executable ones)
+    clusters: int = 0  # executable result clusters among the targets
+    per_cluster: bool = True  # one representative per result cluster was scored, its score copied to the members
+    skipped: str | None = None  # why the discriminator did not run at all
+    token_budget: int | None = None
+    time_budget_s: float | None = None  # the call's time budget (from the plan's deadline and limits.discriminate_s)
+    ran_out_time: int = 0
+    ran_out_tokens: int = 0
+    verdicts: dict[str, int] = Field(default_factory=dict)  # verdict_kind -> rows
+    reasoning_tokens: int = 0
+
+
 class SchemaLinking(_Model):
     """Which part of the schema the prompt held (sqlbox.linking): the linked tables (best first, then those
     the foreign-key closure added) and, per table, the columns kept."""
@@ -159,6 +180,7 @@ class Plan(_Model):
     total_cost: float = 0.0
     preview: ExecutionResult | None = None  # bounded rows of the chosen SQL, when asked to execute
     linking: SchemaLinking | None = None  # the linked schema subset, when the prompt was linked
+    discrimination: list[DiscriminationStep] = Field(default_factory=list)  # one per discriminate stage run
     # e.g. the database's role can do more than read (opted in by privileged_databases)
     warnings: list[str] = Field(default_factory=list)
 

@@ -22,6 +22,9 @@ class DiscriminationRequest:
     evidence: str | None = None
     executions: list[ExecutionResult | None] | None = None
     extra: dict = field(default_factory=dict)
+    # the time budget: a `time.monotonic()` instant where reasoning stops and the verdict is forced (None: only the
+    # token budget bounds it); the pipeline derives it from the plan's deadline and `limits.discriminate_s`
+    deadline: float | None = None
 
 
 @runtime_checkable

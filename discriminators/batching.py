@@ -10,6 +10,13 @@
   computed once"; many jobs = cross-question batching.
 - `run_many(jobs, batch_size)`: static batching of many jobs in chunks of at most `batch_size` rows.
 
+A time budget: `run(jobs, deadline=t)` (a `time.monotonic()` instant) stops decoding at the first step boundary
+past `t`, exactly as if the token budget had run out there: the last generated token is not fed, rows without a
+verdict are forced in the same decode (`force_fn`), and each row's `ran_out` says "time" (or "tokens" when the
+token budget ended it, None when it ended on its own: EOS or its complete verdict). At least one token is always
+generated (from the prefill), so a call past its deadline still gets a forced verdict. `RunStats.extra["step_s"]`
+holds the seconds from the call's start to each generated step (benchmarks derive shorter budgets from it).
+
 Layout of one row in the cache: [left pad][prefix][middle pad][suffix][generated...]. Pads are masked out of attention
 and never advance position ids, so a row's logits equal those of the unpadded prompt up to float rounding.
 With `ignore_eos` every row generates exactly `budget` tokens (EOS is neither masked nor a stop), so every decoding
@@ -71,6 +78,7 @@ class DecodeResult:
     prompt_tokens: int = 0
     forced: tuple[float, float] | None = None  # verdict forcing: full-vocabulary (P(true), P(false)) after the prefix
     stopped: bool = False  # early stop: the row ended at its first complete verdict
+    ran_out: str | None = None  # "tokens" (the budget) | "time" (the deadline) | None: it ended on its own
 
     @property
     def probs(self) -> list[float]:
@@ -250,13 +258,15 @@ class BatchedGreedy:
     # ----------------------------------------------------------------------------------- reference
 
     @torch.inference_mode()
-    def reference(self, prompt_ids: Sequence[int]) -> tuple[DecodeResult, RunStats]:
-        """One row with `model.generate` (greedy, raw logits, no logits processors)."""
+    def reference(self, prompt_ids: Sequence[int], *, deadline: float | None = None) -> tuple[DecodeResult, RunStats]:
+        """One row with `model.generate` (greedy, raw logits, no logits processors); `deadline` (monotonic) becomes
+        generate's `max_time`."""
         from transformers import GenerationConfig
 
         dev = self.device
         ids = torch.tensor([list(prompt_ids)], device=dev)
-        gc = GenerationConfig(
+        max_time = None if deadline is None else max(deadline - time.monotonic(), 1e-3)
+        gc = GenerationConfig(max_time=max_time,
             max_new_tokens=self.budget, min_new_tokens=0, do_sample=False, num_beams=1,
             # [] (not None): generate() would fill a None eos_token_id from the model config and stop there
             eos_token_id=self.eos_token_ids if self._use_eos() else [],
@@ -288,8 +298,10 @@ class BatchedGreedy:
             elif k is not None:
                 stopped = True
         lp = torch.log_softmax(logits, dim=-1).gather(-1, toks[:, None])[:, 0]
+        ended = stopped or (self._use_eos() and T and int(toks[-1]) in self.eos_token_ids)
+        ran_out = None if ended else ("tokens" if T >= self.budget else "time")
         res = DecodeResult(tokens=toks.tolist(), token_logprobs=lp.tolist(), prompt_tokens=ids.shape[1],
-                           stopped=stopped)
+                           stopped=stopped, ran_out=ran_out)
         if self.answer_ids:
             res.score = float(two_way(logits[-1], *self.answer_ids))
             res.first_score = float(two_way(logits[0], *self.answer_ids))
@@ -356,8 +368,10 @@ class BatchedGreedy:
         return buffers
 
     @torch.inference_mode()
-    def run(self, jobs: Sequence[ScoringJob]) -> tuple[list[list[DecodeResult]], RunStats]:
-        """All rows of `jobs` as ONE batch; results per job, per suffix."""
+    def run(self, jobs: Sequence[ScoringJob], *,
+            deadline: float | None = None) -> tuple[list[list[DecodeResult]], RunStats]:
+        """All rows of `jobs` as ONE batch; results per job, per suffix. `deadline`: a `time.monotonic()` instant
+        where decoding stops as if the token budget had run out (see the module docstring)."""
         dev = self.device
         rows = [(j, s) for j, job in enumerate(jobs) for s in range(len(job.suffixes))]
         if not rows:
@@ -440,6 +454,8 @@ class BatchedGreedy:
             eos = torch.tensor(self.eos_token_ids or [-1], device=dev)
             ctx_sum = 0.0
             steps = 0
+            timed_out = False
+            step_s: list[float] = []
             for t in range(B):
                 lf = logits.float()
                 nxt = lf.argmax(dim=-1)
@@ -459,7 +475,11 @@ class BatchedGreedy:
                         alive = self._check_stops(toks[:, :t + 1], n_gen, alive)
                     if not bool(alive.any()):
                         break
+                step_s.append(time.perf_counter() - t0)
                 if t + 1 == B:
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    timed_out = True  # the time budget: stop here as if the token budget had run out
                     break
                 if track:
                     keep[:, cur] = alive
@@ -475,6 +495,7 @@ class BatchedGreedy:
                 logits = out.logits[:, -1]
                 cache = out.past_key_values
             toks_l, lps_l, ng = toks.tolist(), lps.tolist(), n_gen.tolist()
+            alive_l = alive.tolist()
             stopped = [False] * R
             if stop_fn is not None:  # the exact stop point (checks run every EOS_CHECK_EVERY steps)
                 for r in range(R):
@@ -490,13 +511,19 @@ class BatchedGreedy:
         ls = last_score.tolist() if last_score is not None else [None] * R
         fs = first_score.tolist() if first_score is not None else [None] * R
         results: list[list[DecodeResult]] = [[None] * len(job.suffixes) for job in jobs]  # type: ignore[list-item]
+        eos_set = set(self.eos_token_ids) if use_eos else set()
         for r, (j, s) in enumerate(rows):
             n = ng[r]
+            # ran out: still decoding when the loop ended (not stopped at its verdict, no EOS)
+            ended = stopped[r] or not alive_l[r] or (n > 0 and toks_l[r][n - 1] in eos_set)
+            ran_out = None if ended else ("time" if timed_out else "tokens")
             results[j][s] = DecodeResult(toks_l[r][:n], lps_l[r][:n], ls[r], fs[r], prompt_lens[r], forced[r],
-                                         stopped[r])
+                                         stopped[r], ran_out)
         stats = RunStats(rows=R, generated_tokens=sum(ng), prefill_s=t1 - t0, decode_s=t2 - t1,
                          decode_steps=steps + 1, batches=1, mean_context=(ctx_sum / steps) if steps else float(cur))
         stats.extra["distinct_prefixes"] = len(prefixes)
+        stats.extra["step_s"] = step_s
+        stats.extra["timed_out"] = timed_out
         return results, stats
 
     def _check_stops(self, toks: torch.Tensor, n_gen: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
@@ -548,9 +575,10 @@ class BatchedGreedy:
         probs = self._verdict_probs(out.logits[:, -1])
         return [probs[r] if q else None for r, q in enumerate(seqs)]
 
-    def run_many(self, jobs: Sequence[ScoringJob], batch_size: int, *, on_batch=None):
+    def run_many(self, jobs: Sequence[ScoringJob], batch_size: int, *, on_batch=None, deadline: float | None = None):
         """Static batching: rows of all jobs in order, chunks of at most `batch_size` rows (a job may span chunks;
         its prefix is then prefilled once per chunk). `on_batch(job_indices, seconds)` is called after each chunk.
+        `deadline` (monotonic) is shared by all chunks: a chunk that starts past it decodes one token and is forced.
         Returns results per job and the summed stats."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -568,12 +596,14 @@ class BatchedGreedy:
                 sub[j].append(s)
             sjobs = [ScoringJob(jobs[j].prefix, [jobs[j].suffixes[s] for s in sub[j]], jobs[j].key) for j in order]
             t0 = time.perf_counter()
-            res, st = self.run(sjobs)
+            res, st = self.run(sjobs, deadline=deadline)
             el = time.perf_counter() - t0
             for k, j in enumerate(order):
                 for s, r in zip(sub[j], res[k], strict=True):
                     results[j][s] = r
             total.add(st)
+            total.extra.setdefault("step_s", []).append(st.extra.get("step_s", []))
+            total.extra["timed_out"] = total.extra.get("timed_out", False) or st.extra.get("timed_out", False)
             if on_batch is not None:
                 on_batch(order, el)
         return results, total

@@ -97,6 +97,7 @@ class CotTrace:
     verdict_kind: str = "missing"  # natural | forced | missing
     forced: tuple[float, float] | None = None  # (P(true), P(false)) after the forcing prefix
     stopped: bool = False  # decoding stopped at the complete verdict
+    ran_out: str | None = None  # "tokens" | "time": which budget ended the reasoning (None: it ended on its own)
     extra: dict = field(default_factory=dict)
 
 
@@ -194,7 +195,8 @@ class CotDiscriminator(_LocalDiscriminator):
 
     def __init__(self, spec: Any = None, *, budget: int | None = None, fallback: float | None = None,
                  ignore_eos: bool | None = None, kv_cache: str | None = None, profile: str | None = None,
-                 force: bool | None = None, early_stop: bool | None = None, scoring: str | None = None, **kw: Any):
+                 force: bool | None = None, early_stop: bool | None = None, scoring: str | None = None,
+                 time_budget_s: float | None = None, **kw: Any):
         from discriminators.batching import KV_CACHES
 
         self.profile_opts = profile_options(spec, profile)
@@ -209,6 +211,10 @@ class CotDiscriminator(_LocalDiscriminator):
         self.early_stop = bool(early_stop if early_stop is not None else opt(spec, "early_stop", d("early_stop", True)))
         self.scoring = str(scoring or opt(spec, "scoring", "full"))
         self.kv_cache = str(kv_cache or opt(spec, "kv_cache", "inplace"))
+        # seconds of reasoning per call (None: none beyond the request's own deadline); see `call_deadline`
+        self.time_budget_s = None if time_budget_s is None else float(time_budget_s)
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise ValueError("time_budget_s must be > 0 seconds")
         self.last_stats: Any = None  # batching.RunStats of the last traces/traces_many call
         if self.budget < 1:
             raise ValueError("the reasoning budget must be >= 1 token")
@@ -228,7 +234,12 @@ class CotDiscriminator(_LocalDiscriminator):
         return {"profile": self.profile, "prompt": self.template.id, "prompt_sha": _sha(self.template.text),
                 "chat_template": self.chat_template, "budget": self.budget, "fallback": self.fallback,
                 "force": self.force, "early_stop": self.early_stop, "scoring": self.scoring,
-                "ignore_eos": self.ignore_eos}
+                "ignore_eos": self.ignore_eos, **({"time_budget_s": self.time_budget_s} if self.time_budget_s else {})}
+
+    def call_deadline(self, requests: list[DiscriminationRequest]) -> float | None:
+        """The monotonic instant where this call's reasoning stops: the earliest of the requests' deadlines and
+        now + `time_budget_s` (None: no time budget)."""
+        return call_deadline(requests, self.time_budget_s)
 
     # ---- public scoring paths -------------------------------------------------------------------------
     def score(self, request: DiscriminationRequest) -> list[Score]:
@@ -255,6 +266,7 @@ class CotDiscriminator(_LocalDiscriminator):
             return []
         lm = self._lm()
         eng = self.engine()
+        deadline = self.call_deadline([request])
         with lm.lock:
             if method == "reference":
                 from discriminators.batching import RunStats
@@ -262,11 +274,11 @@ class CotDiscriminator(_LocalDiscriminator):
                 self.last_stats = RunStats()
                 out = []
                 for s in sufs:
-                    r, st = eng.reference(pre + s)
+                    r, st = eng.reference(pre + s, deadline=deadline)
                     self.last_stats.add(st)
                     out.append(self._trace(pre + s, r))
                 return out
-            res, self.last_stats = eng.run_many([self._job(pre, sufs)], self.batch_size)
+            res, self.last_stats = eng.run_many([self._job(pre, sufs)], self.batch_size, deadline=deadline)
         return [self._trace(pre + s, r) for s, r in zip(sufs, res[0], strict=True)]
 
     def traces_many(self, requests: list[DiscriminationRequest]) -> list[list[CotTrace]]:
@@ -275,8 +287,10 @@ class CotDiscriminator(_LocalDiscriminator):
         parts = [self.prompt_parts(r) for r in requests]
         order = sorted((qi for qi, (_, sufs) in enumerate(parts) if sufs), key=lambda qi: len(parts[qi][0]))
         lm = self._lm()
+        deadline = self.call_deadline(requests)
         with lm.lock:
-            res, self.last_stats = self.engine().run_many([self._job(*parts[qi]) for qi in order], self.batch_size)
+            res, self.last_stats = self.engine().run_many([self._job(*parts[qi]) for qi in order], self.batch_size,
+                                                          deadline=deadline)
         out: list[list[CotTrace]] = [[] for _ in requests]
         for qi, rs in zip(order, res, strict=True):
             pre, sufs = parts[qi]
@@ -379,7 +393,8 @@ class CotDiscriminator(_LocalDiscriminator):
         parsed = parse_answer(tok, gen, probs, self.fallback, thinking=self._thinking(text),
                               finished=finished or r.stopped, scoring=self.scoring, step_probs=step)
         t = CotTrace(prompt_ids=list(prompt), generated_ids=gen, chosen_probs=list(probs),
-                     reasoning=tok.decode(gen, skip_special_tokens=True), stopped=r.stopped, **parsed)
+                     reasoning=tok.decode(gen, skip_special_tokens=True), stopped=r.stopped,
+                     ran_out=None if r.stopped else r.ran_out, **parsed)
         if t.parse_failure and r.forced is not None:
             t.forced = r.forced
             t.verdict, t.score = forced_score(*r.forced, scoring=self.scoring)
@@ -403,7 +418,18 @@ class CotDiscriminator(_LocalDiscriminator):
         return Score(score=t.score, verdict=t.verdict, parse_failure=t.parse_failure, reasoning=t.reasoning,
                      discriminator=self.name, checkpoint=self.checkpoint, mode=self.mode,
                      prompt_tokens=len(t.prompt_ids), completion_tokens=len(t.generated_ids),
-                     verdict_kind=t.verdict_kind, forced_probs=list(t.forced) if t.forced else None)
+                     verdict_kind=t.verdict_kind, forced_probs=list(t.forced) if t.forced else None,
+                     reasoning_tokens=len(t.generated_ids), ran_out=t.ran_out)
+
+
+def call_deadline(requests: list[DiscriminationRequest], time_budget_s: float | None) -> float | None:
+    """The earliest of the requests' deadlines and now + `time_budget_s` (a `time.monotonic()` instant), or None."""
+    import time
+
+    ds = [r.deadline for r in requests if r.deadline is not None]
+    if time_budget_s is not None:
+        ds.append(time.monotonic() + time_budget_s)
+    return min(ds) if ds else None
 
 
 def _sha(text: str) -> str:

@@ -8,7 +8,10 @@ discriminator computes (same prompt framing: the chat template on both endpoints
 for completions). Servers with a reasoning parser (vLLM `--reasoning-parser`) return the reasoning in
 `message.reasoning_content`: the answer is `content`, located at the end of the logprob tokens. No verdict ->
 verdict forcing (one more completion of max 1 token continuing the answer with the verdict prefix, read from
-its top logprobs) or, without forcing, the fallback with `verdict_kind="missing"`. Missing logprobs are an
+its top logprobs) or, without forcing, the fallback with `verdict_kind="missing"`. A time budget (the request's
+`deadline`, or `time_budget_s`): the reasoning completion is streamed and the stream is closed at the deadline
+(the server stops decoding); the text so far is the reasoning and the verdict is forced by the same 1-token call;
+the Score says `ran_out="time"` (`"tokens"` when the server stopped at max_tokens). Missing logprobs are an
 explicit failure (`verdict_kind="missing"`, `error` says why), never a hard 1.0/0.0.
 
 `openai-logit`: one token with top-k logprobs; P(Yes) vs P(No) summed over Yes/No spellings found among
@@ -19,9 +22,14 @@ Candidates are scored concurrently (the client's semaphore bounds requests in fl
 
 from __future__ import annotations
 
+import json
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
+
+import httpx
 
 from core.errors import BackendError
 from core.model import Score
@@ -71,10 +79,11 @@ class _HTTPDiscriminator:
     mode = "cot"
 
     def __init__(self, spec: Any, *, client: OpenAIClient | None = None, prompt: str | None = None,
-                 fallback: float | None = None):
+                 fallback: float | None = None, time_budget_s: float | None = None):
         from discriminators.cot import FALLBACK
 
         self.spec = spec
+        self.time_budget_s = None if time_budget_s is None else float(time_budget_s)
         self.name = spec.name
         self.model = spec.model or spec.name
         self.endpoint = opt(spec, "endpoint", "chat")
@@ -92,17 +101,20 @@ class _HTTPDiscriminator:
         return self.client.completions(render_plain(user), model=self.model, logprobs=lp or 0, **kw)
 
     def score(self, request: DiscriminationRequest) -> list[Score]:
+        from discriminators.cot import call_deadline
+
         users = [self.template.fill(question=request.question, schema=request.schema, sql=s or "",
                                     evidence=request.evidence) for s in request.sqls]
+        one = partial(self._score_one, deadline=call_deadline([request], self.time_budget_s))
         if len(users) <= 1:
-            return [self._score_one(u) for u in users]
+            return [one(u) for u in users]
         with ThreadPoolExecutor(max_workers=min(len(users), self.client.concurrency)) as ex:
-            return list(ex.map(self._score_one, users))
+            return list(ex.map(one, users))
 
     def score_many(self, requests: list[DiscriminationRequest]) -> list[list[Score]]:
         return [self.score(r) for r in requests]
 
-    def _score_one(self, user: str) -> Score:  # pragma: no cover - overridden
+    def _score_one(self, user: str, deadline: float | None = None) -> Score:  # pragma: no cover - overridden
         raise NotImplementedError
 
     def _mk(self, resp: dict, **kw: Any) -> Score:
@@ -183,12 +195,87 @@ class OpenAICotDiscriminator(_HTTPDiscriminator):
         return self.client.completions(self._prompt_text(user) + (prefill or ""), model=self.model,
                                        logprobs=self.top_logprobs, add_special_tokens=False, **kw)
 
-    def _score_one(self, user: str) -> Score:
+    def _stream(self, user: str, deadline: float, **kw: Any) -> tuple[dict, bool]:
+        """The reasoning completion streamed until it ends or `deadline` (monotonic) passes; returns the response
+        assembled in the non-streamed shape (text/content, logprobs, finish_reason None when cut) and whether the
+        deadline cut it. Closing the stream makes the server stop decoding."""
+        chat = self.endpoint == "chat"
+        if chat:
+            path = "/chat/completions"
+            payload = {"messages": [{"role": "user", "content": user}], "model": self.model, "logprobs": True,
+                       "top_logprobs": self.top_logprobs, **kw}
+        else:
+            path = "/completions"
+            payload = {"prompt": self._prompt_text(user), "model": self.model, "logprobs": self.top_logprobs,
+                       "add_special_tokens": False, **kw}
+        payload = {k: v for k, v in payload.items() if v is not None}
+        payload.update(stream=True, stream_options={"include_usage": True})
+        text, reasoning, finish, usage, model = [], [], None, {}, self.model
+        content_lp: list[dict] = []
+        toks: list[str] = []
+        tlps: list[float | None] = []
+        tops: list[dict] = []
+        cut = False
+        c = self.client
+        timeout = max(deadline - time.monotonic(), 0.05)
+        try:
+            with c._sem, c._http.stream("POST", path, json=payload, timeout=min(c.timeout, timeout + 30.0)) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    raise BackendError(f"{c.base}{path}: HTTP {r.status_code}: {r.text[:500]}")
+                for line in r.iter_lines():
+                    if time.monotonic() >= deadline:
+                        cut = True
+                        break
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    ev = json.loads(data)
+                    model = ev.get("model") or model
+                    usage = ev.get("usage") or usage
+                    for ch in ev.get("choices") or []:
+                        finish = ch.get("finish_reason") or finish
+                        lp = ch.get("logprobs") or {}
+                        if chat:
+                            d = ch.get("delta") or {}
+                            text.append(d.get("content") or "")
+                            reasoning.append(d.get("reasoning_content") or d.get("reasoning") or "")
+                            content_lp += lp.get("content") or []
+                        else:
+                            text.append(ch.get("text") or "")
+                            toks += lp.get("tokens") or []
+                            tlps += lp.get("token_logprobs") or []
+                            tops += lp.get("top_logprobs") or []
+        except httpx.TimeoutException as e:
+            raise BackendError(f"{c.base}{path}: the stream timed out ({type(e).__name__})") from e
+        except httpx.TransportError as e:
+            raise BackendError(f"{c.base}{path}: {type(e).__name__}: {e}") from e
+        n = len(content_lp) if chat else len(toks)
+        if cut or not usage:
+            usage = {"prompt_tokens": int((usage or {}).get("prompt_tokens", 0)), "completion_tokens": n}
+        if chat:
+            msg = {"role": "assistant", "content": "".join(text)}
+            if any(reasoning):
+                msg["reasoning_content"] = "".join(reasoning)
+            choice = {"index": 0, "finish_reason": None if cut else finish, "message": msg,
+                      "logprobs": {"content": content_lp} if content_lp else None}
+        else:
+            choice = {"index": 0, "finish_reason": None if cut else finish, "text": "".join(text),
+                      "logprobs": {"tokens": toks, "token_logprobs": tlps, "top_logprobs": tops} if toks else None}
+        return {"model": model, "choices": [choice], "usage": usage}, cut
+
+    def _score_one(self, user: str, deadline: float | None = None) -> Score:
         from discriminators.cot import forced_score, verdict_score
         from discriminators.verdict import find_verdict, first_complete_verdict, forcing_text, uses_thinking
 
-        resp = self._complete(user, None, temperature=0.0, max_tokens=self.budget, seed=self.seed,
-                              ignore_eos=self.ignore_eos or None)
+        kw = {"temperature": 0.0, "max_tokens": self.budget, "seed": self.seed, "ignore_eos": self.ignore_eos or None}
+        cut = False
+        if deadline is None:
+            resp = self._complete(user, None, **kw)
+        else:
+            resp, cut = self._stream(user, deadline, **kw)
         choices = resp.get("choices") or []
         if not choices:
             raise BackendError(f"{self.client.base}: the server returned no choices")
@@ -197,6 +284,8 @@ class OpenAICotDiscriminator(_HTTPDiscriminator):
         msg = ch.get("message") or {}
         reasoning = msg.get("reasoning_content") or msg.get("reasoning")  # vLLM --reasoning-parser
         finished = ch.get("finish_reason") == "stop"
+        ran_out = "time" if cut else ("tokens" if ch.get("finish_reason") == "length" else None)
+        spent = {"reasoning_tokens": int((resp.get("usage") or {}).get("completion_tokens", 0))}
         tl = token_offsets(ch)
         lp_text = tl[0] if tl and tl[0] else None
         prompt_tail = self._prompt_text("") if self.endpoint == "completions" else ""
@@ -212,7 +301,7 @@ class OpenAICotDiscriminator(_HTTPDiscriminator):
         if self.early_stop:  # the local engine stops a row at its first complete verdict: same rule, after the fact
             v0 = first_complete_verdict(text, thinking=thinking)
             if v0 is not None:
-                text, stopped = text[:v0.end], True
+                text, stopped, ran_out = text[:v0.end], True, None
         v = find_verdict(text, thinking=thinking, finished=finished or stopped)
         shown = content if reasoning is None else f"<think>{reasoning}</think>{content}"
         if v is not None:
@@ -234,10 +323,11 @@ class OpenAICotDiscriminator(_HTTPDiscriminator):
                     return self._mk(resp, score=self.fallback, verdict=v.value, parse_failure=True, reasoning=shown,
                                     verdict_kind="missing", error="normalized scoring needs top_logprobs")
                 _, score = forced_score(pt, pf, "normalized")
-            return self._mk(resp, score=score, verdict=v.value, reasoning=shown, verdict_kind="natural")
+            return self._mk(resp, score=score, verdict=v.value, reasoning=shown, verdict_kind="natural",
+                            ran_out=ran_out, **spent)
         if not self.force:
             return self._mk(resp, score=self.fallback, verdict=None, parse_failure=True, reasoning=shown,
-                            verdict_kind="missing")
+                            verdict_kind="missing", ran_out=ran_out, **spent)
         # verdict forcing: one more completion of 1 token after the reasoning and the verdict prefix
         gen = content if reasoning is None else f"{reasoning}</think>{content}"
         prefill = gen + forcing_text(gen, thinking or reasoning is not None and "</think>" not in gen)
@@ -249,11 +339,11 @@ class OpenAICotDiscriminator(_HTTPDiscriminator):
                  for k in ("prompt_tokens", "completion_tokens")}
         if pt + pf <= 0:
             return self._mk({**resp, "usage": usage}, score=self.fallback, verdict=None, parse_failure=True,
-                            reasoning=shown, verdict_kind="missing",
+                            reasoning=shown, verdict_kind="missing", ran_out=ran_out, **spent,
                             error="verdict forcing: neither true nor false among the returned top logprobs")
         verdict, score = forced_score(pt, pf, self.scoring)
         return self._mk({**resp, "usage": usage}, score=score, verdict=verdict, reasoning=shown, verdict_kind="forced",
-                        forced_probs=[pt, pf])
+                        forced_probs=[pt, pf], ran_out=ran_out, **spent)
 
 
 def _top_pair(top: dict | None) -> tuple[float, float]:
@@ -280,7 +370,7 @@ class OpenAILogitDiscriminator(_HTTPDiscriminator):
         super().__init__(spec, **kw)
         self.top_logprobs = int(opt(spec, "top_logprobs", 20))
 
-    def _score_one(self, user: str) -> Score:
+    def _score_one(self, user: str, deadline: float | None = None) -> Score:
         resp = self._call(user, temperature=0.0, max_tokens=1, logprobs=True, top_logprobs=self.top_logprobs)
         choices = resp.get("choices") or []
         if not choices:

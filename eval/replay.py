@@ -67,7 +67,9 @@ def make_discriminator(name: str, *, budget: int | None = None, config=None, opt
     if budget is not None:
         opts["budget"] = int(budget)
     elif "budget" not in opts and "max_new_tokens" not in opts and opts.get("profile") != "paper":
-        opts["budget"] = cfg.defaults.reasoning_budget
+        from planner.config import reasoning_budget_for
+
+        opts["budget"] = reasoning_budget_for(cfg, spec)  # by device unless defaults.reasoning_budget is set
     spec = spec.model_copy(update={"options": opts})
     return discs.create(spec.backend, spec)
 

@@ -55,11 +55,15 @@ class Defaults(_Strict):
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_tokens: int = Field(128, ge=1, le=8192, description="generator max new tokens per sample (sampling stops "
                             "earlier, where the SQL ends: the grammar's end, a closed ``` block or a `;`)")
-    reasoning_budget: int = Field(
-        512, ge=1, le=32768,
-        description="discriminator max new tokens (its chain of thought); the paper uses 512 end to end "
-        "(512/768 intrinsic). The CPU demo lowers it explicitly. A discriminator spec's options.budget wins over this.",
+    reasoning_budget: int | None = Field(
+        None, ge=1, le=32768,
+        description="discriminator max new tokens (its chain of thought). None (default): by device (`reasoning_"
+        "budget_for`): the paper's 512 where the discriminator runs on a GPU or a server, CPU_REASONING_BUDGET on the "
+        "CPU (chosen by measurement: BENCHMARKS.md, discriminator budgets). A spec's options.budget wins over this.",
     )
+    score_per_cluster: bool = Field(
+        True, description="the discriminator scores one representative per result cluster (members share a result) "
+        "and its score is copied to the members (Score.represented_by); false: every distinct SQL is scored")
     seed: int | None = 0
     policy: str = "check-rerank"
     ranker: str | None = Field(None, description="path of a fitted ranker artifact (`sqlarbiter select fit`) for "
@@ -88,6 +92,10 @@ class Limits(_Strict):
     question_max_chars: int = Field(2000, ge=16, le=100_000)
     sql_max_chars: int = Field(20_000, ge=64, le=1_000_000, description="largest SQL accepted by POST /check")
     deadline_s: float = Field(120.0, gt=0, description="default per-request deadline over the whole plan")
+    discriminate_s: float | None = Field(
+        None, gt=0, description="time budget of one discriminator call: at it, reasoning stops and the verdict is "
+        "forced; a call never runs past the plan's deadline less DISCRIMINATE_RESERVE_S either. None (default): by "
+        "device (`discriminate_s_for`): CPU_DISCRIMINATE_S on the CPU, none on a GPU or server (only the deadline)")
     max_deadline_s: float = Field(600.0, gt=0, description="largest deadline a request may ask for")
     concurrency: int = Field(1, ge=1, le=256, description="plans computed at once (model calls are blocking)")
     queue_size: int = Field(8, ge=0, le=10_000, description="plans waiting for a worker; beyond it: 429")
@@ -356,3 +364,39 @@ def load_config(path: str | os.PathLike[str] | None = None, *, env: dict[str, st
     p = Path(path).expanduser()
     data = _read_file(p)
     return config_from_dict(data, source=str(p), env=environ)
+
+
+# ---- discriminator budgets by device (issue 31; measured: BENCHMARKS.md, "Discriminator budgets")
+GPU_REASONING_BUDGET = 512  # the paper's budget, on a GPU or behind a server
+CPU_REASONING_BUDGET = 64  # the embedded CPU default: where Hit@1/MRR stopped improving on the Qwen x5 pool
+CPU_DISCRIMINATE_S = 4.0  # seconds of reasoning per discriminator call on the CPU
+DISCRIMINATE_RESERVE_S = 1.0  # a call's deadline leaves this much of the plan's deadline for forcing and select
+LOCAL_DISCRIMINATORS = ("embedded", "transformers", "cot", "logit")
+
+
+def discriminator_on_cpu(spec: Any) -> bool:
+    """A local discriminator (embedded/transformers/cot/logit) whose device resolves to the CPU; a server-backed one
+    counts as a GPU."""
+    if backend_name(spec) not in LOCAL_DISCRIMINATORS:
+        return False
+    from core.runtime.checkpoint import choose_device
+
+    return choose_device((spec.options or {}).get("device", "auto")) == "cpu"
+
+
+def reasoning_budget_for(config: Config, spec: Any) -> int:
+    """The token budget of a discriminator spec without its own options.budget: `defaults.reasoning_budget`, or by
+    device (CPU_REASONING_BUDGET on the CPU, GPU_REASONING_BUDGET elsewhere)."""
+    b = config.defaults.reasoning_budget
+    if b is not None:
+        return int(b)
+    return CPU_REASONING_BUDGET if discriminator_on_cpu(spec) else GPU_REASONING_BUDGET
+
+
+def discriminate_s_for(config: Config, spec: Any) -> float | None:
+    """The per-call time budget: `limits.discriminate_s`, or by device (CPU_DISCRIMINATE_S on the CPU, None
+    elsewhere: only the plan's deadline bounds a call)."""
+    t = config.limits.discriminate_s
+    if t is not None:
+        return float(t)
+    return CPU_DISCRIMINATE_S if discriminator_on_cpu(spec) else None

@@ -50,6 +50,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from core.model import (
+    DiscriminationStep,
     Plan,
     Question,
     RouteDecision,
@@ -60,7 +61,15 @@ from core.model import (
 from core.specs import ModelSpec
 from generators.base import GenerationRequest, SamplingParams
 from planner import ranker, stages
-from planner.config import Config, known_backends, known_routers, load_config
+from planner.config import (
+    DISCRIMINATE_RESERVE_S,
+    Config,
+    discriminate_s_for,
+    known_backends,
+    known_routers,
+    load_config,
+    reasoning_budget_for,
+)
 from planner.examples import few_shot_examples
 from planner.normalize import CandidatePool
 from planner.request import PlanArgs, PlanRequestError, ValidatedRequest, validate
@@ -178,11 +187,20 @@ class ModelSlots:
         self.pool.load()
 
 
-def _with_budget(spec: ModelSpec, budget: int) -> ModelSpec:
-    """The discriminator spec with the configured reasoning budget filled in when the spec sets none."""
+def _with_budget(spec: ModelSpec, config: Config) -> ModelSpec:
+    """The discriminator spec with the configured reasoning budget (`reasoning_budget_for`: by device unless
+    `defaults.reasoning_budget` is set) filled in when the spec sets none."""
     if "budget" in spec.options or "max_new_tokens" in spec.options:
         return spec
-    return spec.model_copy(update={"options": {**spec.options, "budget": budget}})
+    return spec.model_copy(update={"options": {**spec.options, "budget": reasoning_budget_for(config, spec)}})
+
+
+def _budget_of(backend: Any, default: int | None) -> int | None:
+    """The token budget a discriminator backend runs with (through the check wrapper), else `default`."""
+    b = getattr(backend, "budget", None)
+    if b is None and hasattr(backend, "inner"):
+        b = getattr(backend.inner, "budget", None)
+    return int(b) if isinstance(b, int) else default
 
 
 def _usage_key(u: dict, model: str, role: str, spec: ModelSpec) -> TokenUsage:
@@ -224,7 +242,7 @@ class Planner:
                                              address_space_mb=lim.sandbox_memory_mb)
         self.engine = engine  # SQLAlchemy engine for routers that keep state (bandit)
         first = next(iter(config.pairs.values()))
-        disc_specs = {k: _with_budget(v, config.defaults.reasoning_budget) for k, v in config.discriminators.items()}
+        disc_specs = {k: _with_budget(v, config) for k, v in config.discriminators.items()}
         self.generators = ModelSlots("generator", dict(config.generators), first.generator)
         self.discriminators = ModelSlots("discriminator", disc_specs, first.discriminator)
         self.on_plan: list[Callable[[Plan, RouteContext], None]] = []
@@ -438,6 +456,7 @@ class Planner:
                 if not esc.escalate:
                     break
                 escalations.append(f"after {pair_name}: {esc.reason}" if esc.reason else f"after {pair_name}")
+        plan.discrimination = gen_info.get("discrimination", [])
         ranker.apply_abstention(plan, abstain_below)
         self.ranker_state.observe(plan.candidates)  # cross-question evidence for the generators' priors
         plan.route.steps = list(ran)  # now: the pairs actually run, in order
@@ -499,13 +518,42 @@ class Planner:
             stages.execute(scored, self.executor, question.db_id, indices=new, engine=self.config.limits.engine,
                            check=lambda: clock.check("execute"))
         with clock.stage("discriminate"):
-            job = stages.score_job(scored, stages.score_targets(scored, policy, scored_by=disc_name),
-                                   question=question.text, schema=prompt, evidence=question.evidence)
+            # scale the work to the disagreement: one representative per result cluster, none when unanimous
+            targets = stages.score_targets(scored, policy, scored_by=disc_name)
+            splan = stages.scoring_plan(scored, targets, policy, per_cluster=d.score_per_cluster, scored_by=disc_name)
+            step = DiscriminationStep(discriminator=disc_name, targets=len(targets), scored=len(splan.indices),
+                                      clusters=splan.clusters, per_cluster=d.score_per_cluster, skipped=splan.skipped)
+            if gen_info is not None:
+                gen_info.setdefault("discrimination", []).append(step)
+            job = stages.score_job(scored, splan.indices, question=question.text, schema=prompt,
+                                   evidence=question.evidence)
             if job is None:
+                stages.copy_representative_scores(scored, splan.copies, disc_name)
+                if step.skipped is None and not targets:
+                    step.skipped = f"policy {policy!r} needs no scores" if not stages.score_targets(scored, policy) \
+                        else "every target already scored"
                 return
+            spec = self.discriminators.spec_of(self.discriminators.active if disc_name == self.discriminators.default
+                                               else disc_name)
+            step.token_budget = reasoning_budget_for(self.config, spec)
+            budget_s = discriminate_s_for(self.config, spec)
+            rem = clock.remaining()
+            if rem is not None and rem != float("inf"):  # the plan's deadline bounds the call too
+                cap = max(rem - DISCRIMINATE_RESERVE_S, 0.05)
+                budget_s = cap if budget_s is None else min(budget_s, cap)
+            if budget_s is not None:
+                step.time_budget_s = round(budget_s, 3)
+                job.request.deadline = time.monotonic() + budget_s
             with self.discriminators.acquire(disc_name) as (ckpt, backend):
+                step.token_budget = _budget_of(backend, step.token_budget)
                 (scores,) = stages.discriminate([job], lambda reqs: [backend.score(r) for r in reqs],
                                                 name=disc_name, checkpoint=ckpt)
+            stages.copy_representative_scores(scored, splan.copies, disc_name)
+            for s in scores:
+                step.verdicts[s.verdict_kind or "none"] = step.verdicts.get(s.verdict_kind or "none", 0) + 1
+                step.ran_out_time += s.ran_out == "time"
+                step.ran_out_tokens += s.ran_out == "tokens"
+                step.reasoning_tokens += s.reasoning_tokens or 0
             spec = self.discriminators.spec_of(ckpt)
             u = _usage_key(usage, ckpt, "discriminator", spec)
             for s in scores:

@@ -13,7 +13,8 @@ PROFILES_DOC = [
     "|---|---|---|",
     "| prompt | `cot-v1` (with the schema) | `cot-paper` (no schema) |",
     "| framing | the model's chat template | raw text, no special tokens added |",
-    "| budget | `defaults.reasoning_budget` (512) | 512 (`eval_end2end_batch.py`) |",
+    "| budget | `defaults.reasoning_budget` (by device: 512 on a GPU or server, 64 on the CPU) and the time budget "
+    "`limits.discriminate_s` | 512 (`eval_end2end_batch.py`) |",
     "| verdict | the final answer only (after `</think>`; JSON object keyed exactly `correct`) | same parser |",
     "| no verdict | -0.5 (below every verdict), `verdict_kind=missing` | -0.5 (the paper's `evaluator_faliValue`) |",
     "| verdict forcing | on | off |",

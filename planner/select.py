@@ -23,6 +23,9 @@ Every policy is declared once, here, with its metadata (`PolicyInfo`, `POLICIES.
 - `needs_scores`: it ranks by the discriminator's soft scores, so it needs a discriminator;
 - `executable_only`: it picks among executable candidates only (so only those need scoring);
 - `summary`: one line for help texts and the API schema;
+- `scores_if_unanimous` (default True): whether it still needs scores when the executable candidates form a single
+  result cluster; False for `check-rerank` and `hybrid`, whose answer (a result) is then fixed, so the pipeline
+  skips the discriminator (`planner.stages.scoring_plan`; `rerank` may still choose a non-executable one);
 - `without_scores` (optional, for a policy that needs scores): the policy it reduces to when candidates
   carry no scores, when that is still worth reporting (`hybrid`: every score counts 0.5, so it is `vote`).
   Eval reports (replay, end-to-end `ex_by_policy`) include such a policy on unscored questions; the other
@@ -79,6 +82,9 @@ class PolicyInfo:
     needs_scores: bool
     executable_only: bool = True
     without_scores: str | None = None
+    # with a single executable result cluster the policy's answer does not depend on scores (the members share a
+    # result), so the pipeline skips the discriminator; True for policies that may still choose by score
+    scores_if_unanimous: bool = True
 
 
 POLICIES: Registry[Selection, PolicyInfo] = Registry("selection policy", PolicyInfo)
@@ -118,7 +124,7 @@ def vote(cands: Sequence[ScoredCandidate], ctx: SelectionContext) -> Selection:
                      cl.of, _by_cluster(cl, cl.weights))
 
 
-@POLICIES.register("hybrid", needs_scores=True, executable_only=True, without_scores="vote",
+@POLICIES.register("hybrid", needs_scores=True, executable_only=True, without_scores="vote", scores_if_unanimous=False,
                    summary="result clusters weighted by their members' summed soft scores")
 def hybrid(cands: Sequence[ScoredCandidate], ctx: SelectionContext) -> Selection:
     cl = cluster(cands)
@@ -142,7 +148,7 @@ def rerank(cands: Sequence[ScoredCandidate], ctx: SelectionContext) -> Selection
     return Selection(i, f"highest soft score ({scores[i]:.4f}) of {len(cands)} candidates", (), scores)
 
 
-@POLICIES.register("check-rerank", needs_scores=True, executable_only=True,
+@POLICIES.register("check-rerank", needs_scores=True, executable_only=True, scores_if_unanimous=False,
                    summary="the best soft score among executable candidates (the paper's check)")
 def check_rerank(cands: Sequence[ScoredCandidate], ctx: SelectionContext) -> Selection:
     ok = [i for i, c in enumerate(cands) if executable(c)]
@@ -186,6 +192,11 @@ def needs_scores(policy: str) -> bool:
 
 def executable_only(policy: str) -> bool:
     return POLICIES.info(policy).executable_only
+
+
+def scores_if_unanimous(policy: str) -> bool:
+    """Whether `policy` needs scores when the executable candidates form one result cluster."""
+    return POLICIES.info(policy).scores_if_unanimous
 
 
 def without_scores(policy: str) -> str | None:

@@ -13,6 +13,10 @@ candidates) and fills it in place:
   callable (`score_many(requests) -> scores per request`: a discriminator's `score_many` for
   cross-question batching, or its `score` per request) and appends each score to every target candidate
   with that SQL. `on_score` lets a caller keep a cache (replay's `ScoresCache`).
+- `scoring_plan`: scales the work to the disagreement: one representative per result cluster (`core.clusters`)
+  among the targets is scored and `copy_representative_scores` copies its score to the members
+  (`Score.represented_by`); with a single executable cluster, a policy that declares it needs no scores then
+  (`scores_if_unanimous=False`) skips the discriminator altogether.
 - `select`: runs a policy (`planner.select`) on the non-rejected candidates and returns the index into the
   whole list; the policy reads them and returns a `Selection`, and this stage records its result clusters
   and ranking values in each candidate's `cluster` / `selection_score` (reset first, so it may run several
@@ -29,7 +33,7 @@ from typing import TYPE_CHECKING, Protocol
 from core.errors import BackendError
 from core.model import ErrorKind, ExecutionResult, Score, ScoredCandidate
 from discriminators.base import DiscriminationRequest
-from planner.select import SelectionContext, executable, executable_only, needs_scores
+from planner.select import SelectionContext, executable, executable_only, needs_scores, scores_if_unanimous
 from planner.select import select as run_policy
 
 if TYPE_CHECKING:
@@ -162,3 +166,64 @@ def select(cands: Sequence[ScoredCandidate], policy: str, question: str = "", *,
     for i, v in zip(eligible, sel.scores, strict=False):
         cands[i].selection_score = v
     return (None if sel.index is None else eligible[sel.index]), sel.reason
+
+
+# ---------------------------------------------------------------------------------------------- scale to disagreement
+@dataclass
+class ScoringPlan:
+    """What the discriminate stage scores: `indices` (one per result cluster, plus non-executable targets),
+    `copies` (member -> the candidate whose score it takes), `clusters` (executable clusters among the targets),
+    or `skipped` (why nothing is scored)."""
+
+    indices: list[int]
+    copies: dict[int, int]
+    clusters: int
+    skipped: str | None = None
+
+
+def scoring_plan(cands: Sequence[ScoredCandidate], targets: Sequence[int], policy: str, *,
+                 per_cluster: bool = True, scored_by: str | None = None) -> ScoringPlan:
+    """Scale the discriminator's work to the disagreement among `targets` (from `score_targets`):
+    - a single executable result cluster among all candidates and a policy with `scores_if_unanimous=False`:
+      nothing is scored (`skipped` says why);
+    - `per_cluster`: the first target of each result cluster is scored and the other targets copy its score; a
+      cluster member already scored by `scored_by` (an earlier cascade step) is reused instead of a new call;
+      non-executable targets are scored one by one."""
+    from core.clusters import cluster  # the one result-clustering rule
+
+    cl = cluster(cands)
+    t = list(targets)
+    n_clusters = len({cl.of[i] for i in t if cl.of[i] is not None})
+    if t and len(cl) == 1 and not scores_if_unanimous(policy):
+        n = len(cl.clusters[0].members)
+        return ScoringPlan([], {}, 1, f"all {n} executable candidate(s) share one result; policy {policy!r} needs "
+                                      "no scores to choose among them")
+    if not per_cluster:
+        return ScoringPlan(t, {}, n_clusters)
+    rep: dict[int, int] = {}
+    if scored_by is not None:
+        for i, sc in enumerate(cands):
+            k = cl.of[i]
+            if k is not None and k not in rep and any(s.discriminator == scored_by and s.represented_by is None
+                                                      for s in sc.scores):
+                rep[k] = i
+    indices: list[int] = []
+    copies: dict[int, int] = {}
+    for i in t:
+        k = cl.of[i]
+        if k is None:
+            indices.append(i)
+        elif k in rep:
+            copies[i] = rep[k]
+        else:
+            rep[k] = i
+            indices.append(i)
+    return ScoringPlan(indices, copies, n_clusters)
+
+
+def copy_representative_scores(cands: Sequence[ScoredCandidate], copies: dict[int, int], scored_by: str) -> None:
+    """Give each member in `copies` its representative's latest score of `scored_by`, marked `represented_by`."""
+    for i, r in copies.items():
+        s = next((s for s in reversed(cands[r].scores) if s.discriminator == scored_by), None)
+        if s is not None:
+            cands[i].scores.append(s.model_copy(update={"represented_by": r}))

@@ -288,7 +288,10 @@ function verdictText(s) {
   // verdict_kind (natural | forced | missing | not_executable) where the model has it; else from parse_failure
   const how = s.verdict_kind || (s.forced === true ? "forced" : s.parse_failure ? "unparsed" : "natural");
   const v = s.verdict === true ? "true" : s.verdict === false ? "false" : "none";
-  return `${v} (${how})`;
+  // issue 31: which budget ended the reasoning, and a score copied from its result cluster's representative
+  const out = s.ran_out ? `, ${s.ran_out} ran out after ${s.reasoning_tokens ?? "?"} tokens` : "";
+  const rep = s.represented_by != null ? `, as candidate ${s.represented_by}` : "";
+  return `${v} (${how}${out}${rep})`;
 }
 
 function rowsTable(ex, caption) {

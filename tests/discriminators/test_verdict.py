@@ -100,9 +100,9 @@ def test_replay_cache_key_covers_every_score_setting(tiny_model):
 
 
 def test_default_budget_is_512():
-    from planner.config import Defaults
+    from planner.config import GPU_REASONING_BUDGET, Defaults
 
-    assert Defaults().reasoning_budget == 512
+    assert Defaults().reasoning_budget is None and GPU_REASONING_BUDGET == 512  # by device: the paper's 512 on a GPU
     assert CotDiscriminator.__init__.__defaults__ is None or True  # budget default read from the profile below
     from discriminators.cot import DEFAULT_BUDGET, PROFILES
 

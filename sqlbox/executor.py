@@ -95,7 +95,7 @@ class Executor:
         if info.target is not None:
             from sqlbox.servers.execute import ServerConn
 
-            c = ServerConn(db_id, info.target)
+            c = ServerConn(db_id, info.target, plan_check=self.use_guard)  # off: testing the server's own layers
         else:
             schema = self.registry.schema(db_id) if info.kind == "sqlite" else None
             c = open_connection(self.engine, info, schema, memory_limit=self.memory_limit, threads=self.threads)

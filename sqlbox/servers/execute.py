@@ -72,9 +72,10 @@ class ServerConn:
     """The executor's connection object for a server database: pooled connections, one read-only,
     bounded, rolled-back transaction per query."""
 
-    def __init__(self, db_id: str, target: ServerTarget):
+    def __init__(self, db_id: str, target: ServerTarget, *, plan_check: bool = True):
         self.db_id = db_id
         self.target = target
+        self.plan_check = plan_check  # PostgreSQL's own plan as a second opinion (off only to test the layers below)
         self.engine = target.kind
         self._eng = engine_for(target)
         self._timed_out = False
@@ -115,7 +116,8 @@ class ServerConn:
                         f"SET LOCAL idle_in_transaction_session_timeout = {ms + 5000}; "
                         f"SET LOCAL standard_conforming_strings = on")
             timer.start()
-            check_pg_plan(cur, sql)  # the server's own planner: no catalog, no other schema, no function scan
+            if self.plan_check:  # the server's own planner: no catalog, no other schema, no forbidden call
+                check_pg_plan(cur, sql)
             # streamed (psycopg's client cursor would hold the whole result), in the extended protocol, which
             # refuses a second statement
             stream = _PgStream(cur, sql)

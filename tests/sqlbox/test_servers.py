@@ -608,22 +608,22 @@ def test_comment_smuggling_runs_only_what_was_checked(pg):
 
 
 def test_postgres_plan_is_a_second_opinion(pg):
-    """Past the guard (turned off here) and with the superuser (opted in, so the server's own permissions do not
-    help), PostgreSQL's own plan (EXPLAIN, not run) refuses catalogs, function scans and forbidden calls, as
-    PostgreSQL itself reads the text."""
-    reg = DatabaseRegistry(privileged=["adm"])
-    reg.register_url(f"postgresql://postgres@127.0.0.1:5432/{pg.name}", db_id="adm")
-    with Executor(reg, timeout_s=10, use_guard=False) as ex:
-        for sql in ("SELECT datname FROM pg_database", "SELECT count(*) FROM information_schema.tables",
-                    "SELECT * FROM pg_show_all_settings()", "SELECT (SELECT rolname FROM pg_roles LIMIT 1)",
-                    "SELECT E'a\\'' AS x, pg_read_file('/etc/hostname') AS y --'",
-                    "SELECT name FROM singer WHERE current_setting('work_mem') > ''",
-                    "SELECT count(*) FROM singer GROUP BY pg_backend_pid()"):
-            res = ex.execute("adm", sql, dialect="postgres")
-            assert not res.ok and res.error_kind == ErrorKind.REJECTED and "server check" in res.error, (sql, res)
-        ok = ex.execute("adm", "SELECT count(*), lower(min(name)) FROM singer WHERE name LIKE '%pg_sleep(%'",
-                        dialect="postgres")
-        assert ok.ok, ok.error
+    """Past the guard (the connection is driven directly here) and with the superuser (so the server's own
+    permissions do not help), PostgreSQL's own plan (EXPLAIN, not run) refuses catalogs, function scans and
+    forbidden calls, as PostgreSQL itself reads the text."""
+    from sqlbox.servers.execute import ServerConn
+
+    _, target = parse_target(f"postgresql://postgres@127.0.0.1:5432/{pg.name}")
+    conn = ServerConn("adm", target)
+    for sql in ("SELECT datname FROM pg_database", "SELECT count(*) FROM information_schema.tables",
+                "SELECT * FROM pg_show_all_settings()", "SELECT (SELECT rolname FROM pg_roles LIMIT 1)",
+                "SELECT E'a\\'' AS x, pg_read_file('/etc/hostname') AS y --'",
+                "SELECT name FROM singer WHERE current_setting('work_mem') > ''",
+                "SELECT count(*) FROM singer GROUP BY pg_backend_pid()"):
+        with pytest.raises(Rejected, match="server check"):
+            conn.run(sql, 10.0, 10)
+    cols, rows = conn.run("SELECT count(*), lower(min(name)) FROM singer WHERE name LIKE '%pg_sleep(%'", 10.0, 10)
+    assert rows[0][0] == 0 or rows
 
 
 def test_check_defaults_to_the_database_dialect(pg, capsys):
@@ -643,9 +643,11 @@ def test_check_defaults_to_the_database_dialect(pg, capsys):
 
 
 def _server_conn(server):
+    """The server connection alone, below the guard and the plan check: these tests drive the session reset and
+    the result bounds with SQL the upper layers would refuse (pg_backend_pid, set_config, GET_LOCK, ...)."""
     from sqlbox.servers.execute import ServerConn
 
-    return ServerConn("cs", server.reg.get("cs").target)
+    return ServerConn("cs", server.reg.get("cs").target, plan_check=False)
 
 
 def _running(server, marker: str) -> int:

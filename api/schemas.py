@@ -93,6 +93,8 @@ class RankerResponse(BaseModel):
     prior_mode: str | None = None
     data_hash: str | None = None
     cv_metrics: dict[str, Any] = Field(default_factory=dict)
+    meta: dict[str, Any] = Field(default_factory=dict)  # what the artifact was trained on (pools, kinds)
+    auto: dict[str, Any] = Field(default_factory=dict)  # policy "auto": per pair, the policy it uses and why
 
 
 class SwitchRequest(_Req):

@@ -38,6 +38,10 @@ class Candidate(_Model):
     rejected: str | None = None  # reason the SQL guard refused it (not a single read-only query)
     sample_index: int | None = None  # position among the generator's N samples
     duplicates: int = 1  # how many generated samples collapsed into this candidate
+    # the generator's sequence log-probability of this sample (sum of its token logprobs) and its token count;
+    # None: the backend reported none (a server without logprobs, a replayed pool without `logprob` fields)
+    logprob: float | None = None
+    logprob_tokens: int | None = None
 
 
 class ErrorKind(StrEnum):

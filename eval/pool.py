@@ -5,6 +5,10 @@ format, one question per line::
 
     {"index": 12, "db_id": "concert_singer", "candidates": [{"sql": "...", "source": "CodeS-15b_SFT"}, ...]}
 
+A candidate may carry optional `logprob` (its generator's sequence log-probability, the sum of the token
+logprobs) and `logprob_tokens` (the token count): the `ranker`'s likelihood features. Pools without them
+replay exactly as before (the features are missing, and flagged so).
+
 `read_pool` also reads the sample files of `candidates/spider_dev_samples/`
 (`{"idx", "db_id", "candidates": [sql, ...]}`; the source of the k-th sample becomes `<file stem>#k`).
 `build_pool` makes a pool from any subset of the published systems in `candidates/spider_dev/` (the
@@ -25,6 +29,8 @@ from eval.systems import load_systems, systems_dir
 class PoolCandidate:
     sql: str
     source: str
+    logprob: float | None = None  # optional: the generator's sequence log-probability (sum of token logprobs)
+    logprob_tokens: int | None = None  # optional: its token count (the mean token logprob = logprob / tokens)
 
 
 @dataclass
@@ -35,7 +41,9 @@ class PoolEntry:
     question: str | None = None
 
     def as_dict(self) -> dict:
-        d = {"index": self.index, "db_id": self.db_id, "candidates": [c.__dict__ for c in self.candidates]}
+        d = {"index": self.index, "db_id": self.db_id,
+             "candidates": [{k: v for k, v in c.__dict__.items() if v is not None or k in ("sql", "source")}
+                            for c in self.candidates]}
         if self.question:
             d["question"] = self.question
         return d
@@ -54,7 +62,9 @@ def _entry(obj: dict, stem: str, lineno: int) -> PoolEntry:
         if isinstance(c, str):
             cands.append(PoolCandidate(c, f"{stem}#{k}"))
         elif isinstance(c, dict) and "sql" in c:
-            cands.append(PoolCandidate(c["sql"] or "", str(c.get("source") or f"{stem}#{k}")))
+            lp, nt = c.get("logprob"), c.get("logprob_tokens")
+            cands.append(PoolCandidate(c["sql"] or "", str(c.get("source") or f"{stem}#{k}"),
+                                       None if lp is None else float(lp), None if nt is None else int(nt)))
         else:
             raise PoolFormatError(f"line {lineno}: candidate {k} is neither a SQL string nor {{sql, source}}")
     return PoolEntry(int(idx), obj["db_id"], cands, obj.get("question"))

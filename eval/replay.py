@@ -214,7 +214,7 @@ def replay(
     (the ranker's result-shape features). Returns {"questions", "summary"}."""
     from sqlbox.executor import Executor
 
-    policies = [check_policy(p) for p in (policy_names() if policies is None else policies)]
+    policies = [check_policy(p) for p in (reported_policies(True) if policies is None else policies)]  # not `auto`
 
     by_index = {e.index: e for e in examples}
     missing = [p.index for p in entries if p.index not in by_index]
@@ -234,7 +234,7 @@ def replay(
     # 2. Execution results through the project executor (the pipeline's execute stage).
     registry = _registry_for([by_index[p.index] for p in entries])
     cands: list[list[ScoredCandidate]] = [
-        [ScoredCandidate(candidate=Candidate(sql=c.sql, source=c.source, sample_index=k)) for k, c in enumerate(p.candidates)]
+        [ScoredCandidate(candidate=_candidate(c, k)) for k, c in enumerate(p.candidates)]
         for p in entries
     ]
     with Executor(registry, engine=engine, timeout_s=exec_timeout, preview_rows=preview_rows) as ex:
@@ -308,11 +308,32 @@ def replay(
             rec["ex"][pol] = bool(idx is not None and lab[idx])
         questions.append(rec)
         if keep is not None:
-            keep.append((e.question, [ScoredCandidate(candidate=Candidate(sql=c.sql, source=c.source, sample_index=k),
+            keep.append((e.question, [ScoredCandidate(candidate=_candidate(c, k),
                                                       execution=cands[qi][k].execution,
                                                       scores=[scores[qi][k]] if scores[qi][k] is not None else [])
                                       for k, c in enumerate(p.candidates)], lab))
     return {"questions": questions, "summary": summarize(questions, discriminator=disc_key)}
+
+
+def _candidate(c, k: int) -> Candidate:
+    """A pool candidate as the pipeline's Candidate; the optional `logprob` fields become the ranker's likelihood
+    evidence (a pool without them replays exactly as before: the features are missing, flagged)."""
+    return Candidate(sql=c.sql, source=c.source, sample_index=k, logprob=getattr(c, "logprob", None),
+                     logprob_tokens=getattr(c, "logprob_tokens", None))
+
+
+def side_by_side(summary: dict) -> dict:
+    """Every policy next to the best single source and the oracle, with the share of the vote -> oracle gap it
+    closes: (EX - vote) / (oracle - vote) (None without a gap; negative: below the vote)."""
+    pols = summary.get("policies", {})
+    vote = (pols.get("vote") or {}).get("ex")
+    oracle = (summary.get("oracle") or {}).get("ex")
+    gap = None if vote is None or oracle is None or abs(oracle - vote) < 1e-9 else oracle - vote
+    rows = {p: {"ex": v["ex"], "gap_closed": None if gap is None or v["ex"] is None else (v["ex"] - vote) / gap}
+            for p, v in pols.items()}
+    best = summary.get("best_source")
+    return {"policies": rows, "best_single": best and {"name": best["name"], "ex": best["ex"]}, "oracle": oracle,
+            "vote": vote}
 
 
 def _kind(s: Score | None) -> str | None:
@@ -343,6 +364,7 @@ def summarize(questions: Sequence[dict], discriminator: str | None = None) -> di
     if src:
         best = max(src, key=lambda s: (src[s]["n"], src[s]["ex"]))
         out["best_source"] = {"name": best, **src[best]}
+    out["side_by_side"] = side_by_side(out)
     out["candidates"] = {
         "total": sum(q["n_candidates"] for q in questions),
         "correct": sum(sum(q["labels"]) for q in questions),

@@ -124,6 +124,16 @@ def to_markdown(rep: dict) -> str:
             lines.append(f"| {s} | {v['n']} | {_pct(v['ex'])} |")
         if rp.get("best_source"):
             lines.append(f"\nBest single source: {rp['best_source']['name']} ({_pct(rp['best_source']['ex'])}%)")
+        sbs = rp.get("side_by_side")
+        if sbs and sbs.get("policies"):
+            best = sbs.get("best_single") or {}
+            lines += ["", "## Policies side by side (share of the vote -> oracle gap closed)", "",
+                      "| policy | EX % | gap closed |", "|---|---:|---:|"]
+            for p, v in sbs["policies"].items():
+                g = v.get("gap_closed")
+                lines.append(f"| {p} | {_pct(v['ex'])} | {'' if g is None else f'{100 * g:+.0f}%'} |")
+            lines.append(f"| best single source ({best.get('name', '?')}) | {_pct(best.get('ex'))} | |")
+            lines.append(f"| oracle | {_pct(sbs.get('oracle'))} | +100% |")
         if rp.get("scored_subset"):
             ss = rp["scored_subset"]
             lines.append("\nOn the " + str(ss["n"]) + " scored questions: "

@@ -39,6 +39,8 @@ from planner.ranker import (
     cluster_features,
     labelled_priors,
     logit,
+    position_keys,
+    position_priors,
     question_keys,
     rank_select,
     source_key,
@@ -115,7 +117,9 @@ def data_hash(qs: Sequence[LQ]) -> str:
 
 
 def pool_agreement(qs: Sequence[LQ]) -> dict[str, float]:
-    return agreement_priors([{source_key(s): k for s, k in question_keys(q.cands).items()} for q in qs])
+    """Label-free accuracies of the pool's sources and, apart, of its positions (the order evidence)."""
+    return {**agreement_priors([{source_key(s): k for s, k in question_keys(q.cands).items()} for q in qs]),
+            **position_priors([position_keys(q.cands) for q in qs])}
 
 
 def source_outcomes(qs: Sequence[LQ]) -> dict[str, tuple[int, int]]:

@@ -43,6 +43,20 @@ class GenerationResult:
     completion_tokens: int = 0
     constrained: bool = False  # sampled under the request's grammar
     notes: list[str] = field(default_factory=list)  # e.g. a server refused the grammar: sampled unconstrained
+    # per sample: the sequence log-probability (sum of token logprobs) and its token count; None where the
+    # backend gave none (an OpenAI-compatible server that returns no logprobs: `logprobs_missing` is then True)
+    logprobs: list[float | None] = field(default_factory=list)
+    logprob_tokens: list[int | None] = field(default_factory=list)
+    logprobs_missing: bool = False
+
+
+def sequence_logprob(token_logprobs) -> tuple[float | None, int | None]:
+    """(sum, count) of a sample's token logprobs; (None, None) when there are none (None entries are skipped:
+    a server may report null for a token it could not score)."""
+    vals = [float(x) for x in (token_logprobs or []) if x is not None]
+    if not vals:
+        return None, None
+    return sum(vals), len(vals)
 
 
 @runtime_checkable

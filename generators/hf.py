@@ -12,7 +12,7 @@ from core.runtime.chat import render_prompt
 from core.runtime.checkpoint import LoadedModel, load_checkpoint
 from core.runtime.hf import encode, sample
 from core.specs import options_of
-from generators.base import GENERATORS, GenerationRequest, GenerationResult
+from generators.base import GENERATORS, GenerationRequest, GenerationResult, sequence_logprob
 from generators.constrained import grammar_processor, sql_end_stopping
 from generators.extract import extract_sql, opens_thinking
 from generators.prompts import build_messages
@@ -68,10 +68,12 @@ class TransformersGenerator:
         else:
             extra = {"stopping_criteria": sql_end_stopping(lm.tokenizer, len(ids))}
         samples = sample(lm, ids, n=p.n, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens,
-                         seed=p.seed, **extra)
+                         seed=p.seed, logprobs=0, **extra)  # logprobs=0: each sampled token's logprob, no top-k
+        seq = [sequence_logprob(s.token_logprobs) for s in samples]  # from the logits generate() already returned
         return GenerationResult(
             sqls=[extract_sql(s.text, thinking=thinking) for s in samples], raw=[s.text for s in samples], model=self.name,
             prompt_tokens=len(ids), completion_tokens=sum(len(s.ids) for s in samples), constrained=use_grammar,
+            logprobs=[lp for lp, _ in seq], logprob_tokens=[n for _, n in seq],
         )
 
     def _lm(self) -> LoadedModel:

@@ -10,7 +10,7 @@ from core.errors import BackendError
 from core.runtime.chat import render_plain
 from core.runtime.openai_http import HTTPOptions, OpenAIClient, choice_text, client_from_spec
 from core.specs import options_of
-from generators.base import GENERATORS, GenerationRequest, GenerationResult
+from generators.base import GENERATORS, GenerationRequest, GenerationResult, sequence_logprob
 from generators.extract import extract_sql
 from generators.prompts import build_messages
 
@@ -22,6 +22,19 @@ def grammar_payload(field: str, grammar: str) -> dict:
     if field == "structured_outputs":
         return {"structured_outputs": {"grammar": grammar}}
     return {"guided_grammar": grammar}
+
+
+def choice_token_logprobs(choice: dict) -> list[float | None] | None:
+    """The sampled tokens' logprobs of a chat choice (`logprobs.content[].logprob`) or a completions choice
+    (`logprobs.token_logprobs`); None when the server returned none."""
+    lp = choice.get("logprobs")
+    if not isinstance(lp, dict):
+        return None
+    if isinstance(lp.get("content"), list):
+        return [t.get("logprob") for t in lp["content"] if isinstance(t, dict)]
+    if isinstance(lp.get("token_logprobs"), list):
+        return list(lp["token_logprobs"])
+    return None
 
 
 def _refused(e: BackendError) -> bool:
@@ -36,6 +49,7 @@ class OpenAIGeneratorOptions(HTTPOptions):
     endpoint: Literal["chat", "completions"] = "chat"
     constrained: bool = False
     grammar_field: Literal["guided_grammar", "structured_outputs"] = "guided_grammar"
+    logprobs: bool = True  # ask for token logprobs (the ranker's likelihood features); a refusing server is asked again without
 
 
 @GENERATORS.register("openai", summary="an OpenAI-compatible server (vLLM, llama.cpp, ...)",
@@ -59,6 +73,7 @@ class OpenAIGenerator:
         self.client = client or client_from_spec(spec)
         self.constrained = bool(opts.constrained)
         self.grammar_field = opts.grammar_field
+        self.logprobs = bool(opts.logprobs)
         if self.grammar_field not in GRAMMAR_FIELDS:
             raise ValueError(f"model {spec.name!r}: options.grammar_field must be one of {', '.join(GRAMMAR_FIELDS)}, "
                              f"not {self.grammar_field!r}")
@@ -71,15 +86,24 @@ class OpenAIGenerator:
         model_name = self.model
         grammar = request.grammar if self.constrained and request.grammar else None
         notes: list[str] = []
+        seqs: list[tuple[float | None, int | None]] = []
+        want_lp = self.logprobs
 
         def send(n: int, seed: int | None, g: str | None) -> dict:
+            nonlocal want_lp
             kw = {"model": self.model, "n": n, "temperature": p.temperature, "top_p": p.top_p,
                   "max_tokens": p.max_tokens, "seed": seed}
-            if g is not None:
-                kw.update(grammar_payload(self.grammar_field, g))
-            if self.endpoint == "chat":
-                return self.client.chat(messages, **kw)
-            return self.client.completions(render_plain(messages), **kw)
+            if want_lp:  # chat: logprobs=true; completions: logprobs=0 (the sampled tokens' logprobs, no top-k)
+                kw["logprobs"] = True if self.endpoint == "chat" else 0
+                try:
+                    return self._post(messages, kw, g)
+                except BackendError as e:
+                    if not _refused(e) or g is not None:  # with a grammar: the grammar fallback goes first
+                        raise
+                    want_lp = False
+                    notes.append(f"the server refused logprobs ({str(e)[-160:]}); no likelihood features")
+                    kw.pop("logprobs")
+            return self._post(messages, kw, g)
 
         def call(n: int, seed: int | None) -> dict:
             nonlocal grammar
@@ -101,16 +125,29 @@ class OpenAIGenerator:
             resp = call(p.n - len(texts), seed)
             calls += 1
             choices = sorted(resp.get("choices", []), key=lambda c: c.get("index", 0))
-            texts += [choice_text(c) for c in choices][: p.n - len(texts)]
+            kept = choices[: p.n - len(texts)]
+            texts += [choice_text(c) for c in kept]
+            seqs += [sequence_logprob(choice_token_logprobs(c)) for c in kept]
             usage = resp.get("usage") or {}
             prompt_tokens = prompt_tokens or int(usage.get("prompt_tokens", 0))
             completion_tokens += int(usage.get("completion_tokens", 0))
             model_name = resp.get("model") or model_name
             if not choices:
                 raise BackendError(f"{self.client.base}: the server returned no choices")
+        missing = any(lp is None for lp, _ in seqs)
+        if missing:
+            notes.append("the server returned no logprobs for some samples: their likelihood features are missing")
         return GenerationResult(sqls=[extract_sql(t) for t in texts], raw=texts, model=self.name,
                                 prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                constrained=grammar is not None, notes=notes)
+                                constrained=grammar is not None, notes=notes, logprobs=[lp for lp, _ in seqs],
+                                logprob_tokens=[k for _, k in seqs], logprobs_missing=missing)
+
+    def _post(self, messages: list[dict], kw: dict, g: str | None) -> dict:
+        if g is not None:
+            kw = {**kw, **grammar_payload(self.grammar_field, g)}
+        if self.endpoint == "chat":
+            return self.client.chat(messages, **kw)
+        return self.client.completions(render_plain(messages), **kw)
 
     def close(self) -> None:
         self.client.close()

@@ -42,12 +42,15 @@ class CandidatePool:
     def __len__(self) -> int:
         return len(self.candidates)
 
-    def add(self, sql: str, *, source: str, sample_index: int | None = None) -> tuple[int, bool]:
-        """Add one raw SQL. Returns (index of its candidate, whether the candidate is new)."""
+    def add(self, sql: str, *, source: str, sample_index: int | None = None, logprob: float | None = None,
+            logprob_tokens: int | None = None) -> tuple[int, bool]:
+        """Add one raw SQL. Returns (index of its candidate, whether the candidate is new). `logprob`: the
+        generator's sequence log-probability of the sample (a merged duplicate keeps the first sample's)."""
         from sqlbox.guard import ParseFailure, Rejected, guard, normalize
 
         sql = sql or ""
-        cand = Candidate(sql=sql, source=source, dialect=self.dialect, sample_index=sample_index)
+        cand = Candidate(sql=sql, source=source, dialect=self.dialect, sample_index=sample_index, logprob=logprob,
+                         logprob_tokens=logprob_tokens)
         if not sql.strip():
             cand.rejected = EMPTY_REASON
             key = "empty:"
@@ -88,11 +91,15 @@ class CandidatePool:
         self.candidates.append(cand)
         return len(self.candidates) - 1, True
 
-    def add_many(self, sqls: list[str], *, source: str) -> list[int]:
-        """Add a generator's samples (in order). Returns the indices of the candidates that are new."""
+    def add_many(self, sqls: list[str], *, source: str, logprobs: list[float | None] | None = None,
+                 logprob_tokens: list[int | None] | None = None) -> list[int]:
+        """Add a generator's samples (in order), with their sequence logprobs when the backend reported them.
+        Returns the indices of the candidates that are new."""
         new = []
+        lps, toks = list(logprobs or []), list(logprob_tokens or [])
         for j, sql in enumerate(sqls):
-            i, is_new = self.add(sql, source=source, sample_index=j)
+            i, is_new = self.add(sql, source=source, sample_index=j, logprob=lps[j] if j < len(lps) else None,
+                                 logprob_tokens=toks[j] if j < len(toks) else None)
             if is_new:
                 new.append(i)
         return new

@@ -508,7 +508,8 @@ class Planner:
             u.calls += 1
             source = f"{gen_name}:{ckpt}" if ckpt != gen_name else gen_name
         with clock.stage("normalize"):
-            new = pool.add_many(list(res.sqls), source=source)
+            new = pool.add_many(list(res.sqls), source=source, logprobs=getattr(res, "logprobs", None),
+                                logprob_tokens=getattr(res, "logprob_tokens", None))  # the ranker's likelihood evidence
             for i, c in enumerate(pool.candidates):
                 if i < len(scored):
                     scored[i].candidate = c
@@ -563,7 +564,9 @@ class Planner:
 
     def _select(self, plan: Plan, scored: list[ScoredCandidate], policy: str, usage: dict, ran: list[str]) -> None:
         """(Re)compute the plan's outcome from the pooled candidates (called after every cascade step)."""
-        i, why = stages.select(scored, policy, plan.question.text, ranker=self.ranker_state)
+        auto = self.ranker_state.auto_choice(ran[-1]) if policy == "auto" else None  # per pair (issue 26)
+        i, why = stages.select(scored, auto.policy if auto else policy, plan.question.text, ranker=self.ranker_state)
+        why = f"auto -> {auto.policy} ({auto.reason}): {why}" if auto else why
         plan.candidates = scored
         plan.errors = []
         if not scored:
@@ -606,11 +609,26 @@ class Planner:
                 rtr.update(self.route_context(plan.question), plan.route.pair, bool(correct), plan.total_cost)
         if correct is not None:
             self.ranker_state.feedback(plan.candidates, plan.chosen, bool(correct))
+        self._record_policy_outcome(plan, correct, corrected_sql)
         for hook in list(self.on_feedback):
             try:
                 hook(plan, correct, corrected_sql)
             except Exception:  # a feedback hook must never fail the feedback
                 log.exception("on_feedback hook %r failed", hook)
+
+    def _record_policy_outcome(self, plan: Plan, correct: bool | None, corrected_sql: str | None) -> None:
+        """Evidence for `policy = "auto"` (planner.ranker.policy_labels): the plan's pair and candidates, labelled
+        by the feedback (a corrected SQL through its result fingerprint)."""
+        fp = None
+        if corrected_sql:
+            with contextlib.suppress(Exception):
+                ex = self.executor.execute(plan.question.db_id, corrected_sql)
+                fp = ex.fingerprint if ex.ok else None
+        eligible = [i for i, sc in enumerate(plan.candidates) if not sc.candidate.rejected]
+        cands = [plan.candidates[i] for i in eligible]
+        chosen = eligible.index(plan.chosen) if plan.chosen in eligible else None
+        pair = plan.route.pair if plan.route is not None else None
+        self.ranker_state.record_policy_outcome(pair, cands, plan.question.text, chosen, correct, fp)
 
     def reload_ranker(self, path: str | None = None):
         """Load the ranker artifact at `path` (default: the configured or last loaded one), like a checkpoint

@@ -49,6 +49,14 @@ from core.clusters import Clustering, cluster, result_key, sample_weight
 from core.model import ScoredCandidate, executable
 
 FORMAT_VERSION = 1
+# the shipped default (`defaults.ranker = "default"`): fitted on a mix of pool kinds, agreement priors only
+# (docs/selection.md, "Pool kinds"; `python -m benchmarks.selection_mix fit`)
+DEFAULT_ARTIFACT = Path(__file__).parent / "data" / "ranker_default.joblib"
+
+
+def resolve_artifact(path: str | Path) -> Path:
+    """"default" is the shipped artifact; anything else a path."""
+    return DEFAULT_ARTIFACT if str(path) == "default" else Path(path)
 DEFAULT_PRIOR = 0.6  # a source with neither labels nor agreement evidence
 
 FEATURES: tuple[str, ...] = (
@@ -59,7 +67,14 @@ FEATURES: tuple[str, ...] = (
     "q_howmany", "q_list", "q_top", "q_each", "howmany_one_value", "each_many_rows", "top_order_limit",
     "sql_joins", "sql_agg", "sql_group", "sql_order_limit", "sql_distinct", "sql_nesting", "sql_setop",
     "sql_len_log", "sql_where", "lit_q_numbers_in_sql", "lit_sql_strings_in_q", "lit_n_sql",
+    # order evidence (issue 26): positions normalised by the pool size, and the label-free accuracy lift of the
+    # cluster's positions (`position_keys`: ~0 where order carries nothing, e.g. shuffled or i.i.d. samples)
+    "pos_first", "pos_mean", "pos_rep", "holds_first", "pos_lift_max", "pos_lift_first",
+    # likelihood evidence: the generator's sequence logprobs, relative within the question (0 and has_logprob=0
+    # when any executable candidate lacks one)
+    "has_logprob", "lp_mean_gap", "lp_total_gap", "lp_mass", "lp_rank1",
 )
+POSITION_PREFIX = "#pos:"  # position "sources" in the priors map (a source_key never holds "#", so none collides)
 
 # --------------------------------------------------------------------------------------------------
 # Priors: labelled outcomes, else one-coin Dawid-Skene agreement
@@ -119,6 +134,52 @@ def labelled_priors(outcomes: Mapping[str, tuple[int, int]], strength: float = 4
         base = fb.get(s, DEFAULT_PRIOR)
         out[s] = (c + strength * base) / (n + strength)
     return out
+
+
+def position_keys(cands: Sequence[ScoredCandidate]) -> dict[str, str | None]:
+    """{"#pos:k": result key} per candidate position: the agreement estimate over positions says whether a
+    pool's order carries its generator's ranking (position 0 agrees with the others more than later ones)."""
+    return {f"{POSITION_PREFIX}{k}": result_key(c) for k, c in enumerate(cands)}
+
+
+ORDER_Z = 1.645  # one-sided 5 %: position 0 must agree with the others significantly more than later positions
+ORDERED_KEY = "#pos:ordered"
+
+
+def order_is_informative(questions: Sequence[Mapping[str, str | None]]) -> bool:
+    """Label-free test of whether a pool's order carries a ranking: how often position 0's result equals the
+    plurality result of the *other* candidates, against the same rate pooled over the later positions
+    (two-proportion z-test, one-sided at ORDER_Z). I.i.d. samples and alphabetical systems fail it."""
+    hit0 = n0 = hit = n = 0
+    for q in questions:
+        keys = [q.get(f"{POSITION_PREFIX}{k}") for k in range(len(q))]
+        if len(keys) < 3:
+            continue
+        for k, key in enumerate(keys):
+            others: dict[str, int] = {}
+            for j, o in enumerate(keys):
+                if j != k and o is not None:
+                    others[o] = others.get(o, 0) + 1
+            top = max(others.values(), default=0)
+            agree = key is not None and top > 0 and others.get(key, 0) == top
+            if k == 0:
+                hit0, n0 = hit0 + agree, n0 + 1
+            else:
+                hit, n = hit + agree, n + 1
+    if n0 < 10 or n < 10:
+        return False
+    p0, p1, p = hit0 / n0, hit / n, (hit0 + hit) / (n0 + n)
+    se = math.sqrt(max(p * (1 - p) * (1 / n0 + 1 / n), 1e-12))
+    return (p0 - p1) / se > ORDER_Z
+
+
+def position_priors(questions: Sequence[Mapping[str, str | None]]) -> dict[str, float]:
+    """Label-free accuracy per position (`agreement_priors` over `position_keys` maps), estimated apart from the
+    sources' so a candidate never votes twice, and ORDERED_KEY: 1.0 when `order_is_informative`, else 0.0 (the
+    order features are then neutral: a pool whose order carries nothing gives the model nothing to fit)."""
+    if not questions:
+        return {}
+    return {**agreement_priors(questions), ORDERED_KEY: float(order_is_informative(questions))}
 
 
 def question_keys(cands: Sequence[ScoredCandidate]) -> dict[str, str | None]:
@@ -245,6 +306,8 @@ def cluster_features(cands: Sequence[ScoredCandidate], question: str, priors: Ma
     smax = [max(cands[i].scores[-1].score for i in m) if has_scores else 0.5 for m in members]
     cues = question_cues(question)
     n_exec = sum(1 for k in cl.of if k is not None)
+    order = _order_evidence(cands, members, priors)
+    lik = _likelihood_evidence(cands, members)
     rows = []
     for k, m in enumerate(members):
         rep = m[_best_member(m, cands, pri)]
@@ -264,8 +327,60 @@ def cluster_features(cands: Sequence[ScoredCandidate], question: str, priors: Ma
         f["howmany_one_value"] = f["q_howmany"] * f["one_value"]
         f["each_many_rows"] = f["q_each"] * float(f["rows_log"] > math.log(2.5))
         f["top_order_limit"] = f["q_top"] * f["sql_order_limit"]
+        f["pos_rep"] = rep / max(len(cands) - 1, 1) if priors.get(ORDERED_KEY) else 0.0
+        f.update(order[k])
+        f.update(lik[k])
         rows.append([float(f[name]) for name in FEATURES])
     return Clusters(cl, rows)
+
+
+def _order_evidence(cands: Sequence[ScoredCandidate], members: Sequence[Sequence[int]],
+                    priors: Mapping[str, float]) -> list[dict[str, float]]:
+    """Per cluster: its earliest and mean position over (N - 1), whether it holds candidate 0, and the lift of
+    its positions' label-free accuracy (`position_priors`, in `priors` under "#pos:k") over the mean position's:
+    the best member's and candidate 0's (when it holds it). All 0 unless the pool's order passed
+    `order_is_informative` (ORDERED_KEY in `priors`)."""
+    span = max(len(cands) - 1, 1)
+    if not priors.get(ORDERED_KEY):  # the pool's order carries no ranking (or no evidence yet): neutral
+        return [dict.fromkeys(("pos_first", "pos_mean", "holds_first", "pos_lift_max", "pos_lift_first"), 0.0)
+                for _ in members]
+    pacc = [priors.get(f"{POSITION_PREFIX}{i}") for i in range(len(cands))]
+    known = [p for p in pacc if p is not None]
+    mean = sum(known) / len(known) if known else 0.0
+
+    def lift(i: int) -> float:
+        return 0.0 if pacc[i] is None else float(pacc[i]) - mean
+
+    out = []
+    for m in members:
+        out.append({"pos_first": min(m) / span, "pos_mean": sum(m) / len(m) / span, "holds_first": float(0 in m),
+                    "pos_lift_max": max(lift(i) for i in m), "pos_lift_first": lift(0) if 0 in m else 0.0})
+    return out
+
+
+def _likelihood_evidence(cands: Sequence[ScoredCandidate], members: Sequence[Sequence[int]]) -> list[dict[str, float]]:
+    """Per cluster, from the generator's sequence logprobs (`Candidate.logprob`, `logprob_tokens`): the gap of its
+    best member's mean token logprob and total logprob to the question's best (<= 0), its share of the
+    likelihood mass (sum of exp(total logprob) x sample weight, over all executable candidates) and whether it
+    has the best mean logprob. Missing when any executable candidate has no logprob: zeros, has_logprob 0."""
+    ex = [i for m in members for i in m]
+    lp = [getattr(c.candidate, "logprob", None) for c in cands]  # getattr: candidates pickled before the field
+    have = bool(ex) and all(lp[i] is not None for i in ex)
+    if not have:
+        return [{"has_logprob": 0.0, "lp_mean_gap": 0.0, "lp_total_gap": 0.0, "lp_mass": 0.0, "lp_rank1": 0.0}
+                for _ in members]
+    tot = {i: float(lp[i]) for i in ex}  # type: ignore[arg-type]
+    mean = {i: tot[i] / max(1, getattr(cands[i].candidate, "logprob_tokens", None) or 1) for i in ex}
+    best_mean = max(mean.values())
+    best_tot = max(tot.values())
+    mass = [sum(math.exp(tot[i] - best_tot) * sample_weight(cands[i]) for i in m) for m in members]
+    z = sum(mass) or 1.0
+    out = []
+    for m, w in zip(members, mass, strict=True):
+        bm = max(mean[i] for i in m)
+        out.append({"has_logprob": 1.0, "lp_mean_gap": bm - best_mean, "lp_total_gap": max(tot[i] for i in m) - best_tot,
+                    "lp_mass": w / z, "lp_rank1": float(bm >= best_mean)})
+    return out
 
 
 def _best_member(m: Sequence[int], cands: Sequence[ScoredCandidate], pri: Sequence[float]) -> int:
@@ -348,7 +463,7 @@ class RankerArtifact:
     def load(cls, path: str | Path) -> RankerArtifact:
         import joblib
 
-        p = Path(path)
+        p = resolve_artifact(path)
         if not p.is_file():
             raise FileNotFoundError(f"ranker artifact not found: {p}")
         d = joblib.load(p)
@@ -456,8 +571,10 @@ class RankerState:
         self.artifact: RankerArtifact | None = None
         self.path: str | None = None
         self._seen: deque[dict[str, str | None]] = deque(maxlen=window)
+        self._seen_pos: deque[dict[str, str | None]] = deque(maxlen=window)  # position -> result (order evidence)
         self._outcomes: dict[str, list[int]] = {}
         self._priors: dict[str, float] | None = None
+        self._policy_outcomes: dict[str, list[dict[str, bool | None]]] = {}  # pair -> per labelled plan (auto)
 
     def load(self, path: str | Path | None) -> RankerArtifact | None:
         """Load (or, with None, unload) the artifact; a failed load keeps the previous one and raises."""
@@ -475,6 +592,7 @@ class RankerState:
         if keys:
             with self._lock:
                 self._seen.append({source_key(s): k for s, k in keys.items()})
+                self._seen_pos.append(position_keys(cands))
                 self._priors = None
 
     def feedback(self, cands: Sequence[ScoredCandidate], chosen: int | None, correct: bool) -> None:
@@ -490,14 +608,140 @@ class RankerState:
                     o[1] += 1
             self._priors = None
 
+    def record_policy_outcome(self, pair: str | None, cands: Sequence[ScoredCandidate], question: str,
+                              chosen: int | None, correct: bool | None, correct_fingerprint: str | None = None) -> None:
+        """A labelled plan of `pair`, as evidence for `policy = "auto"`: which of first / vote / ranker would have
+        been right (`policy_labels`)."""
+        labels = policy_labels(cands, question, chosen, correct, correct_fingerprint, self.priors(), self.artifact)
+        if labels is None:
+            return
+        with self._lock:
+            self._policy_outcomes.setdefault(pair or "", []).append(labels)
+
+    def auto_default(self) -> str:
+        return "ranker" if self.artifact is not None else "vote"
+
+    def auto_choice(self, pair: str | None) -> AutoDecision:
+        """What `policy = "auto"` uses for `pair` now, and why (`decide_auto`)."""
+        with self._lock:
+            rows = list(self._policy_outcomes.get(pair or "", []))
+        return decide_auto(rows, self.auto_default())
+
+    def auto_report(self) -> dict[str, Any]:
+        """Per pair with logged outcomes: the decision, the evidence, the rule's constants."""
+        with self._lock:
+            pairs = {p: list(v) for p, v in self._policy_outcomes.items()}
+        d = self.auto_default()
+        return {"default": d, "min_labels": AUTO_MIN_LABELS, "alpha": AUTO_ALPHA, "choices": list(AUTO_CHOICES),
+                "pairs": {p or "(none)": decide_auto(v, d).as_dict() for p, v in pairs.items()}}
+
     def priors(self) -> dict[str, float]:
         with self._lock:
             if self._priors is None:
-                agree = agreement_priors(list(self._seen))
+                agree = {**agreement_priors(list(self._seen)), **position_priors(list(self._seen_pos))}
                 base = self.artifact.effective_priors(agree) if self.artifact else agree
                 logged = labelled_priors({s: (c, n) for s, (c, n) in self._outcomes.items()}, fallback=base)
                 self._priors = {**base, **logged}
             return dict(self._priors)
+
+
+# --------------------------------------------------------------------------------------------------
+# policy = "auto": per pair, first / vote / ranker by their EX on the pair's logged outcomes
+# --------------------------------------------------------------------------------------------------
+
+AUTO_CHOICES = ("first", "vote", "ranker")
+AUTO_MIN_LABELS = 20  # labelled plans of a pair before auto may move off its default
+AUTO_ALPHA = 0.05  # one-sided sign test on the plans where the challenger and the default disagree in outcome
+
+
+@dataclass(frozen=True)
+class AutoDecision:
+    policy: str
+    reason: str
+    labelled: int = 0
+    ex: dict[str, float | None] = field(default_factory=dict)  # per policy, EX over the plans where it is known
+    known: dict[str, int] = field(default_factory=dict)
+    default: str = "vote"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy, "reason": self.reason, "labelled": self.labelled, "default": self.default,
+                "ex": self.ex, "known": self.known}
+
+
+def policy_labels(cands: Sequence[ScoredCandidate], question: str, chosen: int | None, correct: bool | None,
+                  correct_fingerprint: str | None, priors: Mapping[str, float],
+                  artifact: RankerArtifact | None) -> dict[str, bool | None] | None:
+    """Which of first / vote / ranker would have been right on a labelled plan (None: unknown). A corrected SQL's
+    result fingerprint labels every candidate (equal result = right); `correct=True` labels the chosen result
+    right and every other one wrong; `correct=False` labels the chosen result wrong only. A pick that does not
+    execute is wrong. `cands`: the plan's non-rejected candidates."""
+    if not cands or (correct is None and correct_fingerprint is None):
+        return None
+    ck = result_key(cands[chosen]) if chosen is not None and 0 <= chosen < len(cands) else None
+
+    def label(i: int | None) -> bool | None:
+        if i is None:
+            return None
+        k = result_key(cands[i])
+        if k is None:
+            return False
+        if correct_fingerprint is not None:
+            return k == f"fp:{correct_fingerprint}"
+        if ck is None:
+            return None
+        if k == ck:
+            return bool(correct)
+        return False if correct else None
+
+    from planner.select import SelectionContext, select
+
+    ctx = SelectionContext(question=question)
+    picks = {"first": 0, "vote": select("vote", cands, ctx).index,
+             "ranker": rank_select(cands, question, priors, artifact).index}
+    return {p: label(i) for p, i in picks.items()}
+
+
+def _sign_test(wins: int, losses: int) -> float:
+    """One-sided P(X >= wins), X ~ Binomial(wins + losses, 1/2)."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2.0 ** n
+
+
+def decide_auto(rows: Sequence[Mapping[str, bool | None]], default: str) -> AutoDecision:
+    """The auto rule. Each policy's EX is measured on the logged plans where its outcome is known; first and vote
+    have no parameters and the ranker's artifact is fitted elsewhere, so these are held-out figures. Auto stays on
+    `default` until the pair has AUTO_MIN_LABELS labelled plans; then it moves to the challenger with the highest
+    EX among those that beat the default on a one-sided sign test at AUTO_ALPHA over the plans where both outcomes
+    are known and differ (with no losses that needs 5 such plans)."""
+    n = len(rows)
+    ex: dict[str, float | None] = {}
+    known: dict[str, int] = {}
+    for p in AUTO_CHOICES:
+        vals = [r[p] for r in rows if r.get(p) is not None]
+        known[p] = len(vals)
+        ex[p] = round(100.0 * sum(bool(v) for v in vals) / len(vals), 2) if vals else None
+    if n < AUTO_MIN_LABELS:
+        return AutoDecision(default, f"default: {n} of {AUTO_MIN_LABELS} labelled plans needed before auto may move",
+                            n, ex, known, default)
+    best, best_ex, why = default, -1.0, ""
+    for p in AUTO_CHOICES:
+        if p == default:
+            continue
+        both = [r for r in rows if r.get(p) is not None and r.get(default) is not None]
+        wins = sum(1 for r in both if r[p] and not r[default])
+        losses = sum(1 for r in both if r[default] and not r[p])
+        pv = _sign_test(wins, losses)
+        e = ex[p] if ex[p] is not None else -1.0
+        if pv <= AUTO_ALPHA and wins > losses and e > best_ex:
+            best, best_ex = p, e
+            why = (f"{p} beats {default} on {wins} of {wins + losses} labelled plans where they differ (sign test "
+                   f"p={pv:.3g} <= {AUTO_ALPHA}); EX {ex[p]} vs {ex[default]} over {n} labelled plans")
+    if best == default:
+        return AutoDecision(default, f"default: no policy beats {default} significantly over {n} labelled plans",
+                            n, ex, known, default)
+    return AutoDecision(best, why, n, ex, known, default)
 
 
 # --------------------------------------------------------------------------------------------------

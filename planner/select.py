@@ -190,6 +190,17 @@ def needs_scores(policy: str) -> bool:
     return POLICIES.info(policy).needs_scores
 
 
+@POLICIES.register("auto", needs_scores=False, executable_only=False,
+                   summary="per pair, first / vote / ranker by their EX on the pair's logged feedback "
+                   "(planner.ranker.decide_auto; the default until enough evidence)")
+def auto(cands: Sequence[ScoredCandidate], ctx: SelectionContext) -> Selection:
+    """Without a pair (replay, a bare call) this is the state's default: the pipeline resolves `auto` per pair
+    before selecting (`planner.ranker.RankerState.auto_choice`)."""
+    name = ctx.ranker.auto_default() if ctx.ranker is not None else "vote"
+    sel = POLICIES.get(name)(cands, ctx)
+    return Selection(sel.index, f"auto -> {name} (the default; no pair given): {sel.reason}", sel.clusters, sel.scores)
+
+
 def executable_only(policy: str) -> bool:
     return POLICIES.info(policy).executable_only
 
@@ -207,7 +218,8 @@ def without_scores(policy: str) -> str | None:
 def reported_policies(scored: bool, policies: Sequence[str] | None = None) -> list[str]:
     """The policies (of `policies`, default all) an eval report includes for a question: all of them when its
     candidates are scored, else those that need no scores or declare what they reduce to without them."""
-    pols = policy_names() if policies is None else list(policies)
+    # `auto` is left out by default: it picks one of first / vote / ranker per pair, which reports show already
+    pols = [p for p in policy_names() if p != "auto"] if policies is None else list(policies)
     return [p for p in pols if scored or not needs_scores(p) or without_scores(p) is not None]
 
 

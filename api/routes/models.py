@@ -48,7 +48,8 @@ def _ranker_state(s: AppState) -> RankerResponse:
     st = s.planner.ranker_state
     art = st.artifact
     return RankerResponse(loaded=art is not None, path=st.path, prior_mode=art and art.prior_mode,
-                          data_hash=art and art.data_hash, cv_metrics=_jsonable(art.cv_metrics) if art else {})
+                          data_hash=art and art.data_hash, cv_metrics=_jsonable(art.cv_metrics) if art else {},
+                          meta=_jsonable(art.meta) if art else {}, auto=_jsonable(st.auto_report()))
 
 
 @router.get("/ranker", response_model=RankerResponse, summary="The active ranker artifact")

@@ -81,7 +81,9 @@ def test_get_ranker_shows_its_own_services_artifact(make_client, tmp_path):
     path = art.save(tmp_path / "r.joblib")
     with_art = _client(make_client, ranker=str(path))
     plain = _client(make_client)
-    assert with_art.get("/ranker").json() | {"cv_metrics": {}} == {
+    got = with_art.get("/ranker").json()
+    assert got["auto"]["default"] == "ranker"  # policy "auto" starts on the loaded ranker (issue 26)
+    assert {k: v for k, v in got.items() if k not in ("meta", "auto")} | {"cv_metrics": {}} == {
         "loaded": True, "path": str(path), "prior_mode": "agreement", "data_hash": "abc", "cv_metrics": {}}
     assert plain.get("/ranker").json()["loaded"] is False
     assert with_art.post("/ranker/reload").json()["loaded"] is True

@@ -55,7 +55,7 @@ def test_nothing_executes_means_nothing_chosen(policy):
 
 
 def test_all_policies_registered():
-    assert set(POLICIES.names()) == {"first", "rerank", "check-rerank", "vote", "hybrid", "ranker"}
+    assert set(POLICIES.names()) == {"first", "rerank", "check-rerank", "vote", "hybrid", "ranker", "auto"}
     assert policy_names()[0] == "first"  # registration order: the baseline first (the order of eval reports)
     assert all(POLICIES.info(p).summary for p in policy_names())
 
@@ -68,8 +68,8 @@ def test_first_is_one_more_policy():
 
 def test_metadata_matches_what_each_policy_does():
     assert [p for p in policy_names() if needs_scores(p)] == ["hybrid", "rerank", "check-rerank"]
-    assert [p for p in policy_names() if not executable_only(p)] == ["first", "rerank"]
-    assert reported_policies(True) == policy_names()
+    assert [p for p in policy_names() if not executable_only(p)] == ["first", "rerank", "auto"]
+    assert reported_policies(True) == [p for p in policy_names() if p != "auto"]  # auto picks among the reported
     assert reported_policies(False) == ["first", "vote", "hybrid", "ranker"]
     assert reported_policies(False, ["rerank", "vote"]) == ["vote"]
 
@@ -88,7 +88,7 @@ def test_check_policy_usage_errors_list_the_choices():
     assert check_policy("vote", has_discriminator=False) == "vote"
     with pytest.raises(PolicyError, match="choose one of: first, vote, hybrid, rerank, check-rerank, ranker"):
         check_policy("best")
-    with pytest.raises(PolicyError, match="needs a discriminator.*choose one of: first, vote, ranker$"):
+    with pytest.raises(PolicyError, match="needs a discriminator.*choose one of: first, vote, ranker, auto$"):
         check_policy("rerank", has_discriminator=False)
 
 

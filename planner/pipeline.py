@@ -73,7 +73,7 @@ from planner.config import (
 from planner.examples import few_shot_examples
 from planner.normalize import CandidatePool
 from planner.request import PlanArgs, PlanRequestError, ValidatedRequest, validate
-from planner.select import check_policy, executable
+from planner.select import check_policy, executable, needs_scores
 from routing.router import FixedRouter, RouteContext, Router
 
 log = logging.getLogger(__name__)
@@ -531,8 +531,9 @@ class Planner:
             if job is None:
                 stages.copy_representative_scores(scored, splan.copies, disc_name)
                 if step.skipped is None and not targets:
-                    step.skipped = f"policy {policy!r} needs no scores" if not stages.score_targets(scored, policy) \
-                        else "every target already scored"
+                    step.skipped = (f"policy {policy!r} needs no scores" if not needs_scores(policy)
+                                    else "no candidate to judge" if not stages.score_targets(scored, policy)
+                                    else "every target already scored")
                 return
             spec = self.discriminators.spec_of(self.discriminators.active if disc_name == self.discriminators.default
                                                else disc_name)

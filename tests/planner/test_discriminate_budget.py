@@ -96,6 +96,8 @@ def test_a_single_executable_cluster_skips_the_discriminator_when_the_policy_all
 def test_vote_says_it_needs_no_scores(tmp_path):
     plan = planner(tmp_path, [GOOD, OTHER]).plan(q(), policy="vote")
     assert plan.discrimination[0].skipped == "policy 'vote' needs no scores"
+    plan = planner(tmp_path, ["SELECT nope FROM singer"]).plan(q())  # check-rerank with nothing executable
+    assert plan.discrimination[0].skipped == "no candidate to judge"
 
 
 def test_each_call_gets_a_deadline_from_limits_and_the_plans_deadline(tmp_path):

@@ -33,6 +33,7 @@ import numpy as np
 from core.model import ScoredCandidate
 from planner.ranker import (
     FEATURES,
+    POSITION_PREFIX,
     Calibrator,
     RankerArtifact,
     agreement_priors,
@@ -61,6 +62,7 @@ class LQ:
     labels: list[bool | None]
     difficulty: str | None = None
     record: dict = field(default_factory=dict)  # the replay record to extend
+    pool: str = ""  # the pool it came from: positions are estimated per pool (`per_question_priors`)
 
 
 def from_replay(result: dict, kept: list) -> list[LQ]:
@@ -152,11 +154,23 @@ class Rows:
     q: np.ndarray  # question position of each row
 
 
+def per_question_priors(qs: Sequence[LQ], priors: dict[str, float]) -> list[dict[str, float]]:
+    """`priors` for each question; when the questions come from several pools (`LQ.pool`), the positional
+    priors (order evidence) are estimated per pool, since a position means different things in different pools."""
+    pools = {q.pool for q in qs}
+    if len(pools) < 2:
+        return [priors] * len(qs)
+    base = {k: v for k, v in priors.items() if not k.startswith(POSITION_PREFIX)}
+    pos = {p: position_priors([position_keys(q.cands) for q in qs if q.pool == p]) for p in pools}
+    merged = {p: {**base, **pos[p]} for p in pools}
+    return [merged[q.pool] for q in qs]
+
+
 def rows_of(qs: Sequence[LQ], priors: dict[str, float]) -> Rows:
     X, y, qi = [], [], []
-    for k, q in enumerate(qs):
-        cl = cluster_features(q.cands, q.question, priors)
-        pri = [priors.get(source_key(c.candidate.source), 0.6) for c in q.cands]
+    for k, (q, pri_q) in enumerate(zip(qs, per_question_priors(qs, priors), strict=True)):
+        cl = cluster_features(q.cands, q.question, pri_q)
+        pri = [pri_q.get(source_key(c.candidate.source), 0.6) for c in q.cands]
         for m, r in zip(cl.members, cl.rows, strict=True):
             best = max(m, key=lambda i: (pri[i], q.cands[i].scores[-1].score if q.cands[i].scores else 0.5, -i))
             lab = q.labels[best]
@@ -218,8 +232,8 @@ def _vote_pick(cands: list[ScoredCandidate]) -> int | None:
 def signals(art: RankerArtifact, qs: Sequence[LQ], priors: dict[str, float]) -> list[dict]:
     """Per question: the ranker's choice and raw score, vote's choice and share, first's raw cluster score."""
     out = []
-    for q in qs:
-        r = rank_select(q.cands, q.question, priors, art)
+    for q, pri_q in zip(qs, per_question_priors(qs, priors), strict=True):
+        r = rank_select(q.cands, q.question, pri_q, art)
         i, raw, cl, scores = r.index, r.raw, r.features, r.scores
         v = _vote_pick(q.cands)
         first_raw = None

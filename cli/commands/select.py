@@ -83,10 +83,14 @@ def cmd_fit(args) -> int:
         examples = load_examples("spider", args.data) if pools else []
         for name, entries in pools:
             _, got = collect(entries, examples, workers=args.workers, limit=args.limit, progress=progress)
+            for q in got:
+                q.pool = name  # positions (order evidence) are estimated per pool
             qs += got
             sources.append(f"{name} ({len(got)} questions)")
         if args.feedback_store:
             got = plans_with_feedback(args.feedback_store)
+            for q in got:
+                q.pool = "feedback"
             qs += got
             sources.append(f"feedback:{args.feedback_store} ({len(got)} plans)")
         art = fit(qs, mode=args.prior_mode, cv=args.cv, meta={"trained_on": sources})

@@ -176,3 +176,17 @@ def test_the_shipped_default_loads_by_name_and_selects():
     st = RankerState()
     st.load("default")
     assert st.artifact is not None and st.auto_default() == "ranker"
+
+
+def test_select_fit_estimates_positions_per_pool():
+    """Two pools fitted together (`select fit --replay A --replay B`): each keeps its own order evidence."""
+    kw = {"n_q": 150, "p_first": 0.9, "p_other": 0.45, "p_shared": 0.7}
+    ranked, shuffled = _ranked_pool(1, **kw), _ranked_pool(1, shuffled=True, **kw)
+    for q in ranked:
+        q.pool = "ranked"
+    for q in shuffled:
+        q.pool = "shuffled"
+    both = ranked + shuffled
+    per = sf.per_question_priors(both, sf.pool_agreement(both))
+    assert per[0]["#pos:ordered"] == 1.0 and per[-1]["#pos:ordered"] == 0.0
+    assert sf.per_question_priors(ranked, {"a": 0.5}) == [{"a": 0.5}] * len(ranked)  # one pool: as given

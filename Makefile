@@ -30,6 +30,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 setup: $(VENV)/.installed
 
 demo: setup
+	@# what the question's first plan needs, built ahead (issue 25: example store, schema index; a no-op when cached)
+	$(BIN)/sqlarbiter databases warm --db demo --config demo.toml
 	@# exit 1 = a plan with no executable candidate: reported, not a setup failure
 	$(BIN)/sqlarbiter plan "$(QUESTION)" --db demo --config demo.toml --execute || \
 	  echo "(no candidate executed this time: the embedded 135M model is weak at SQL; configure a real checkpoint)"

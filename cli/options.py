@@ -55,12 +55,13 @@ def add_dataset_option(p: argparse.ArgumentParser | argparse._ArgumentGroup, def
     p.add_argument("--data", metavar="DIR", default=None, help=DATASET_HELP.format(default=default))
 
 
-def load_cli_config(args: argparse.Namespace) -> Config:
+def load_cli_config(args: argparse.Namespace, *, registries: bool = True) -> Config:
     """The configuration named by `--config` (or $SQLARBITER_CONFIG, or built-in) with every `--data` appended
-    to its `databases`. Raises planner.config.ConfigError (a ValueError) for a bad file."""
+    to its `databases`. Raises planner.config.ConfigError (a ValueError) for a bad file. `registries=False`:
+    router and backend names unchecked (their registries not imported: a command that only reads databases)."""
     from planner.config import load_config
 
-    cfg = load_config(getattr(args, "config", None))
+    cfg = load_config(getattr(args, "config", None), registries=registries)
     data = [str(d) for d in (getattr(args, "data", None) or [])]
     if data:
         cfg = cfg.model_copy(update={"databases": [*cfg.databases, *data]})
@@ -87,10 +88,11 @@ def config_or_report(args: argparse.Namespace) -> Config | None:
         return None
 
 
-def registry_or_report(args: argparse.Namespace) -> DatabaseRegistry | None:
-    """`cli_registry`, or None after printing why the databases cannot be registered (exit status 2)."""
+def registry_or_report(args: argparse.Namespace, *, registries: bool = True) -> DatabaseRegistry | None:
+    """`cli_registry`, or None after printing why the databases cannot be registered (exit status 2).
+    `registries=False`: see `load_cli_config`."""
     try:
-        return cli_registry(args)
+        return cli_registry(args, None if registries else load_cli_config(args, registries=False))
     except (OSError, ValueError) as e:  # a bad --data entry or config (ConfigError is a ValueError)
         from sqlbox.servers.targets import redact
 

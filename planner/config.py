@@ -25,7 +25,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from core.specs import ModelSpec, PairSpec
 
@@ -154,8 +162,11 @@ class Config(_Strict):
     source: str | None = Field(None, description="where this config came from (file path or 'built-in')")
 
     @model_validator(mode="after")
-    def _check(self) -> Config:
+    def _check(self, info: ValidationInfo) -> Config:
         errors: list[str] = []
+        # databases_only (`load_config(registries=False)`, the one-shot `check`): the router and backend names
+        # are not checked, so their registries (sklearn, torch) are not imported
+        light = bool(info.context and info.context.get("databases_only"))
         if not self.generators:
             errors.append("generators: at least one generator is required")
         if not self.discriminators:
@@ -173,19 +184,19 @@ class Config(_Strict):
 
         if self.defaults.policy not in POLICIES:
             errors.append(f"defaults.policy: unknown policy {self.defaults.policy!r}; known: {', '.join(POLICIES.names())}")
-        routers = known_routers()
+        routers = known_routers() if not light else None
         for where, rname in [("router.name", self.router.name), *((f"routers.{r}", r) for r in self.routers)]:
-            if rname not in routers:
+            if routers is not None and rname not in routers:
                 errors.append(f"{where}: unknown router {rname!r}; known: {', '.join(routers.names())}")
         from core.registry import check_options
         from routing.router import check_router_params
 
-        if self.router.name in routers:
+        if routers is not None and self.router.name in routers:
             errors += check_router_params(self.router.name, self.router.params, "router.params")
         for rname, params in self.routers.items():
-            if rname in routers:
+            if routers is not None and rname in routers:
                 errors += check_router_params(rname, params, f"routers.{rname}")
-        gens, discs = known_backends()
+        gens, discs = known_backends() if not light else (None, None)
         for role, specs, reg in (("generators", self.generators, gens), ("discriminators", self.discriminators, discs)):
             if reg is None:
                 continue  # backends not importable here (e.g. a stripped install): checked when first used
@@ -338,7 +349,8 @@ def _format_validation(e: ValidationError, source: str) -> str:
     return f"invalid configuration ({source}): " + "; ".join(lines)
 
 
-def config_from_dict(data: dict[str, Any], *, source: str = "dict", env: dict[str, str] | None = None) -> Config:
+def config_from_dict(data: dict[str, Any], *, source: str = "dict", env: dict[str, str] | None = None,
+                     registries: bool = True) -> Config:
     """Validate a raw dict (after env overrides) into a Config; a generators/discriminators/pairs section absent
     from `data` takes the built-in default (the embedded model, pair `embedded`)."""
     data = {k: v for k, v in data.items()}
@@ -349,21 +361,23 @@ def config_from_dict(data: dict[str, Any], *, source: str = "dict", env: dict[st
     _fill_specs(data)
     data.setdefault("source", source)
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data, context=None if registries else {"databases_only": True})
     except ValidationError as e:
         raise ConfigError(_format_validation(e, source)) from None
 
 
-def load_config(path: str | os.PathLike[str] | None = None, *, env: dict[str, str] | None = None) -> Config:
-    """Load, override from the environment and validate the configuration. See the module docstring."""
+def load_config(path: str | os.PathLike[str] | None = None, *, env: dict[str, str] | None = None,
+                registries: bool = True) -> Config:
+    """Load, override from the environment and validate the configuration. See the module docstring.
+    `registries=False`: router and backend names unchecked (a command that only reads `databases`)."""
     environ = os.environ if env is None else env
     if path is None and environ.get("SQLARBITER_CONFIG"):
         path = environ["SQLARBITER_CONFIG"]
     if path is None:
-        return config_from_dict({}, source="built-in", env=environ)
+        return config_from_dict({}, source="built-in", env=environ, registries=registries)
     p = Path(path).expanduser()
     data = _read_file(p)
-    return config_from_dict(data, source=str(p), env=environ)
+    return config_from_dict(data, source=str(p), env=environ, registries=registries)
 
 
 # ---- discriminator budgets by device (issue 31; measured: BENCHMARKS.md, "Discriminator budgets")

@@ -325,9 +325,16 @@ class Planner:
                 self._full_tokens[question.db_id] = approx_tokens(schema_to_prompt(schema, sample_rows=d.schema_sample_rows))
             if self._full_tokens[question.db_id] <= d.schema_max_tokens:
                 return None
-        idx = schema_index(self.registry.get(question.db_id), schema)
+        from planner.warmup import INDEX_WAIT_S
+
+        # never waits for an index build past INDEX_WAIT_S: its lexical stage, or the whole schema (issue 25)
+        idx = schema_index(self.registry.get(question.db_id), schema, wait=False, wait_s=INDEX_WAIT_S)
+        if idx is None:
+            return None
         res = link(question.text, schema, idx, top_k=d.linking_top_k, budget=d.schema_max_tokens,
                    evidence=question.evidence)
+        if res.mode != "embeddings":  # linked on an index still being built: not cached
+            return res
         with self._link_lock:
             if len(self._links) >= 256:
                 self._links.pop(next(iter(self._links)))
@@ -361,7 +368,7 @@ class Planner:
             self._prompts[key] = sql_grammar(self.registry.schema(db_id))
         return self._prompts[key]
 
-    def few_shot(self, question: Question) -> list[tuple[str, str]]:
+    def few_shot(self, question: Question, info: dict | None = None) -> list[tuple[str, str]]:
         """Few-shot examples: retrieved by masked-question similarity (planner.fewshot) when
         `defaults.few_shot_retrieval`, else the database's own (planner.examples)."""
         d = self.config.defaults
@@ -371,7 +378,8 @@ class Planner:
             from planner.fewshot import retrieve
 
             try:
-                return retrieve(question.text, question.db_id, self.registry.schema(question.db_id), d.few_shot)
+                return retrieve(question.text, question.db_id, self.registry.schema(question.db_id), d.few_shot,
+                                info=info)
             except (ImportError, OSError, RuntimeError) as e:  # no embedder installed / unreadable store
                 log.warning("few-shot retrieval unavailable (%s: %s); using the database's own examples",
                             type(e).__name__, e)
@@ -469,6 +477,9 @@ class Planner:
             plan.route.details["generation_notes"] = gen_info["notes"]  # e.g. a server refused the grammar
         plan.timings_ms = {s: round(v, 3) for s, v in clock.timings.items()}
         plan.timings_ms["total"] = round(clock.elapsed() * 1000.0, 3)
+        from planner.warmup import annotate
+
+        annotate(plan, self, question, gen_info.get("few_shot"), linked)  # what a warm-up would have improved
 
         if execute and plan.chosen is not None:
             ch = plan.candidates[plan.chosen].execution
@@ -491,7 +502,9 @@ class Planner:
         prompt = self.schema_prompt(question.db_id, question)
         with clock.stage("generate"):
             req = GenerationRequest(question=question.text, schema=prompt, evidence=question.evidence,
-                                    dialect=self.dialect(question.db_id), few_shot=self.few_shot(question),
+                                    dialect=self.dialect(question.db_id),
+                                    few_shot=self.few_shot(question, None if gen_info is None
+                                                           else gen_info.setdefault("few_shot", {})),
                                     grammar=self.grammar(question.db_id),
                                     params=SamplingParams(n=n, temperature=d.temperature, top_p=d.top_p,
                                                           max_tokens=d.max_tokens, seed=d.seed))

@@ -180,6 +180,19 @@ class Embedder:
         os.replace(tmp, f)
 
     @classmethod
+    def cached(cls, texts: Sequence[str]) -> np.ndarray | None:
+        """The embeddings of `texts` when the memory or disk cache holds every one (nothing is encoded), else None."""
+        keys = [cls._key(t) for t in texts]
+        if not cls._disk_loaded and any(k not in cls._cache for k in keys):
+            disk = cls._load_disk()
+            with cls._lock:
+                cls._cache.update(disk)
+                cls._disk_loaded = True
+        if any(k not in cls._cache for k in keys):
+            return None
+        return np.stack([cls._cache[k] for k in keys]) if keys else np.zeros((0, EMBED_DIM), dtype=np.float32)
+
+    @classmethod
     def encode(cls, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         if not texts:
             return np.zeros((0, EMBED_DIM), dtype=np.float32)

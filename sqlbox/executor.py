@@ -48,7 +48,8 @@ class Executor:
                  timeout_s: float = 5.0, max_rows: int = 10_000, preview_rows: int = 20,
                  memory_limit: str = "1GB", threads: int = 1, use_guard: bool = True,
                  max_connections: int = 16, isolation: Literal["process", "none"] = "process",
-                 workers: int = 2, address_space_mb: int = 2560, grace_s: float = 0.25, verify_roles: bool = True):
+                 workers: int = 2, address_space_mb: int = 2560, grace_s: float = 0.25, verify_roles: bool = True,
+                 start_method: str = "forkserver"):
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
         if isolation not in ISOLATIONS:
@@ -78,7 +79,8 @@ class Executor:
                  "preview_rows": self.preview_rows, "memory_limit": memory_limit, "threads": threads,
                  "use_guard": use_guard, "max_connections": max_connections, "verify_roles": False},
                 executor=partial(Executor, isolation="none"), size=workers, timeout_s=self.timeout_s,
-                grace_s=grace_s, address_space_mb=address_space_mb)
+                grace_s=grace_s, address_space_mb=address_space_mb,
+                start_method=start_method)  # "fork": a one-shot command's worker, forked from the caller itself
 
     # -- connections
     def _conn(self, db_id: str):
@@ -129,7 +131,8 @@ class Executor:
 
             old = self.pool
             self.pool = WorkerPool(old.settings, executor=old.executor, size=old.size, timeout_s=old.timeout_s,
-                                   grace_s=old.grace_s, address_space_mb=old.settings["address_space_mb"])
+                                   grace_s=old.grace_s, address_space_mb=old.settings["address_space_mb"],
+                                   start_method=old.start_method)
         with self._lock:
             conns, self._all = self._all, []
         for c in conns:

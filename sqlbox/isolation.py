@@ -81,8 +81,10 @@ def _context():
 
 
 class _Worker:
-    def __init__(self, settings: dict[str, Any], executor: Callable[..., Any]):
-        ctx = _context()
+    def __init__(self, settings: dict[str, Any], executor: Callable[..., Any], start_method: str = "forkserver"):
+        # "fork" (the one-shot `check`): a fork of the caller itself - no fork server to start; the caller must
+        # not have opened a DuckDB connection yet (its threads do not survive a fork)
+        ctx = _context() if start_method == "forkserver" else __import__("multiprocessing").get_context(start_method)
         self.rx, child = ctx.Pipe(duplex=True)
         self.tx = self.rx
         self.proc = ctx.Process(target=_main, args=(child, dict(settings), executor), name="sqlbox-worker",
@@ -125,12 +127,14 @@ class WorkerPool:
     `executor(registry, **settings)` (an in-process executor, e.g. `partial(Executor, isolation="none")`)."""
 
     def __init__(self, settings: dict[str, Any], *, executor: Callable[..., Any], size: int = 2,
-                 timeout_s: float = 5.0, grace_s: float = 0.25, address_space_mb: int = 2560):
+                 timeout_s: float = 5.0, grace_s: float = 0.25, address_space_mb: int = 2560,
+                 start_method: str = "forkserver"):
         if size < 1:
             raise ValueError("a worker pool needs at least one worker")
         self.executor = executor
         self.settings = dict(settings, address_space_mb=int(address_space_mb))
         self.size = int(size)
+        self.start_method = start_method  # "forkserver" (the service), "fork" (a one-shot command)
         self.timeout_s = float(timeout_s)
         self.grace_s = float(grace_s)
         self._idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
@@ -144,7 +148,7 @@ class WorkerPool:
 
     # -- lifecycle
     def _spawn(self) -> _Worker:
-        w = _Worker(self.settings, self.executor)
+        w = _Worker(self.settings, self.executor, self.start_method)
         try:
             w.wait_ready(_START_TIMEOUT_S)
         except BaseException:

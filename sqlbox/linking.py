@@ -2,7 +2,8 @@
 
 `link(question, schema, index)`:
 
-1. scores every column by the cosine similarity of the question (plus BIRD's evidence, when given) to
+1. scores every column by the cosine similarity (BM25 scores scaled to [0, 1] while the index's embeddings
+   are still being built: `SchemaIndex.lexical_scores`) of the question (plus BIRD's evidence, when given) to
    the column's document (`sqlbox.index`), plus a bonus for each literal of the question found among
    the column's values (exact n-gram lookups, and `rapidfuzz` fuzzy lookups of quoted or capitalised
    spans), shared out when the value sits in many columns;
@@ -59,6 +60,7 @@ class LinkResult:
     closure: list[str] = field(default_factory=list)  # tables added by the foreign-key closure
     value_hits: list[tuple[str, str, str]] = field(default_factory=list)  # (value, table, column)
     scores: dict[str, float] = field(default_factory=dict)  # table -> score, linked tables
+    mode: str = "embeddings"  # "bm25": linked on the lexical stage while the index's embeddings were being built
 
     def column_pairs(self) -> set[tuple[str, str]]:
         return {(t.lower(), c.lower()) for t, cs in self.columns.items() for c in cs}
@@ -68,7 +70,7 @@ class LinkResult:
                 "value_hits": [list(h) for h in self.value_hits],
                 "prompt_tokens": self.prompt_tokens, "full_tokens": self.full_tokens,
                 "latency_ms": round(self.latency_ms, 3),
-                "scores": {k: round(v, 4) for k, v in self.scores.items()}}
+                "scores": {k: round(v, 4) for k, v in self.scores.items()}, "mode": self.mode}
 
 
 def _spans(text: str) -> tuple[list[str], list[str]]:
@@ -186,16 +188,20 @@ def link(question: str, schema: Schema, index: SchemaIndex, *, top_k: int = DEFA
          budget: int | None = 2048, evidence: str | None = None, count_tokens: TokenCounter | None = None,
          namespace_weight: float = NAMESPACE_WEIGHT, closure: bool = True) -> LinkResult:
     """Link a question to `schema` (see the module docstring)."""
-    from core.runtime.embeddings import encode, sentence_model
+    if index.embedded:
+        from core.runtime.embeddings import encode, sentence_model
 
-    sentence_model()  # loaded once per process; its load time is not linking latency
+        sentence_model()  # loaded once per process; its load time is not linking latency
     t0 = time.perf_counter()
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     text = question if not evidence else f"{question} {evidence}"
-    qv = encode([text])[0]
-    ts = index.table_emb @ qv if len(index.tables) else np.zeros(0)
-    cs = index.column_emb @ qv if len(index.columns) else np.zeros(0)
+    if index.embedded:
+        qv = encode([text])[0]
+        ts = index.table_emb @ qv if len(index.tables) else np.zeros(0)
+        cs = index.column_emb @ qv if len(index.columns) else np.zeros(0)
+    else:  # the lexical stage of an index still being built: BM25 scores stand in for the similarities
+        ts, cs = index.lexical_scores(text)
     cs = cs.astype(np.float64)
     hits = value_hits(text, index)
     hit_list: list[tuple[str, str, str]] = []
@@ -238,7 +244,8 @@ def link(question: str, schema: Schema, index: SchemaIndex, *, top_k: int = DEFA
                       prompt=prompt, prompt_tokens=n_tok, full_tokens=full,
                       latency_ms=(time.perf_counter() - t0) * 1000.0,
                       closure=[a for a in added if any(a == t.name for t, _ in keep)],
-                      value_hits=hit_list[:50], scores={t.name: tscore.get(t.name, 0.0) for t, _ in keep})
+                      value_hits=hit_list[:50], scores={t.name: tscore.get(t.name, 0.0) for t, _ in keep},
+                      mode="embeddings" if index.embedded else "bm25")
 
 
 def _fit(schema: Schema, keep: list[tuple[Table, list[str]]], col_score: dict[tuple[str, str], float],

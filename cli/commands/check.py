@@ -33,6 +33,20 @@ def _table(columns: list[str], rows: list[list], width: int = 32) -> str:
     return "\n".join(out)
 
 
+def _start_method() -> str:
+    """"fork" when this process is lean (the one-shot command: no torch, a small address space, so the forked
+    worker starts far inside its address-space limit), else "forkserver" (e.g. `main()` called in a process that
+    has loaded models)."""
+    import os
+
+    try:
+        with open("/proc/self/statm") as f:
+            vm_mb = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        return "forkserver"
+    return "fork" if vm_mb < 1024 and "torch" not in sys.modules else "forkserver"
+
+
 def cmd_check(args) -> int:
     from sqlbox.databases import UnknownDatabase
     from sqlbox.executor import Executor
@@ -41,7 +55,7 @@ def cmd_check(args) -> int:
     if args.timeout <= 0:
         print("error: --timeout must be positive", file=sys.stderr)
         return 2
-    reg = registry_or_report(args)
+    reg = registry_or_report(args, registries=False)  # a one-shot: no router/model registries imported
     if reg is None:
         return 2
     if args.db not in reg:
@@ -50,7 +64,12 @@ def cmd_check(args) -> int:
     from sqlbox.privileges import PrivilegeError
 
     try:
-        with Executor(reg, engine=args.engine, timeout_s=args.timeout, preview_rows=args.rows) as ex:
+        # a one-shot: one sandbox worker (the service's limits), forked from this process when first needed
+        # instead of a pool behind a fork server; nothing here has opened a DuckDB connection before it forks
+        with Executor(reg, engine=args.engine, timeout_s=args.timeout, preview_rows=args.rows, workers=1,
+                      start_method=_start_method()) as ex:
+            if ex.pool is not None:
+                ex.pool.warm(1)  # fork before anything opens a database here
             res = ex.execute(args.db, args.sql, dialect=args.dialect or reg.get(args.db).dialect)
     except PrivilegeError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -5,6 +5,7 @@ read-only role.
     sqlarbiter databases load-spider --to postgresql://user@host:port [--db-ids A,B | --split dev] [--data DIR]
                                      [--replace]
     sqlarbiter databases grant-readonly ADMIN_URL [--role NAME] [--host H ...] [--apply]
+    sqlarbiter databases warm [--db ID ...] [--data DIR_OR_FILE ...] [--config FILE]
 
 The databases listed are those every command sees (`cli.options`). A server database whose role can do more
 than read is refused (`sqlbox.privileges`) unless the configuration's `privileged_databases` names it;
@@ -99,6 +100,43 @@ def cmd_grant_readonly(args) -> int:
     return 0
 
 
+def cmd_warm(args) -> int:
+    """Build what the databases' first plans need, ahead of need (planner.warmup): the example store's embeddings
+    and the schema-linking index of every database whose schema exceeds the prompt budget. Cached on disk
+    (`cache_dir()`), so later processes and `serve` start warm."""
+    import time
+    from types import SimpleNamespace
+
+    from cli.options import cli_registry, load_cli_config
+    from planner.config import ConfigError
+    from planner.warmup import warm
+    from sqlbox.databases import UnknownDatabase
+
+    try:
+        cfg = load_cli_config(args, registries=False)  # only its defaults and databases are read here
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        reg = cli_registry(args, cfg)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    ids = args.db or None
+    for db in ids or []:
+        if db not in reg:
+            print(f"error: {UnknownDatabase(db, reg.ids())}", file=sys.stderr)
+            return 2
+    t0 = time.perf_counter()
+    st = warm(SimpleNamespace(config=cfg, registry=reg), ids,
+              report=lambda name, state, s: print(f"{name}: {state} ({s:.1f} s)", flush=True))
+    failed = [k for k, v in st["items"].items() if str(v.get("state", "")).startswith("failed")]
+    if not st["items"]:
+        print("nothing to warm: these databases need no example-store embeddings or schema index, or theirs are cached")
+    print(f"warm-up done in {time.perf_counter() - t0:.1f} s" + (f"; {len(failed)} failed" if failed else ""))
+    return 1 if failed else 0
+
+
 def cmd_load_spider(args) -> int:
     from core.settings import spider_dir
     from sqlbox.admin import load_spider, spider_db_ids
@@ -164,3 +202,11 @@ def add_to(sub: argparse._SubParsersAction) -> None:
                     help="MySQL/MariaDB: account host(s) (default: 127.0.0.1 and localhost for a local server, else %%)")
     gr.add_argument("--apply", action="store_true", help="run the DDL, then check the role")
     gr.set_defaults(func=cmd_grant_readonly)
+    wm = dsub.add_parser("warm", help="build the example store's embeddings and the schema-linking indexes now",
+                         description="Build, ahead of the first question, what a database's first plan needs: the "
+                         "retrieved-examples store's embeddings and the schema-linking index of each database whose "
+                         "schema exceeds the prompt budget (schema_linking auto) - cached on disk, once per content.")
+    add_database_options(wm, db=None)
+    wm.add_argument("--db", action="append", default=None, metavar="ID",
+                    help="warm only this database (repeatable; default: every registered database)")
+    wm.set_defaults(func=cmd_warm)

@@ -73,7 +73,7 @@ from planner.config import (
 from planner.examples import few_shot_examples
 from planner.normalize import CandidatePool
 from planner.request import PlanArgs, PlanRequestError, ValidatedRequest, validate
-from planner.select import check_policy, executable, needs_scores
+from planner.select import SelectionContext, check_policy, executable, needs_scores, select
 from routing.router import FixedRouter, RouteContext, Router
 
 log = logging.getLogger(__name__)
@@ -642,7 +642,9 @@ class Planner:
         cands = [plan.candidates[i] for i in eligible]
         chosen = eligible.index(plan.chosen) if plan.chosen in eligible else None
         pair = plan.route.pair if plan.route is not None else None
-        self.ranker_state.record_policy_outcome(pair, cands, plan.question.text, chosen, correct, fp)
+        ctx = SelectionContext(question=plan.question.text, ranker=self.ranker_state)
+        picks = {p: select(p, cands, ctx).index for p in ranker.AUTO_CHOICES}
+        self.ranker_state.record_policy_outcome(pair, cands, picks, chosen, correct, fp)
 
     def reload_ranker(self, path: str | None = None):
         """Load the ranker artifact at `path` (default: the configured or last loaded one), like a checkpoint

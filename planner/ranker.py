@@ -608,11 +608,11 @@ class RankerState:
                     o[1] += 1
             self._priors = None
 
-    def record_policy_outcome(self, pair: str | None, cands: Sequence[ScoredCandidate], question: str,
+    def record_policy_outcome(self, pair: str | None, cands: Sequence[ScoredCandidate], picks: Mapping[str, int | None],
                               chosen: int | None, correct: bool | None, correct_fingerprint: str | None = None) -> None:
         """A labelled plan of `pair`, as evidence for `policy = "auto"`: which of first / vote / ranker would have
-        been right (`policy_labels`)."""
-        labels = policy_labels(cands, question, chosen, correct, correct_fingerprint, self.priors(), self.artifact)
+        been right (`policy_labels`; `picks`: what each of AUTO_CHOICES chose on `cands`, from `planner.select`)."""
+        labels = policy_labels(cands, picks, chosen, correct, correct_fingerprint)
         if labels is None:
             return
         with self._lock:
@@ -668,9 +668,8 @@ class AutoDecision:
                 "ex": self.ex, "known": self.known}
 
 
-def policy_labels(cands: Sequence[ScoredCandidate], question: str, chosen: int | None, correct: bool | None,
-                  correct_fingerprint: str | None, priors: Mapping[str, float],
-                  artifact: RankerArtifact | None) -> dict[str, bool | None] | None:
+def policy_labels(cands: Sequence[ScoredCandidate], picks: Mapping[str, int | None], chosen: int | None,
+                  correct: bool | None, correct_fingerprint: str | None) -> dict[str, bool | None] | None:
     """Which of first / vote / ranker would have been right on a labelled plan (None: unknown). A corrected SQL's
     result fingerprint labels every candidate (equal result = right); `correct=True` labels the chosen result
     right and every other one wrong; `correct=False` labels the chosen result wrong only. A pick that does not
@@ -693,12 +692,7 @@ def policy_labels(cands: Sequence[ScoredCandidate], question: str, chosen: int |
             return bool(correct)
         return False if correct else None
 
-    from planner.select import SelectionContext, select
-
-    ctx = SelectionContext(question=question)
-    picks = {"first": 0, "vote": select("vote", cands, ctx).index,
-             "ranker": rank_select(cands, question, priors, artifact).index}
-    return {p: label(i) for p, i in picks.items()}
+    return {p: label(picks.get(p)) for p in AUTO_CHOICES}
 
 
 def _sign_test(wins: int, losses: int) -> float:

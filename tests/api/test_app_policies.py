@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from planner.select import POLICIES, policy_names
+from planner.select import POLICIES, PolicyInfo, Selection, policy_names
 
 Q = "How many singers are older than 30?"
 
@@ -15,12 +15,12 @@ Q = "How many singers are older than 30?"
 def extra_policy(monkeypatch):
     """A policy registered for one test only (monkeypatch restores the registry)."""
 
-    def pick_last(cands):
-        return (len(cands) - 1, "last") if cands else (None, "no candidates")
+    def pick_last(cands, ctx):
+        return Selection(len(cands) - 1, "last") if cands else Selection(None, "no candidates")
 
     monkeypatch.setitem(POLICIES._items, "test-last", pick_last)
-    monkeypatch.setitem(POLICIES._meta, "test-last", {"needs_scores": False, "executable_only": False,
-                                                      "summary": "the last candidate"})
+    monkeypatch.setitem(POLICIES._info, "test-last", PolicyInfo(needs_scores=False, executable_only=False,
+                                                                summary="the last candidate"))
     return "test-last"
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
+from fastapi.exceptions import RequestValidationError
 
 from api.schemas import CheckRequest
 from api.state import ERR, State
@@ -20,8 +21,11 @@ router = APIRouter(tags=["databases"])
                                         "Retry-After header's seconds"}},
              summary="Check one SQL in the sandbox (same verdict as `sqlarbiter check`)")
 async def check(req: CheckRequest, s: State) -> dict[str, Any]:
-    if len(req.sql) > s.config.limits.sql_max_chars:
-        raise HTTPException(422, f"sql: at most {s.config.limits.sql_max_chars} characters (got {len(req.sql)})")
+    if len(req.sql) > s.config.limits.sql_max_chars:  # the configured limit: a validation error like the schema's
+        raise RequestValidationError([{
+            "type": "string_too_long", "loc": ("body", "sql"), "input": None,
+            "msg": f"sql: at most {s.config.limits.sql_max_chars} characters (got {len(req.sql)})",
+            "ctx": {"max_length": s.config.limits.sql_max_chars}}])
     s.planner.registry.get(req.db_id)
     executor = s.planner.executor
     fut = s.check_admission.submit(lambda _admitted: check_sql(executor, req.db_id, req.sql, req.dialect))  # or 429

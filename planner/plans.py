@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from pydantic import ValidationError
 from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, Text, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
@@ -25,6 +26,26 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.model import Plan
 from core.store import Base, create_tables, make_engine
+
+
+def load_plan(text: str) -> Plan:
+    """A stored plan. Fields that this version does not know (a newer replica wrote the plan: during a rolling
+    upgrade both versions share the store) are dropped, so an older reader still serves it; any other invalid
+    content raises pydantic's ValidationError as before."""
+    try:
+        return Plan.model_validate_json(text)
+    except ValidationError as e:
+        errors = e.errors()
+        if not errors or any(err["type"] != "extra_forbidden" for err in errors):
+            raise
+        data = json.loads(text)
+        for err in errors:
+            *path, key = err["loc"]
+            node = data
+            for step in path:
+                node = node[step]
+            node.pop(key, None)
+        return Plan.model_validate(data)
 
 
 class UnknownPlan(LookupError):
@@ -151,7 +172,7 @@ class PlanStore:
             row = s.get(PlanRow, plan_id)
             if row is None:
                 raise UnknownPlan(f"unknown plan id {plan_id!r}")
-            return Plan.model_validate_json(row.plan_json)
+            return load_plan(row.plan_json)
 
     def exists(self, plan_id: str) -> bool:
         with Session(self.engine) as s:
@@ -164,7 +185,7 @@ class PlanStore:
     def recent(self, limit: int = 20) -> list[Plan]:
         with Session(self.engine) as s:
             rows = s.scalars(select(PlanRow).order_by(PlanRow.created_at.desc()).limit(limit)).all()
-            return [Plan.model_validate_json(r.plan_json) for r in rows]
+            return [load_plan(r.plan_json) for r in rows]
 
     def add_feedback(self, plan_id: str, *, correct: bool | None = None, corrected_sql: str | None = None,
                      idempotency_key: str | None = None) -> Feedback:

@@ -46,6 +46,32 @@ def test_save_get_roundtrip_and_columns(tmp_path):
     assert {"id", "plan_id", "correct", "corrected_sql", "created_at"} <= fcols
 
 
+def test_a_plan_written_by_a_newer_version_is_still_read(tmp_path):
+    """Rolling upgrade: a newer replica stored fields this version does not know (at the top and inside a
+    candidate); this version reads the plan without them. Anything else invalid still fails."""
+    import json
+
+    from pydantic import ValidationError
+    from sqlalchemy import update
+    from sqlalchemy.orm import Session
+
+    from planner.plans import PlanRow, load_plan
+
+    store = PlanStore(f"sqlite:///{tmp_path / 's.db'}")
+    plan = make_plan()
+    store.save(plan)
+    data = json.loads(plan.model_dump_json())
+    data["from_the_future"] = {"x": 1}
+    data["candidates"][0]["candidate"]["newer_field"] = 0.5
+    with Session(store.engine) as s:
+        s.execute(update(PlanRow).where(PlanRow.id == plan.id).values(plan_json=json.dumps(data)))
+        s.commit()
+    assert store.get(plan.id) == plan and store.recent()[0] == plan
+    data["chosen"] = "not an index"
+    with pytest.raises(ValidationError):
+        load_plan(json.dumps(data))
+
+
 def test_unknown_plan_and_feedback_validation(tmp_path):
     store = PlanStore(f"sqlite:///{tmp_path / 's.db'}")
     with pytest.raises(UnknownPlan, match="unknown plan id 'nope'"):

@@ -107,7 +107,7 @@ def bench_trees(trees: list[Path], args, src_cache: Path, keep: list[Path], merg
     """Every step for every tree, interleaved step by step (tree A, tree B, then the next step), so both see
     about the same load."""
     outs = [{"tree": str(t)} for t in trees]
-    spider_db = Path(args.spider) / "database"
+    spider_db = Path(args.data) / "database"
     caches = []
     for out in outs:
         cache, copy_s = fresh_cache(src_cache, keep)
@@ -244,7 +244,7 @@ def table(results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.first_plan", description=__doc__.split("\n\n")[0])
     ap.add_argument("--tree", action="append", default=None, help="source tree to run (repeatable; default: this one)")
-    ap.add_argument("--spider", default=None, help="Spider folder (default: core.settings.spider_dir())")
+    ap.add_argument("--data", default=None, help="Spider folder (default: core.settings.spider_dir())")
     ap.add_argument("--db", default="concert_singer")
     ap.add_argument("--question", default=QUESTION)
     ap.add_argument("--skip-merged", action="store_true", help="skip the merged-database index step")
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from core.settings import cache_dir, spider_dir
 
-    args.spider = args.spider or str(spider_dir())
+    args.data = args.data or str(spider_dir())
     src_cache = cache_dir()
     trees = [Path(t).resolve() for t in (args.tree or [str(Path(__file__).resolve().parent.parent)])]
     keep: list[Path] = []
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
 
             mdir, _ = fresh_cache(src_cache, keep)
             t = time.perf_counter()
-            merged = build_merged(Path(args.spider) / "database", mdir / "spider_merged.sqlite")
+            merged = build_merged(Path(args.data) / "database", mdir / "spider_merged.sqlite")
             merged_s = time.perf_counter() - t
         results = bench_trees(trees, args, src_cache, keep, merged)
     finally:

@@ -40,11 +40,11 @@ DISCRIMINATORS: Registry[Discriminator, BackendInfo] = Registry("discriminator",
 
 
 @dataclass(frozen=True)
-class LocalOptions:
-    """`options` of the local-checkpoint discriminators (`cot`, `logit`, `transformers`, `embedded`). Unset
-    (None): the backend's or the scoring profile's default (`discriminators.cot.PROFILES`)."""
+class ScoringOptions:
+    """The scoring `options` every discriminator backend shares, local or over HTTP. Unset (None): the backend's or
+    the scoring profile's default (`discriminators.cot.PROFILES`)."""
 
-    mode: Literal["cot", "logit"] | None = None  # transformers/embedded: which scorer
+    mode: Literal["cot", "logit"] | None = None  # which scorer
     check: bool = False  # wrap in the check mode (non-executable candidates get the worst score)
     profile: str | None = None  # "default" | "paper"
     budget: int | None = None  # reasoning tokens (alias max_new_tokens)
@@ -56,6 +56,13 @@ class LocalOptions:
     early_stop: bool | None = None
     scoring: Literal["full", "normalized"] | None = None
     ignore_eos: bool | None = None
+
+
+@dataclass(frozen=True)
+class LocalOptions(ScoringOptions):
+    """`options` of the local-checkpoint discriminators (`cot`, `logit`, `transformers`, `embedded`): the shared
+    scoring options plus the local runtime's."""
+
     batch_size: int | None = None
     kv_cache: str | None = None
     device: str | None = None
@@ -63,23 +70,12 @@ class LocalOptions:
 
 
 @dataclass(frozen=True)
-class HTTPDiscriminatorOptions(HTTPOptions):
-    """`options` of the discriminators over an OpenAI-compatible server (`openai`, `openai-cot`, `openai-logit`)."""
+class HTTPDiscriminatorOptions(ScoringOptions, HTTPOptions):
+    """`options` of the discriminators over an OpenAI-compatible server (`openai`, `openai-cot`, `openai-logit`): the
+    client's, the shared scoring options, and the endpoint's."""
 
-    mode: Literal["cot", "logit"] | None = None
-    check: bool = False
     endpoint: Literal["chat", "completions"] = "chat"
     tokenizer: str | None = None  # completions endpoint: the model's chat template from this tokenizer
-    profile: str | None = None
-    budget: int | None = None
-    max_new_tokens: int | None = None
-    fallback: float | None = None
-    prompt: str | None = None
-    chat_template: bool | None = None
-    force: bool | None = None
-    early_stop: bool | None = None
-    scoring: Literal["full", "normalized"] | None = None
-    ignore_eos: bool | None = None
     top_logprobs: int | None = None
     seed: int | None = None
 

@@ -180,14 +180,19 @@ class Embedder:
         os.replace(tmp, f)
 
     @classmethod
-    def cached(cls, texts: Sequence[str]) -> np.ndarray | None:
-        """The embeddings of `texts` when the memory or disk cache holds every one (nothing is encoded), else None."""
-        keys = [cls._key(t) for t in texts]
+    def _ensure_disk(cls, keys: Sequence[str]) -> None:
+        """Load the disk cache into memory once, when some of `keys` are not in memory yet."""
         if not cls._disk_loaded and any(k not in cls._cache for k in keys):
             disk = cls._load_disk()
             with cls._lock:
                 cls._cache.update(disk)
                 cls._disk_loaded = True
+
+    @classmethod
+    def cached(cls, texts: Sequence[str]) -> np.ndarray | None:
+        """The embeddings of `texts` when the memory or disk cache holds every one (nothing is encoded), else None."""
+        keys = [cls._key(t) for t in texts]
+        cls._ensure_disk(keys)
         if any(k not in cls._cache for k in keys):
             return None
         return np.stack([cls._cache[k] for k in keys]) if keys else np.zeros((0, EMBED_DIM), dtype=np.float32)
@@ -197,11 +202,7 @@ class Embedder:
         if not texts:
             return np.zeros((0, EMBED_DIM), dtype=np.float32)
         keys = [cls._key(t) for t in texts]
-        if not cls._disk_loaded and any(k not in cls._cache for k in keys):
-            disk = cls._load_disk()
-            with cls._lock:
-                cls._cache.update(disk)
-                cls._disk_loaded = True
+        cls._ensure_disk(keys)
         missing = list(dict.fromkeys(t for t, k in zip(texts, keys, strict=True) if k not in cls._cache))
         if missing:
             vecs = cls.model().encode(missing, batch_size=batch_size, normalize_embeddings=True,

@@ -75,6 +75,14 @@ def render_docs() -> str:
                    "(p for true, 1 - p for false).",
             "logit": "No reasoning: the next-token probabilities of Yes vs No right after the prompt, normalized "
                      "over the two.",
+            "step-cot": "Process reward, verdict part (`planner.prm`, built by `discriminators.step.step_discriminator` "
+                        "from the pair's discriminator spec): `{sql}` is the query SO FAR, the partial CTE chain "
+                        "(steps 1..k, its step texts joined by newlines) ending at the step under review. Scored like "
+                        "`cot-v1`: the same `{\"correct\": true|false}` verdict and token-probability soft score.",
+            "step-logit": "Process reward, verdict part (`planner.prm`, built by "
+                          "`discriminators.step.step_discriminator` from the pair's discriminator spec): `{sql}` is the "
+                          "query SO FAR, the partial CTE chain ending at the step under review. Scored like "
+                          "`logit-v1`: P(Yes) vs P(No), normalized over the two.",
         }.get(t.mode, "")
         if pid == "cot-paper":
             how += (" The paper's prompt (`TEMP_REASONING_EVAL_NOSCHEMA` in `utils/constants.py` of "

@@ -49,6 +49,8 @@ CATALOGUE: list[Bench] = [
     Bench("executor-overhead", "benchmarks.executor_overhead", "sandboxed executor overhead per candidate"),
     Bench("dialect-agreement", "benchmarks.dialect_agreement", "SQLite vs DuckDB agreement on Spider dev gold"),
     Bench("load-test", "benchmarks.load_test", "loopback load test of the planning service"),
+    Bench("step-fidelity", "benchmarks.step_fidelity", "Spider gold rewritten as CTE step chains (sqlbox.steps): "
+          "same result under the EX rules, partial chains run; --export writes the chains as JSONL"),
     Bench("grammar-coverage", "benchmarks.grammar_coverage", "gold SQL (Spider dev/train, BIRD dev) accepted by the "
           "schema grammar of constrained decoding"),
     Bench("constrained-eval", "benchmarks.constrained_eval", "embedded generator on Spider dev: unconstrained vs "

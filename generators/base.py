@@ -59,8 +59,95 @@ def sequence_logprob(token_logprobs) -> tuple[float | None, int | None]:
     return sum(vals), len(vals)
 
 
+STEP_STOPS = ("\n--", "```")  # a step ends where the next step's comment opens, or at the end of the answer
+STEP_OPENER = "-- "  # every step opens with its comment; the caller forces it as the end of the prefix
+STEP_OPENERS = ("-- ", "--")  # "--" (no space): the model writes the space itself; see `StepRequest`
+
+
+def step_opener(prefix: str) -> str:
+    """The forced opening of the step a prefix ends with: its last line, "-- " or "--" (ValueError otherwise)."""
+    last = prefix[prefix.rfind("\n") + 1:]
+    if last not in STEP_OPENERS:
+        raise ValueError(f"a step prefix ends with a line holding only {' or '.join(map(repr, STEP_OPENERS))} "
+                         f"(the forced opening of the step's comment), not {last[-40:]!r}")
+    return last
+
+
+@dataclass
+class StepRequest:
+    """Continue ONE step of a query written as CTE steps (the step format of `sqlbox.steps`).
+
+    `prefix` is the exact text the model continues, the answer so far: "```sql\n" + the earlier steps' texts, each
+    followed by "\n", + "-- " (the forced opening of this step's comment, the contract's form), or + "--": BPE
+    tokenizers read a prompt that ends with "-- " as "--" + a lone " " token, which models rarely saw before a
+    word (SmolLM2-135M then writes an empty comment, "\n--", at once), while after "--" the model writes " how
+    many ..." itself; the step text is the same "-- ..." either way. It is sent as the content of a final
+    assistant message that the model continues (not a new turn), after the step-mode prompt
+    (`generators.prompts.build_step_messages(request.request)`). `request` supplies the question, schema,
+    few-shot examples, dialect and the sampling (temperature, top_p, seed; temperature 0 is greedy; n and
+    max_tokens are not used: one step is written, at most `max_tokens` tokens). `grammar` is an EBNF of the rest
+    of THIS step (`generators.grammar.step_grammar`), used by generators whose `constrained` setting is on."""
+
+    request: GenerationRequest
+    prefix: str
+    grammar: str | None = None
+    max_tokens: int = 128
+
+
+@dataclass
+class StepResult:
+    """One continued step.
+
+    `text` is the step's text: the forced opener ("-- " or "--", `step_opener(prefix)`) + the generated text cut at
+    the step boundary (`cut_at_step_boundary`), right-stripped (as `sqlbox.steps.cut_step`), so `prefix[:-len(opener)] + text` is the answer so
+    far. `raw` is the generated text as the backend
+    returned it, before the cut. `boundary`: "step" (the next step's comment "\n--" began), "end" (the closing
+    "```"), "eos" (the model, or a grammar that reached its end, ended the sequence) or "length" (max_tokens).
+    `completion_tokens`: the tokens decoded for this step up to and including the one that completed the
+    boundary (locally the tokens actually generated, an EOS included; over HTTP the server's usage, which with
+    vLLM's convention and the loopback server's is the same count). `logprob` / `logprob_tokens`: the sum and count
+    of the logprobs of the tokens that make up the kept text (those starting before the boundary; an EOS
+    included), None where the backend gave none."""
+
+    text: str
+    raw: str
+    boundary: str  # step | end | eos | length
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    logprob: float | None = None
+    logprob_tokens: int | None = None
+    constrained: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def cut_at_step_boundary(generated: str) -> tuple[str, str | None]:
+    """(generated text before the first step boundary of `STEP_STOPS`, the boundary found or None)."""
+    hits = [(generated.find(b), b) for b in STEP_STOPS if b in generated]
+    if not hits:
+        return generated, None
+    cut, b = min(hits)
+    return generated[:cut], b
+
+
+def step_text(generated: str, opener: str = STEP_OPENER) -> str:
+    """The step text of a generated continuation: the opener + the text before the boundary, right-stripped."""
+    return (opener + cut_at_step_boundary(generated)[0]).rstrip()
+
+
+def boundary_name(stop: str | None) -> str | None:
+    """"step" for "\n--", "end" for "```", None for anything else."""
+    return {"\n--": "step", "```": "end"}.get(stop or "")
+
+
 @runtime_checkable
 class Generator(Protocol):
+    """A generator backend. `generate(request)` writes N whole queries.
+
+    Optional: `continue_step(request: StepRequest) -> StepResult` continues one step of a query written as CTE
+    steps from an exact prefix (the `transformers`/`embedded` and `openai` backends have it; routers check
+    `hasattr(generator, "continue_step")`, since it is not part of the runtime-checked protocol)."""
+
     name: str
 
     def generate(self, request: GenerationRequest) -> GenerationResult: ...

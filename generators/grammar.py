@@ -28,7 +28,7 @@ xgrammar itself (the engine that enforces the grammar while sampling).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 
 from sqlbox.schema import Schema
@@ -51,7 +51,8 @@ FUNCTIONS = (
 
 # Rules that do not depend on the schema. `sp` is optional white space, `ws` mandatory white space.
 _STATIC = r"""
-query ::= with_clause? compound order_by? limit_clause?
+query ::= with_clause? select_stmt
+select_stmt ::= compound order_by? limit_clause?
 with_clause ::= kw_with ws (kw_recursive ws)? cte (sp "," sp cte)* ws
 cte ::= ident (sp "(" sp ident (sp "," sp ident)* sp ")")? ws kw_as ws "(" sp query sp ")"
 compound ::= select_core (ws compound_op ws select_core)*
@@ -154,15 +155,55 @@ def sql_grammar(schema: Schema, *, wrap: str = "fence") -> str:
     answer is one ```sql code block, then the end) or "none" (the bare query, an optional `;`)."""
     if wrap not in ("fence", "none"):
         raise ValueError(f"wrap must be 'fence' or 'none', not {wrap!r}")
-    tables = [t.name for t in schema.tables]
-    columns = [c.name for t in schema.tables for c in t.columns] + ["rowid"]
     if wrap == "fence":
         root = 'root ::= "```sql\\n" query sp (";" sp)? "\\n```"'
     else:
         root = 'root ::= sp query sp (";" sp)?'
-    lines = [root, _STATIC.strip(),
+    return _grammar([root], schema)
+
+
+STEP_EXPECT = ("first", "cte", "final", "any")
+
+
+def step_grammar(schema: Schema, *, expect: str = "any", names: Iterable[str] = (),
+                 columns: Iterable[str] | Mapping[str, Iterable[str]] = (), opener: str = "-- ") -> str:
+    """The EBNF of the rest of ONE step of a query written as CTE steps (`sqlbox.steps`), after the forced opener
+    (`opener`: "-- ", or "--", when the grammar starts with the comment's space): the comment's text (one line, no
+    backtick, not starting with white space), a newline, then the step's body:
+
+    - expect "first" (no step yet): `WITH <cte>` with an optional comma, or a whole one-step query;
+    - "cte" (the previous CTE ended with a comma): `<cte>` with an optional comma;
+    - "final" (the previous CTE had none): the final query (no WITH: the chain holds it);
+    - "any": a CTE step or the final query.
+
+    `<cte>` is `name AS (query)` (the `cte` rule of the schema grammar, one source for both); a CTE step ends after
+    its optional comma (the grammar's end: only EOS may follow), a final step after a newline and ``` (the answer's
+    closing fence, where the step stop "```" ends it too). `names`: the earlier steps' names, usable as tables;
+    `columns`: their output columns, usable as column names, besides the schema's (names, or a mapping of step name
+    to its columns as `sqlbox.steps.StepState.columns`)."""
+    if expect not in STEP_EXPECT:
+        raise ValueError(f"expect must be one of {', '.join(STEP_EXPECT)}, not {expect!r}")
+    body = {"first": "kw_with ws cte_step | final_step", "cte": "cte_step", "final": "final_step",
+            "any": "cte_step | final_step"}[expect]
+    if opener not in ("-- ", "--"):
+        raise ValueError(f"opener must be '-- ' or '--', not {opener!r}")
+    space = '" " ' if opener == "--" else ""
+    if isinstance(columns, Mapping):
+        columns = [c for cols in columns.values() for c in cols]
+    rules = [f'root ::= {space}comment_text "\\n" step_body',
+             "comment_text ::= [^ \\t\\r\\n`] [^\\r\\n`]*",
+             f"step_body ::= {body}",
+             'cte_step ::= cte (sp ",")?',
+             'final_step ::= select_stmt sp (";" sp)? "\\n```"']
+    return _grammar(rules, schema, names=names, columns=columns)
+
+
+def _grammar(roots: list[str], schema: Schema, *, names: Iterable[str] = (), columns: Iterable[str] = ()) -> str:
+    tables = [t.name for t in schema.tables] + list(names)
+    cols = [c.name for t in schema.tables for c in t.columns] + list(columns) + ["rowid"]
+    lines = [*roots, _STATIC.strip(),
              f"table ::= {_name_alternatives(tables)}",
-             f"column ::= {_name_alternatives(columns)}",
+             f"column ::= {_name_alternatives(cols)}",
              "function ::= " + " | ".join(f"({_ci(f)})" for f in FUNCTIONS)]
     lines += [f"kw_{k} ::= {_ci(k)}" for k in _KEYWORDS]
     return "\n".join(lines) + "\n"

@@ -8,14 +8,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import CheckpointError
-from core.runtime.chat import render_prompt
+from core.runtime.chat import render_continuation, render_prompt
 from core.runtime.checkpoint import LoadedModel, load_checkpoint
 from core.runtime.hf import encode, sample
 from core.specs import options_of
-from generators.base import GENERATORS, GenerationRequest, GenerationResult, sequence_logprob
-from generators.constrained import grammar_processor, sql_end_stopping
+from generators.base import (
+    GENERATORS,
+    STEP_STOPS,
+    GenerationRequest,
+    GenerationResult,
+    StepRequest,
+    StepResult,
+    boundary_name,
+    sequence_logprob,
+    step_opener,
+)
+from generators.constrained import grammar_processor, sql_end_stopping, stop_cut, stop_strings_stopping
 from generators.extract import extract_sql, opens_thinking
-from generators.prompts import build_messages
+from generators.prompts import build_messages, build_step_messages
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,36 @@ class TransformersGenerator:
             prompt_tokens=len(ids), completion_tokens=sum(len(s.ids) for s in samples), constrained=use_grammar,
             logprobs=[lp for lp, _ in seq], logprob_tokens=[n for _, n in seq],
         )
+
+    def step_prompt(self, request: StepRequest) -> str:
+        """The prompt text `continue_step` feeds: the step-mode messages with `request.prefix` as the final
+        assistant message, continued (`core.runtime.chat.render_continuation`: it ends with the prefix exactly)."""
+        return render_continuation(self._lm().tokenizer, build_step_messages(request.request, request.prefix))
+
+    def continue_step(self, request: StepRequest) -> StepResult:
+        """Write the rest of one step after `request.prefix` (see `StepRequest`). The prompt is the chat
+        template with the prefix as the final assistant message, continued (`continue_final_message=True,
+        add_generation_prompt=False`; the plain layout's continuation without a template). Decoding stops at the
+        step boundary (the first "\\n--" or "```" in the generated text, `STEP_STOPS`), at EOS or at
+        `max_tokens`; under `request.grammar` (when this generator is constrained) the grammar's end forces EOS.
+        completion_tokens counts the tokens actually generated (the one completing the boundary, or the EOS,
+        included)."""
+        lm = self._lm()
+        p = request.request.params
+        opener = step_opener(request.prefix)
+        ids = encode(lm, self.step_prompt(request), templated=lm.has_chat_template())
+        use_grammar = self.constrained and bool(request.grammar)
+        extra: dict[str, Any] = {"stopping_criteria": stop_strings_stopping(lm.tokenizer, len(ids), STEP_STOPS)}
+        if use_grammar:
+            extra["logits_processor"] = grammar_processor(lm, request.grammar)
+        s = sample(lm, ids, n=1, temperature=p.temperature, top_p=p.top_p, max_tokens=request.max_tokens,
+                   seed=p.seed, logprobs=0, **extra)[0]
+        cut = stop_cut(lm.tokenizer, s.ids, STEP_STOPS)
+        boundary = boundary_name(cut.stop) or ("eos" if s.finish_reason == "stop" else "length")
+        lp, n_lp = sequence_logprob(s.token_logprobs[: cut.n_kept])
+        return StepResult(text=(opener + cut.text).rstrip(), raw=s.text, boundary=boundary, model=self.name,
+                          prompt_tokens=len(ids), completion_tokens=cut.n_decoded, logprob=lp, logprob_tokens=n_lp,
+                          constrained=use_grammar)
 
     def _lm(self) -> LoadedModel:
         if self.loaded is None:

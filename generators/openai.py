@@ -10,9 +10,20 @@ from core.errors import BackendError
 from core.runtime.chat import render_plain
 from core.runtime.openai_http import HTTPOptions, OpenAIClient, choice_text, client_from_spec
 from core.specs import options_of
-from generators.base import GENERATORS, GenerationRequest, GenerationResult, sequence_logprob
+from generators.base import (
+    GENERATORS,
+    STEP_STOPS,
+    GenerationRequest,
+    GenerationResult,
+    StepRequest,
+    StepResult,
+    boundary_name,
+    cut_at_step_boundary,
+    sequence_logprob,
+    step_opener,
+)
 from generators.extract import extract_sql
-from generators.prompts import build_messages
+from generators.prompts import build_messages, build_step_messages
 
 GRAMMAR_FIELDS = ("guided_grammar", "structured_outputs")
 
@@ -40,6 +51,41 @@ def choice_token_logprobs(choice: dict) -> list[float | None] | None:
 def _refused(e: BackendError) -> bool:
     msg = str(e)
     return "HTTP 400" in msg or "HTTP 422" in msg
+
+
+class _Negotiation:
+    """One request's fallbacks: logprobs are asked for (when the options say so) until a server refuses them, and
+    the grammar is sent until a server refuses its field; each refusal is noted and the request sent again."""
+
+    def __init__(self, gen: OpenAIGenerator, grammar: str | None):
+        self.gen = gen
+        self.grammar = grammar
+        self.want_lp = gen.logprobs
+        self.notes: list[str] = []
+
+    def _send(self, post, kw: dict, g: str | None) -> dict:
+        if self.want_lp:  # chat: logprobs=true; completions: logprobs=0 (the sampled tokens' logprobs, no top-k)
+            try:
+                return post({**kw, "logprobs": True if self.gen.endpoint == "chat" else 0}, g)
+            except BackendError as e:
+                if not _refused(e) or g is not None:  # with a grammar: the grammar fallback goes first
+                    raise
+                self.want_lp = False
+                self.notes.append(f"the server refused logprobs ({str(e)[-160:]}); no likelihood features")
+        return post(kw, g)
+
+    def call(self, post, kw: dict) -> dict:
+        """`post(kw, grammar)` with the fallbacks."""
+        if self.grammar is None:
+            return self._send(post, kw, None)
+        try:
+            return self._send(post, kw, self.grammar)
+        except BackendError as e:
+            if not _refused(e):
+                raise
+            self.grammar = None
+            self.notes.append(f"the server refused {self.gen.grammar_field} ({str(e)[-160:]}); sampled unconstrained")
+            return self._send(post, kw, None)
 
 
 @dataclass(frozen=True)
@@ -84,45 +130,16 @@ class OpenAIGenerator:
         texts: list[str] = []
         prompt_tokens = completion_tokens = 0
         model_name = self.model
-        grammar = request.grammar if self.constrained and request.grammar else None
-        notes: list[str] = []
+        nego = _Negotiation(self, request.grammar if self.constrained and request.grammar else None)
         seqs: list[tuple[float | None, int | None]] = []
-        want_lp = self.logprobs
-
-        def send(n: int, seed: int | None, g: str | None) -> dict:
-            nonlocal want_lp
-            kw = {"model": self.model, "n": n, "temperature": p.temperature, "top_p": p.top_p,
-                  "max_tokens": p.max_tokens, "seed": seed}
-            if want_lp:  # chat: logprobs=true; completions: logprobs=0 (the sampled tokens' logprobs, no top-k)
-                kw["logprobs"] = True if self.endpoint == "chat" else 0
-                try:
-                    return self._post(messages, kw, g)
-                except BackendError as e:
-                    if not _refused(e) or g is not None:  # with a grammar: the grammar fallback goes first
-                        raise
-                    want_lp = False
-                    notes.append(f"the server refused logprobs ({str(e)[-160:]}); no likelihood features")
-                    kw.pop("logprobs")
-            return self._post(messages, kw, g)
-
-        def call(n: int, seed: int | None) -> dict:
-            nonlocal grammar
-            if grammar is None:
-                return send(n, seed, None)
-            try:
-                return send(n, seed, grammar)
-            except BackendError as e:
-                if not _refused(e):
-                    raise
-                grammar = None
-                notes.append(f"the server refused {self.grammar_field} ({str(e)[-160:]}); sampled unconstrained")
-                return send(n, seed, None)
 
         # Some servers cap or ignore n: ask again (different seeds) until we hold n samples.
         calls = 0
         while len(texts) < p.n and calls < p.n:
             seed = None if p.seed is None else p.seed + calls
-            resp = call(p.n - len(texts), seed)
+            kw = {"model": self.model, "n": p.n - len(texts), "temperature": p.temperature, "top_p": p.top_p,
+                  "max_tokens": p.max_tokens, "seed": seed}
+            resp = nego.call(lambda kw, g: self._post(messages, kw, g), kw)
             calls += 1
             choices = sorted(resp.get("choices", []), key=lambda c: c.get("index", 0))
             kept = choices[: p.n - len(texts)]
@@ -134,20 +151,64 @@ class OpenAIGenerator:
             model_name = resp.get("model") or model_name
             if not choices:
                 raise BackendError(f"{self.client.base}: the server returned no choices")
+        notes = nego.notes
         missing = any(lp is None for lp, _ in seqs)
         if missing:
             notes.append("the server returned no logprobs for some samples: their likelihood features are missing")
         return GenerationResult(sqls=[extract_sql(t) for t in texts], raw=texts, model=self.name,
                                 prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                constrained=grammar is not None, notes=notes, logprobs=[lp for lp, _ in seqs],
+                                constrained=nego.grammar is not None, notes=notes, logprobs=[lp for lp, _ in seqs],
                                 logprob_tokens=[k for _, k in seqs], logprobs_missing=missing)
 
-    def _post(self, messages: list[dict], kw: dict, g: str | None) -> dict:
+    def continue_step(self, request: StepRequest) -> StepResult:
+        """Write the rest of one step after `request.prefix` (see `StepRequest`), one sample. endpoint "chat":
+        the step-mode messages with the prefix as a final assistant message and vLLM's `continue_final_message:
+        true, add_generation_prompt: false`; endpoint "completions": the plain layout's continuation (the prompt
+        ends with the prefix). `stop` is the step boundary (`STEP_STOPS`): the server stops there, and the step text
+        is cut there again (a server that ignored `stop` is noted; its tokens past the boundary are counted).
+        The boundary is the server's `stop_reason` (vLLM's field: the stop string, None at EOS); a server that sends
+        none and stopped with finish_reason "stop" is read as "step" when the text ends with a comma (a CTE
+        followed by another) and "eos" otherwise, with a note. Token counts are the server's usage; the grammar
+        (constrained) and logprobs fallbacks are those of `generate`."""
+        p = request.request.params
+        opener = step_opener(request.prefix)
+        messages = build_step_messages(request.request, request.prefix)
+        nego = _Negotiation(self, request.grammar if self.constrained and request.grammar else None)
+        kw = {"model": self.model, "n": 1, "temperature": p.temperature, "top_p": p.top_p,
+              "max_tokens": request.max_tokens, "seed": p.seed, "stop": list(STEP_STOPS)}
+        if self.endpoint == "chat":
+            kw.update(continue_final_message=True, add_generation_prompt=False)
+        resp = nego.call(lambda kw, g: self._post(messages, kw, g, continue_final=True), kw)
+        choices = sorted(resp.get("choices", []), key=lambda c: c.get("index", 0))
+        if not choices:
+            raise BackendError(f"{self.client.base}: the server returned no choices")
+        c = choices[0]
+        raw = choice_text(c)
+        notes = nego.notes
+        kept, found = cut_at_step_boundary(raw)
+        if found is not None:
+            notes.append(f"the server did not stop at {found!r}: the step is cut there, the tokens after it counted")
+            boundary = boundary_name(found)
+        elif c.get("finish_reason") == "length":
+            boundary = "length"
+        elif "stop_reason" in c:
+            boundary = boundary_name(c["stop_reason"] if isinstance(c["stop_reason"], str) else None) or "eos"
+        else:
+            boundary = "step" if kept.rstrip().endswith(",") else "eos"
+            notes.append("the server sent no stop_reason: the step boundary is inferred from the text")
+        usage = resp.get("usage") or {}
+        lp, n_lp = sequence_logprob(choice_token_logprobs(c))
+        return StepResult(text=(opener + kept).rstrip(), raw=raw, boundary=boundary, model=self.name,
+                          prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                          completion_tokens=int(usage.get("completion_tokens", 0)), logprob=lp, logprob_tokens=n_lp,
+                          constrained=nego.grammar is not None, notes=notes)
+
+    def _post(self, messages: list[dict], kw: dict, g: str | None, *, continue_final: bool = False) -> dict:
         if g is not None:
             kw = {**kw, **grammar_payload(self.grammar_field, g)}
         if self.endpoint == "chat":
             return self.client.chat(messages, **kw)
-        return self.client.completions(render_plain(messages), **kw)
+        return self.client.completions(render_plain(messages, continue_final=continue_final), **kw)
 
     def close(self) -> None:
         self.client.close()

@@ -1,6 +1,9 @@
-"""The text-to-SQL generation prompt (version `gen-v1`), shared by every generator backend.
+"""The text-to-SQL generation prompt (version `PROMPT_VERSION`), shared by every generator backend, and its step
+mode (version `STEP_PROMPT_VERSION`: the query written as a chain of CTE steps, issue 28).
 
 `build_messages(request)` returns chat messages (system + optional few-shot turns + the question);
+`build_step_messages(request, prefix)` the step-mode messages, ending with the assistant's answer so far (`prefix`)
+for the model to continue;
 `core.runtime.chat.render_prompt(tokenizer, messages)` applies the tokenizer's chat template when it has one and
 falls back to a plain "Instruction/Response" layout otherwise. The same text is shown in docs/prompts.md.
 """
@@ -43,4 +46,46 @@ def build_messages(request: GenerationRequest) -> list[dict[str, str]]:
         msgs.append({"role": "user", "content": _user(q, None, request.dialect)})
         msgs.append({"role": "assistant", "content": f"```sql\n{sql.strip()}\n```"})
     msgs.append({"role": "user", "content": _user(request.question, request.evidence, request.dialect)})
+    return msgs
+
+
+STEP_PROMPT_VERSION = "steps-v1"
+
+STEP_SYSTEM = (
+    "You are an expert data analyst who writes {dialect} SQL. Answer with exactly one SQL query that "
+    "answers the question over the given database schema, inside a ```sql code block, and nothing else."
+    " Write the query as a chain of steps: each step is one common table expression (CTE) that computes one "
+    "intermediate result, and the last step is the final SELECT, which reads from the steps before it. Open every "
+    "step with a one-line comment `-- <what this step computes>` and write the step on the next line. The first CTE "
+    "starts with WITH; a CTE followed by another CTE ends with a comma. A question that needs a single step is "
+    "answered by `-- the answer` and the SELECT. The shape of an answer:"
+    "\n\n```sql\n-- orders placed in 2023\nWITH s1 AS (SELECT * FROM orders WHERE year = 2023),"
+    "\n-- how many there are\ns2 AS (SELECT count(*) AS n FROM s1)\n-- the answer\nSELECT n FROM s2\n```"
+    "\n\nDatabase schema:\n{schema}"
+)
+
+STEP_USER = """{evidence_line}Question: {question}
+Write one {dialect} SQL query that answers the question, as a chain of commented steps."""
+
+
+def _step_user(question: str, evidence: str | None, dialect: str) -> str:
+    ev = f"Hint: {evidence.strip()}\n" if evidence and evidence.strip() else ""
+    return STEP_USER.format(evidence_line=ev, question=question.strip(), dialect=_dialect(dialect))
+
+
+def build_step_messages(request: GenerationRequest, prefix: str | None = None) -> list[dict[str, str]]:
+    """The step-mode prompt: the system instruction (the CTE step format, the schema), the few-shot exchanges
+    (their SQL used as given, in a ```sql block: pass chain-formatted SQL, e.g. `sqlbox.steps` rewrites, to show
+    step chains), then the question. With `prefix` (the answer so far, e.g. "```sql\n-- "), a final assistant
+    message holds it, to be continued (`core.runtime.chat.render_continuation`), not answered."""
+    if not request.question or not request.question.strip():
+        raise ValueError("generation request has an empty question")
+    msgs = [{"role": "system", "content": STEP_SYSTEM.format(dialect=_dialect(request.dialect),
+                                                             schema=request.schema.strip())}]
+    for q, sql in request.few_shot:
+        msgs.append({"role": "user", "content": _step_user(q, None, request.dialect)})
+        msgs.append({"role": "assistant", "content": f"```sql\n{sql.strip()}\n```"})
+    msgs.append({"role": "user", "content": _step_user(request.question, request.evidence, request.dialect)})
+    if prefix is not None:
+        msgs.append({"role": "assistant", "content": prefix})
     return msgs

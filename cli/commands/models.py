@@ -5,6 +5,7 @@ checkpoint over an OpenAI-compatible API.
     sqlarbiter models prepare [--cache-dir DIR]
     sqlarbiter models serve-openai [--model embedded|PATH] [--name NAME] [--host 127.0.0.1] [--port 8001]
                                    [--device auto|cpu|cuda] [--dtype auto|float32|bfloat16]
+                                   [--request-log PATH]
 
 Exit status: 0 ok, 1 a checkpoint failed to load/convert, 2 bad usage (bad config).
 """
@@ -40,6 +41,9 @@ def add_to(subparsers) -> None:
     sv.add_argument("--device", default="auto")
     sv.add_argument("--dtype", default=None, help="float32, bfloat16, float16 or auto (default: auto; for the "
                     "embedded model, its own default: bf16 Linear weights on a CPU with native bf16)")
+    sv.add_argument("--request-log", default=None, metavar="PATH",
+                    help="append one JSON line per generation request (endpoint, continue_final_message, prefix, "
+                         "prompt_tokens, completion_tokens, n, constrained, time) to PATH")
     sv.set_defaults(func=_serve)
 
     p.set_defaults(func=lambda args: (p.print_help(sys.stderr), 2)[1])
@@ -135,5 +139,8 @@ def _serve(args) -> int:
         return 1
     print(f"serving {name} ({lm.path}, {lm.device}, {str(lm.dtype).replace('torch.', '')}) at "
           f"http://{args.host}:{args.port}/v1", file=sys.stderr)
-    uvicorn.run(create_openai_app(name, lm), host=args.host, port=args.port, log_level="info")
+    if args.request_log:
+        print(f"request log: {args.request_log}", file=sys.stderr)
+    uvicorn.run(create_openai_app(name, lm, request_log=args.request_log), host=args.host, port=args.port,
+                log_level="info")
     return 0

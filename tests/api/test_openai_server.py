@@ -255,3 +255,50 @@ def test_constrained_plan_through_the_loopback_server(server):
     assert "generation_notes" not in plan.route.details
     assert all(not c.candidate.rejected for c in plan.candidates)
     planner.close()
+
+
+def test_stop_strings_stop_generation_and_count_tokens_as_vllm(server, tiny_model):
+    """A stop string ends the row at the token that completes it (vLLM): the text is cut before it, the usage
+    counts the tokens up to and including that token, and stop_reason names it."""
+    with OpenAIClient(server) as c:
+        full = c.completions("SELECT name FROM singer WHERE", max_tokens=16, temperature=0, logprobs=0)
+        toks = full["choices"][0]["logprobs"]["tokens"]
+        j = next(i for i in range(2, len(toks)) if toks[i].strip())  # a token with text, not the first
+        stop = toks[j].strip()[-1:]
+        text = "".join(toks)
+        cut = text.find(stop)
+        upto = next(i for i in range(len(toks)) if len("".join(toks[: i + 1])) >= cut + len(stop))
+        r = c.completions("SELECT name FROM singer WHERE", max_tokens=16, temperature=0, logprobs=0, stop=[stop], n=2)
+        for ch in r["choices"]:
+            assert ch["text"] == text[:cut] and ch["finish_reason"] == "stop" and ch["stop_reason"] == stop
+        assert r["usage"]["completion_tokens"] == 2 * (upto + 1)
+        # sampled rows stop on their own: each row's count is its own, not the longest row's
+        rs = c.completions("The singers are", max_tokens=24, temperature=1.0, seed=3, logprobs=0, stop=["e"], n=3)
+        kept = 0
+        for ch in rs["choices"]:
+            assert "e" not in ch["text"]
+            kept += len(ch["logprobs"]["tokens"])
+        assert kept <= rs["usage"]["completion_tokens"] <= kept + 3
+        eos = c.chat([{"role": "user", "content": "Say hi."}], max_tokens=40, temperature=0)["choices"][0]
+        assert eos["stop_reason"] is None
+
+
+def test_request_log_jsonl(tiny_model, tmp_path):
+    import json
+
+    path = tmp_path / "logs" / "requests.jsonl"
+    with serve_in_thread(create_openai_app("tiny", tiny_model, request_log=str(path))) as url, OpenAIClient(url) as c:
+        r1 = c.chat([{"role": "user", "content": "Write SQL."}, {"role": "assistant", "content": "```sql\n--"}],
+                    max_tokens=4, temperature=0, continue_final_message=True, add_generation_prompt=False)
+        r2 = c.completions("Question: x\n```sql\n-- ", max_tokens=3, temperature=0, n=2)
+        c.chat([{"role": "user", "content": "hi"}], max_tokens=2, temperature=0)
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [r["endpoint"] for r in rows] == ["chat", "completions", "chat"]
+    assert rows[0]["continue_final_message"] and rows[0]["prefix"] == "```sql\n--"
+    assert rows[0]["completion_tokens"] == r1["usage"]["completion_tokens"]
+    assert rows[0]["prompt_tokens"] == r1["usage"]["prompt_tokens"]
+    assert rows[1]["prefix"] == "```sql\n-- " and rows[1]["n"] == 2
+    assert rows[1]["completion_tokens"] == r2["usage"]["completion_tokens"]
+    assert rows[2]["prefix"] is None and not rows[2]["continue_final_message"]
+    assert all(set(r) >= {"endpoint", "continue_final_message", "prefix", "prompt_tokens", "completion_tokens", "n",
+                          "time"} for r in rows)

@@ -69,3 +69,4 @@ class PairSpec(BaseModel):
     name: str
     generator: str
     discriminator: str
+    few_shot: int | None = Field(None, ge=0, le=16)  # examples in this pair's prompts (None: defaults.few_shot)

@@ -59,7 +59,7 @@ from core.model import (
     TokenUsage,
 )
 from core.specs import ModelSpec
-from generators.base import GenerationRequest, SamplingParams
+from generators.base import GenerationRequest, GenerationResult, SamplingParams
 from planner import ranker, stages
 from planner.config import (
     DISCRIMINATE_RESERVE_S,
@@ -203,11 +203,7 @@ def _budget_of(backend: Any, default: int | None) -> int | None:
     return int(b) if isinstance(b, int) else default
 
 
-def _usage_key(u: dict, model: str, role: str, spec: ModelSpec) -> TokenUsage:
-    key = (model, role)
-    if key not in u:
-        u[key] = (TokenUsage(model=model, role=role), spec)
-    return u[key][0]
+_usage_key = stages.usage_entry
 
 
 def _error_line(i: int, sc: ScoredCandidate) -> str:
@@ -248,6 +244,7 @@ class Planner:
         self.on_plan: list[Callable[[Plan, RouteContext], None]] = []
         self.on_feedback: list[Callable[[Plan, bool | None, str | None], None]] = []
         self._routers: dict[str, Router] = {}
+        self._step_discs: dict[tuple[str, str], Any] = {}  # the process reward's discriminators (planner.stepwise)
         self._router_lock = threading.Lock()
         self._prompts: dict[str, str] = {}
         self._links: dict[tuple, Any] = {}  # insertion-ordered; the oldest goes first past 256
@@ -298,6 +295,21 @@ class Planner:
         factory = known_routers().get(name)
         return factory(**_fill_kwargs(factory, self.config.router_params(name), engine=self.engine,
                                       pairs=self.config.pairs, models=self.config.models))
+
+    @contextlib.contextmanager
+    def step_discriminator(self, name: str, mode: str = "logit") -> Iterator[tuple[str, Any]]:
+        """The process reward's discriminator: discriminator `name`'s spec with the step prompt
+        (`discriminators.step.step_discriminator`), built once per (name, mode) and kept; yields (name, backend)."""
+        from discriminators.step import step_discriminator
+
+        key = (name, mode)
+        with self._router_lock:
+            if key not in self._step_discs:
+                if name not in self.discriminators.specs:
+                    raise PlanRequestError(f"unknown discriminator {name!r}; known: {', '.join(self.discriminators.specs)}")
+                self._step_discs[key] = step_discriminator(self.discriminators.specs[name], mode=mode)
+            backend = self._step_discs[key]
+        yield name, backend
 
     def dialect(self, db_id: str) -> str:
         """The SQL dialect candidates for `db_id` are written in: a server database's own dialect
@@ -368,22 +380,22 @@ class Planner:
             self._prompts[key] = sql_grammar(self.registry.schema(db_id))
         return self._prompts[key]
 
-    def few_shot(self, question: Question, info: dict | None = None) -> list[tuple[str, str]]:
-        """Few-shot examples: retrieved by masked-question similarity (planner.fewshot) when
-        `defaults.few_shot_retrieval`, else the database's own (planner.examples)."""
+    def few_shot(self, question: Question, info: dict | None = None, k: int | None = None) -> list[tuple[str, str]]:
+        """`k` few-shot examples (None: `defaults.few_shot`): retrieved by masked-question similarity
+        (planner.fewshot) when `defaults.few_shot_retrieval`, else the database's own (planner.examples)."""
         d = self.config.defaults
-        if d.few_shot <= 0:
+        k = d.few_shot if k is None else k
+        if k <= 0:
             return []
         if d.few_shot_retrieval:
             from planner.fewshot import retrieve
 
             try:
-                return retrieve(question.text, question.db_id, self.registry.schema(question.db_id), d.few_shot,
-                                info=info)
+                return retrieve(question.text, question.db_id, self.registry.schema(question.db_id), k, info=info)
             except (ImportError, OSError, RuntimeError) as e:  # no embedder installed / unreadable store
                 log.warning("few-shot retrieval unavailable (%s: %s); using the database's own examples",
                             type(e).__name__, e)
-        return few_shot_examples(question.db_id, d.few_shot)
+        return few_shot_examples(question.db_id, k)
 
     def route_context(self, question: Question) -> RouteContext:
         from sqlbox.schema import schema_features
@@ -449,10 +461,19 @@ class Planner:
         ran: list[str] = []
         escalations: list[str] = []
         gen_info: dict[str, Any] = {"constrained": [], "notes": []}
+        if decision.router in known_routers() and known_routers().info(decision.router).stepwise:
+            # the loop below the question (TRIM): one chain, written step by step, then judged like any candidate
+            from planner.stepwise import run_stepwise
+
+            ran += run_stepwise(self, rtr, question, plan, n, policy, pool, scored, usage, clock, gen_info)
+            with clock.stage("select"):
+                self._select(plan, scored, policy, usage, ran)
+            steps = []
         for k, pair_name in enumerate(steps):
             p = cfg.pairs[pair_name]
             ran.append(pair_name)
-            self._run_step(question, p.generator, p.discriminator, n, policy, pool, scored, usage, clock, gen_info)
+            self._run_step(question, p.generator, p.discriminator, n, policy, pool, scored, usage, clock, gen_info,
+                           shots=p.few_shot)
             with clock.stage("select"):
                 self._select(plan, scored, policy, usage, ran)
             if k + 1 < len(steps):
@@ -497,14 +518,26 @@ class Planner:
 
     def _run_step(self, question: Question, gen_name: str, disc_name: str, n: int, policy: str,
                   pool: CandidatePool, scored: list[ScoredCandidate], usage: dict, clock: _Clock,
-                  gen_info: dict | None = None) -> None:
-        d = self.config.defaults
+                  gen_info: dict | None = None, generated: tuple[GenerationResult, str] | None = None,
+                  shots: int | None = None) -> None:
+        """One pair's step: generate N candidates (or take `generated`: a result and its source, already accounted,
+        e.g. the step loop's chain), then normalize, execute and discriminate them. `shots`: the pair's few-shot
+        count (None: `defaults.few_shot`)."""
         prompt = self.schema_prompt(question.db_id, question)
+        if generated is not None:
+            res, source = generated
+        else:
+            res, source = self._generate(question, gen_name, n, prompt, usage, clock, gen_info, shots)
+        self._judge(question, disc_name, policy, prompt, res, source, pool, scored, usage, clock, gen_info)
+
+    def _generate(self, question: Question, gen_name: str, n: int, prompt: str, usage: dict, clock: _Clock,
+                  gen_info: dict | None, shots: int | None = None) -> tuple[GenerationResult, str]:
+        d = self.config.defaults
         with clock.stage("generate"):
             req = GenerationRequest(question=question.text, schema=prompt, evidence=question.evidence,
                                     dialect=self.dialect(question.db_id),
                                     few_shot=self.few_shot(question, None if gen_info is None
-                                                           else gen_info.setdefault("few_shot", {})),
+                                                           else gen_info.setdefault("few_shot", {}), k=shots),
                                     grammar=self.grammar(question.db_id),
                                     params=SamplingParams(n=n, temperature=d.temperature, top_p=d.top_p,
                                                           max_tokens=d.max_tokens, seed=d.seed))
@@ -520,6 +553,12 @@ class Planner:
             u.completion_tokens += res.completion_tokens
             u.calls += 1
             source = f"{gen_name}:{ckpt}" if ckpt != gen_name else gen_name
+        return res, source
+
+    def _judge(self, question: Question, disc_name: str, policy: str, prompt: str, res: GenerationResult, source: str,
+               pool: CandidatePool, scored: list[ScoredCandidate], usage: dict, clock: _Clock,
+               gen_info: dict | None) -> None:
+        d = self.config.defaults
         with clock.stage("normalize"):
             new = pool.add_many(list(res.sqls), source=source, logprobs=getattr(res, "logprobs", None),
                                 logprob_tokens=getattr(res, "logprob_tokens", None))  # the ranker's likelihood evidence

@@ -28,10 +28,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from core.errors import BackendError
-from core.model import ErrorKind, ExecutionResult, Score, ScoredCandidate
+from core.model import ErrorKind, ExecutionResult, Score, ScoredCandidate, TokenUsage
 from discriminators.base import DiscriminationRequest
 from planner.select import SelectionContext, executable, executable_only, needs_scores, scores_if_unanimous
 from planner.select import select as run_policy
@@ -44,6 +44,16 @@ ScoreMany = Callable[[Sequence[DiscriminationRequest]], Sequence[Sequence[Score]
 
 class SupportsExecute(Protocol):
     def execute(self, db_id: str, sql: str, *, dialect: str = "sqlite") -> ExecutionResult: ...
+
+
+# ---------------------------------------------------------------------------------------------- accounting
+def usage_entry(usage: dict, model: str, role: str, spec: Any) -> TokenUsage:
+    """The plan's `TokenUsage` of (model, role) in `usage` ((model, role) -> (TokenUsage, ModelSpec)), created
+    on first use; the caller adds its tokens and calls (priced from the spec when the plan is assembled)."""
+    key = (model, role)
+    if key not in usage:
+        usage[key] = (TokenUsage(model=model, role=role), spec)
+    return usage[key][0]
 
 
 # ---------------------------------------------------------------------------------------------- execute

@@ -66,6 +66,7 @@ class RouterInfo:
     summary: str = ""
     learns: bool = False  # update() learns from feedback (POST /feedback, eval runs)
     cascades: bool = False  # a decision may list several steps, run while should_escalate says so
+    stepwise: bool = False  # routes within the query, step by step (`planner.stepwise` runs its loop)
 
 
 ROUTERS: Registry[Router, RouterInfo] = Registry("router", RouterInfo)

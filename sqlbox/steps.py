@@ -184,21 +184,26 @@ def split_step_texts(text: str) -> list[str]:
     return [t for t in ("\n".join(p).strip() for p in pieces) if t]
 
 
-def prefix_for(step_texts: list[str]) -> str:
+OPENER = "--"  # the forced opening of a step's comment (see `prefix_for`)
+
+
+def prefix_for(step_texts: list[str], opener: str = OPENER) -> str:
     """The text a model continues to write the next step: the opening fence, the steps so far (one per line),
-    and the forced "-- " that opens the next step's comment."""
-    return "```sql\n" + "".join(t + "\n" for t in step_texts) + "-- "
+    and the forced `opener` of the next step's comment. The default is "--", not "-- ": BPE tokenizers read a
+    prompt ending in "-- " as "--" + a lone " " token, which models rarely saw before a word (SmolLM2-135M then
+    writes an empty comment), while after "--" the model writes " what this step computes" itself."""
+    return "```sql\n" + "".join(t + "\n" for t in step_texts) + opener
 
 
-def cut_step(generated: str) -> tuple[str, str]:
-    """(step_text, boundary) for what a model generated after `prefix_for(...)` (which ended in "-- "): the step
-    text is "-- " + the generated text up to the first "\\n--" (the next step's comment: boundary "step") or
-    "```" (the closing fence: "end"), whichever comes first, right-stripped; "eos" when neither occurs."""
+def cut_step(generated: str, opener: str = OPENER) -> tuple[str, str]:
+    """(step_text, boundary) for what a model generated after `prefix_for(..., opener)`: the step text is `opener`
+    + the generated text up to the first "\\n--" (the next step's comment: boundary "step") or "```" (the closing
+    fence: "end"), whichever comes first, right-stripped; "eos" when neither occurs."""
     cuts = [(i, kind) for i, kind in ((generated.find("\n--"), "step"), (generated.find(FENCE), "end")) if i >= 0]
     if not cuts:
-        return ("-- " + generated).rstrip(), "eos"
+        return (opener + generated).rstrip(), "eos"
     i, kind = min(cuts)
-    return ("-- " + generated[:i]).rstrip(), kind
+    return (opener + generated[:i]).rstrip(), kind
 
 
 def prose_steps(text: str) -> list[str]:

@@ -303,6 +303,26 @@ function rowsTable(ex, caption) {
   return t;
 }
 
+// TRIM's steps (route.details.trim.steps): which pair wrote each step, whether it was handed off, its process reward
+function stepsView(trim) {
+  if (!trim || !trim.steps || !trim.steps.length) return null;
+  const ol = el("ol", { class: "steps", "aria-label": "steps of the chain" });
+  for (const st of trim.steps) {
+    const rw = st.reward || (st.draft && st.draft.reward) || null;
+    const badge = el("span", { class: "badge" + (st.handed_off ? " handoff" : "") },
+      st.pair + (st.handed_off ? " (handed off)" : ""));
+    const parts = [];
+    if (rw && rw.score !== undefined && rw.score !== null) parts.push("reward " + fmtNum(rw.score));
+    if (st.draft && st.draft.reward && st.draft.reward.score !== undefined) parts.push("cheap draft's reward " + fmtNum(st.draft.reward.score));
+    parts.push(`${st.tokens} token(s)`);
+    ol.append(el("li", {}, badge, " ", el("span", { class: "hint" }, parts.join(", ")), el("pre", { class: "step" }, st.text),
+      st.draft ? el("details", {}, el("summary", {}, "discarded cheap draft"), el("pre", { class: "step" }, st.draft.text)) : null));
+  }
+  const head = `${trim.steps.length} step(s), ${trim.handoffs || 0} handed off to ${trim.strong_pair || "the strong pair"}` +
+    (trim.fallback ? `; fell back: ${trim.fallback}` : "");
+  return el("details", { class: "trim-steps", open: "" }, el("summary", {}, head), ol);
+}
+
 function showPlan(p, wallMs) {
   state.plan = p;
   $("r-status").textContent = p.status;
@@ -336,7 +356,8 @@ function showPlan(p, wallMs) {
     else exec = el("span", { class: "bad" }, `${ex.error_kind || "error"}: ${ex.error || ""}`);
     tbody.append(el("tr", { class: isChosen ? "is-chosen" : null },
       el("td", {}, String(i), el("div", { class: "hint" }, c.source + (c.duplicates > 1 ? ` ×${c.duplicates}` : ""))),
-      el("td", { class: "sqlcell" }, highlightSQL(c.normalized || c.sql)),
+      el("td", { class: "sqlcell" }, highlightSQL(c.normalized || c.sql),
+        (c.source || "").startsWith("trim") ? stepsView((r.details || {}).trim) : null),
       el("td", {}, guard),
       el("td", {}, exec),
       el("td", {}, ex && ex.ok ? rowsTable(ex) : "-"),

@@ -11,6 +11,7 @@
     sqlarbiter eval systems [--workers N]        EX of every published system in candidates/spider_dev
     sqlarbiter eval linking ...                  schema linking's recall and prompt tokens (eval.linking)
     sqlarbiter eval routing ...                  routers' cost-quality curves (eval.routing)
+    sqlarbiter eval routing-live ...             TRIM step routing, live on real models (eval.routing_live)
 
 --policy must be a registered policy (`planner.select`); in a replay, one that ranks by scores needs
 --discriminator (both are usage errors, exit 2).
@@ -59,6 +60,7 @@ def add_to(subparsers) -> None:
     s.set_defaults(func=_systems)
     _add_linking(sub)
     add_routing_parser(sub)
+    add_routing_live_parser(sub)
 
     def _help(args):
         p.print_help(sys.stderr)
@@ -455,6 +457,94 @@ def _cmd_routing(args) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+# --------------------------------------------------------------------------- eval routing-live
+
+def add_routing_live_parser(eval_subparsers) -> argparse.ArgumentParser:
+    """`sqlarbiter eval routing-live` (the live study below the question: eval.routing_live.run_live_study)."""
+    from cli.options import add_config_option
+
+    p = eval_subparsers.add_parser(
+        "routing-live", help="live cost-quality study of TRIM step routing on real models and Spider questions",
+        description="Runs cheap only, strong only, the question-level cascade, a TRIM threshold sweep and the learned "
+                    "TRIM policy through the step loop /plan uses, on a fixed-seed sample of Spider dev questions "
+                    "(docs/routing.md). Decoding is greedy; each distinct step is generated once.")
+    add_config_option(p)
+    p.add_argument("--data", default=None, help="the Spider folder (default: the shared data's spider/)")
+    p.add_argument("--cheap", default=None, help="the cheap pair (default: the trim router's, else the first pair)")
+    p.add_argument("--strong", default=None, help="the strong pair (default: the trim router's, else the last pair)")
+    p.add_argument("--questions", type=int, default=100, help="Spider dev questions (fixed-seed sample)")
+    p.add_argument("--train", type=int, default=40,
+                   help="Spider train questions (other databases) to train TRIM-Agg on; 0: no learned policy")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--price", type=float, default=0.002, help="TRIM-Agg's price per strong decoded token")
+    p.add_argument("--ks", type=_floats, default=None, help="TRIM-Thr thresholds (default: 0.1..0.9)")
+    p.add_argument("--taus", type=_floats, default=None, help="cascade thresholds (default: eval.routing_live.DEFAULT_TAUS)")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--step-tokens", type=int, default=None)
+    p.add_argument("--prm", choices=("both", "verdict", "execution"), default=None,
+                   help="the process reward's parts (default: the router's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/routing_live", help="output directory")
+    p.add_argument("--policy-out", default=None, help="where to save the trained TRIM-Agg artifact (default: OUT/trim.pt)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_routing_live)
+    return p
+
+
+def trim_settings_for(planner, cheap: str | None, strong: str | None, *, max_steps: int | None = None,
+                      step_tokens: int | None = None, prm: str | None = None):
+    """The TrimSettings of the configured `trim` router (its params), with the command line's overrides."""
+    import dataclasses
+
+    from routing.trim import TrimRouter
+
+    params = dict(planner.config.router_params("trim"))
+    for k in ("policy", "artifact", "k"):
+        params.pop(k, None)
+    r = TrimRouter(**params)
+    s = r.settings(planner.config.pairs)
+    upd = {k: v for k, v in {"cheap": cheap, "strong": strong, "max_steps": max_steps, "step_tokens": step_tokens}.items()
+           if v is not None}
+    if prm is not None:
+        upd.update(use_verdict=prm in ("both", "verdict"), use_execution=prm in ("both", "execution"))
+    s = dataclasses.replace(s, **upd)
+    for p in (s.cheap, s.strong):
+        if p not in planner.config.pairs:
+            raise ValueError(f"unknown pair {p!r}; configured: {', '.join(planner.config.pairs)}")
+    return s
+
+
+def _cmd_routing_live(args) -> int:
+    from cli.options import load_cli_config
+    from eval.routing_live import DEFAULT_KS, DEFAULT_TAUS, run_live_study, sample_questions
+    from planner.config import ConfigError
+    from planner.pipeline import Planner
+
+    try:
+        cfg = load_cli_config(args)
+        planner = Planner(cfg)
+        settings = trim_settings_for(planner, args.cheap, args.strong, max_steps=args.max_steps,
+                                     step_tokens=args.step_tokens, prm=args.prm)
+        test = sample_questions("dev", args.questions, args.seed, data=args.data)
+        train = sample_questions("train", args.train, args.seed, data=args.data,
+                                 exclude_dbs={q.db_id for q in test}) if args.train > 0 else []
+        missing = sorted({q.db_id for q in [*test, *train]} - set(planner.registry.ids()))
+        if missing:
+            raise ValueError(f"databases not registered: {', '.join(missing[:5])}...; add the Spider folder to the "
+                             "config's `databases` or pass it with --data/--config")
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    rep = run_live_study(planner, settings, test, out, ks=args.ks or DEFAULT_KS, taus=args.taus or DEFAULT_TAUS,
+                         train=train, price=args.price, epochs=args.epochs, seed=args.seed,
+                         policy_out=Path(args.policy_out) if args.policy_out else out / "trim.pt",
+                         progress=not args.quiet)
+    print((out / "report.md").read_text())
+    print(f"wrote {out}/report.json, report.md, curve.png, outcomes.jsonl ({rep['elapsed_s']} s)")
     return 0
 
 

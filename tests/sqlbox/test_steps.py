@@ -232,18 +232,20 @@ def test_split_step_texts():
 
 def test_prefix_and_cut_step_reassemble_the_chain():
     texts = parse_chain(CHAIN).texts()
-    assert prefix_for([]) == "```sql\n-- "
-    assert prefix_for(texts[:1]) == "```sql\n" + texts[0] + "\n-- "
+    assert prefix_for([]) == "```sql\n--"  # the default opener: "--" (the model writes the space itself)
+    assert prefix_for(texts[:1]) == "```sql\n" + texts[0] + "\n--"
+    assert prefix_for([], opener="-- ") == "```sql\n-- "
     # the model writes step 2 and goes on into step 3's comment: cut at the boundary
-    generated = texts[1][3:] + "\n-- the answer\nSELECT n FROM s2\n```"
+    generated = texts[1][2:] + "\n-- the answer\nSELECT n FROM s2\n```"
     assert cut_step(generated) == (texts[1], "step")
+    assert cut_step(texts[1][3:] + "\n-- x", opener="-- ") == (texts[1], "step")
     # the last step ends at the closing fence
-    assert cut_step("the answer\nSELECT n FROM s2\n```\nSome prose.") == (texts[2], "end")
+    assert cut_step(" the answer\nSELECT n FROM s2\n```\nSome prose.") == (texts[2], "end")
     # or at the end of the output
-    assert cut_step("the answer\nSELECT n FROM s2  \n") == (texts[2], "eos")
+    assert cut_step(" the answer\nSELECT n FROM s2  \n") == (texts[2], "eos")
     # the fence wins when it comes first
-    assert cut_step("x\nSELECT 1```\n-- y") == ("-- x\nSELECT 1", "end")
-    assert prefix_for(texts) + "x" == "```sql\n" + CHAIN + "\n-- x"
+    assert cut_step(" x\nSELECT 1```\n-- y") == ("-- x\nSELECT 1", "end")
+    assert prefix_for(texts) + " x" == "```sql\n" + CHAIN + "\n-- x"
 
 
 def test_prose_steps():

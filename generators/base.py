@@ -7,6 +7,7 @@ from typing import Protocol, runtime_checkable
 
 from core.registry import Registry
 from core.specs import BackendInfo
+from sqlbox.steps import BOUNDARIES, STOPS, find_boundary
 
 
 @dataclass
@@ -59,7 +60,7 @@ def sequence_logprob(token_logprobs) -> tuple[float | None, int | None]:
     return sum(vals), len(vals)
 
 
-STEP_STOPS = ("\n--", "```")  # a step ends where the next step's comment opens, or at the end of the answer
+STEP_STOPS = STOPS  # a step ends at the next step's comment or the closing fence (`sqlbox.steps`, the format's home)
 STEP_OPENER = "-- "  # every step opens with its comment; the caller forces it as the end of the prefix
 STEP_OPENERS = ("-- ", "--")  # "--" (no space): the model writes the space itself; see `StepRequest`
 
@@ -123,21 +124,13 @@ class StepResult:
 
 def cut_at_step_boundary(generated: str) -> tuple[str, str | None]:
     """(generated text before the first step boundary of `STEP_STOPS`, the boundary found or None)."""
-    hits = [(generated.find(b), b) for b in STEP_STOPS if b in generated]
-    if not hits:
-        return generated, None
-    cut, b = min(hits)
-    return generated[:cut], b
-
-
-def step_text(generated: str, opener: str = STEP_OPENER) -> str:
-    """The step text of a generated continuation: the opener + the text before the boundary, right-stripped."""
-    return (opener + cut_at_step_boundary(generated)[0]).rstrip()
+    i, stop = find_boundary(generated)
+    return generated[:i], stop
 
 
 def boundary_name(stop: str | None) -> str | None:
-    """"step" for "\n--", "end" for "```", None for anything else."""
-    return {"\n--": "step", "```": "end"}.get(stop or "")
+    """"step" for "\\n--", "end" for "```", None for anything else (`sqlbox.steps.BOUNDARIES`)."""
+    return BOUNDARIES.get(stop or "")
 
 
 @runtime_checkable

@@ -195,15 +195,22 @@ def prefix_for(step_texts: list[str], opener: str = OPENER) -> str:
     return "```sql\n" + "".join(t + "\n" for t in step_texts) + opener
 
 
+STOPS = ("\n--", FENCE)  # a step ends where the next step's comment opens ("step"), or at the closing fence ("end")
+BOUNDARIES = {"\n--": "step", FENCE: "end"}
+
+
+def find_boundary(generated: str) -> tuple[int, str | None]:
+    """(index, stop) of the first step boundary of `STOPS` in `generated`; (len(generated), None) when none."""
+    hits = [(i, b) for i, b in ((generated.find(b), b) for b in STOPS) if i >= 0]
+    return min(hits) if hits else (len(generated), None)
+
+
 def cut_step(generated: str, opener: str = OPENER) -> tuple[str, str]:
     """(step_text, boundary) for what a model generated after `prefix_for(..., opener)`: the step text is `opener`
     + the generated text up to the first "\\n--" (the next step's comment: boundary "step") or "```" (the closing
     fence: "end"), whichever comes first, right-stripped; "eos" when neither occurs."""
-    cuts = [(i, kind) for i, kind in ((generated.find("\n--"), "step"), (generated.find(FENCE), "end")) if i >= 0]
-    if not cuts:
-        return (opener + generated).rstrip(), "eos"
-    i, kind = min(cuts)
-    return (opener + generated[:i]).rstrip(), kind
+    i, stop = find_boundary(generated)
+    return (opener + generated[:i]).rstrip(), BOUNDARIES.get(stop or "", "eos")
 
 
 def prose_steps(text: str) -> list[str]:

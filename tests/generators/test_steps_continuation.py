@@ -18,7 +18,6 @@ from generators.base import (
     StepRequest,
     cut_at_step_boundary,
     step_opener,
-    step_text,
 )
 from generators.grammar import accepts, step_grammar
 from generators.hf import TransformersGenerator
@@ -26,6 +25,7 @@ from generators.openai import OpenAIGenerator
 from generators.prompts import STEP_PROMPT_VERSION, build_step_messages
 from sqlbox.databases import DatabaseInfo, introspect
 from sqlbox.demo import build_demo
+from sqlbox.steps import cut_step
 
 SCHEMA = "CREATE TABLE singer (singer_id INT PRIMARY KEY, name TEXT, age INT, country TEXT);"
 FEW_SHOT = [("How many singers are from France?",
@@ -53,7 +53,7 @@ def test_boundaries_openers_and_step_text():
     assert cut_at_step_boundary(" a\nb AS (x),\n-- next") == (" a\nb AS (x),", "\n--")
     assert cut_at_step_boundary(" a\nSELECT 1\n```") == (" a\nSELECT 1\n", "```")
     assert cut_at_step_boundary(" a\nSELECT 1") == (" a\nSELECT 1", None)
-    assert step_text(" the answer\nSELECT 1\n```", "--") == step_text("the answer\nSELECT 1\n```") == \
+    assert cut_step(" the answer\nSELECT 1\n```")[0] == cut_step("the answer\nSELECT 1\n```", "-- ")[0] == \
         "-- the answer\nSELECT 1"
     assert step_opener("```sql\n-- ") == "-- " and step_opener(PREFIX) == "--"
     with pytest.raises(ValueError, match="forced opening"):

@@ -38,7 +38,7 @@ from typing import Any
 from core.model import Question
 from core.settings import spider_dir
 from planner.stepwise import ChainRun, StepMemo, Tier, run_chain, step_request, tier_grammar
-from routing.trim import Episode, StepObservation, ThresholdPolicy, TrimSettings, fit_policy
+from routing.trim import Episode, LearnedPolicy, StepObservation, ThresholdPolicy, TrimSettings, fit_policy
 
 DEFAULT_KS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_TAUS = (0.2, 0.4, 0.5, 0.6, 0.8)
@@ -299,6 +299,66 @@ def plot_curve(table: dict[str, dict[str, Any]], path: Path, title: str) -> Path
     return path
 
 
+def trim_settings_for(planner, cheap: str | None, strong: str | None, *, max_steps: int | None = None,
+                      step_tokens: int | None = None, prm: str | None = None):
+    """The TrimSettings of the configured `trim` router (its params), with the command line's overrides."""
+    import dataclasses
+
+    from routing.trim import TrimRouter
+
+    params = dict(planner.config.router_params("trim"))
+    for k in ("policy", "artifact", "k"):
+        params.pop(k, None)
+    r = TrimRouter(**params)
+    s = r.settings(planner.config.pairs)
+    upd = {k: v for k, v in {"cheap": cheap, "strong": strong, "max_steps": max_steps, "step_tokens": step_tokens}.items()
+           if v is not None}
+    if prm is not None:
+        upd.update(use_verdict=prm in ("both", "verdict"), use_execution=prm in ("both", "execution"))
+    s = dataclasses.replace(s, **upd)
+    for p in (s.cheap, s.strong):
+        if p not in planner.config.pairs:
+            raise ValueError(f"unknown pair {p!r}; configured: {', '.join(planner.config.pairs)}")
+    return s
+
+
+# ---------------------------------------------------------------------------------------------- TRIM-Agg training
+def episode_runner(study: StepStudy, questions: Sequence[StudyQuestion]) -> Callable[..., Episode]:
+    """`routing.trim.EpisodeRunner` over `questions`: question i's chain with `act` deciding each hand-off, and its
+    outcome (EX by the Spider evaluator, strong decoded tokens)."""
+
+    def env(i: int, act: Callable[[StepObservation], bool]) -> Episode:
+        q = questions[i]
+        run = study.chain(q, act=act)
+        _, ex = study.judge(q, run.text)
+        decisions = [(StepObservation(index=s["index"], score=s["observation"]["score"], tokens=s["observation"]["tokens"],
+                                      product=s["observation"]["product"], minimum=s["observation"]["minimum"]),
+                      bool(s["handed_off"])) for s in run.steps if "observation" in s]
+        return Episode(decisions=decisions, correct=ex, strong_tokens=run.strong_tokens)
+
+    return env
+
+
+def train_policy(study: StepStudy, questions: Sequence[StudyQuestion], *, price: float = 0.002, epochs: int = 100,
+                 seed: int = 0, out: Path | None = None, progress: bool = True) -> tuple[LearnedPolicy, list[dict]]:
+    """Train TRIM-Agg (`routing.trim.fit_policy`) on `questions`' chains; saved to `out` when given."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=epochs, desc="train TRIM-Agg", disable=not progress)
+
+    def tick(epoch: int, row: dict[str, float]) -> None:
+        bar.update(1)
+        bar.set_postfix(reward=f"{row['reward']:.3f}", ex=f"{row['ex']:.2f}")
+
+    learned, rep = fit_policy(episode_runner(study, questions), len(questions), keys=[q.key for q in questions],
+                              price=price, epochs=epochs, seed=seed, progress=tick)
+    bar.close()
+    learned.meta["settings"] = study.settings.to_dict()
+    if out is not None:
+        learned.meta["path"] = str(learned.save(out))
+    return learned, rep.curve
+
+
 # ---------------------------------------------------------------------------------------------- the study
 def run_live_study(planner: Any, settings: TrimSettings, questions: Sequence[StudyQuestion], out: Path, *,
                    ks: Sequence[float] = DEFAULT_KS, taus: Sequence[float] = DEFAULT_TAUS,
@@ -315,25 +375,8 @@ def run_live_study(planner: Any, settings: TrimSettings, questions: Sequence[Stu
     curve: list[dict[str, float]] = []
     with StepStudy(planner, settings) as study, (out / "outcomes.jsonl").open("w") as f:
         if train:
-            bar = tqdm(total=epochs, desc="train TRIM-Agg", disable=not progress)
-
-            def env(i: int, act: Callable[[StepObservation], bool]) -> Episode:
-                q = train[i]
-                run = study.chain(q, act=act)
-                _, ex = study.judge(q, run.text)
-                decisions = [(StepObservation(index=s["index"], score=s["observation"]["score"],
-                                              tokens=s["observation"]["tokens"], product=s["observation"]["product"],
-                                              minimum=s["observation"]["minimum"]), bool(s["handed_off"]))
-                             for s in run.steps if "observation" in s]
-                return Episode(decisions=decisions, correct=ex, strong_tokens=run.strong_tokens)
-
-            learned, rep = fit_policy(env, len(train), keys=[q.key for q in train], price=price, epochs=epochs,
-                                      seed=seed, progress=lambda e, row: (bar.update(1), bar.set_postfix(
-                                          reward=f"{row['reward']:.3f}"))[0])
-            bar.close()
-            curve = rep.curve
-            if policy_out is not None:
-                learned.meta["path"] = str(learned.save(policy_out))
+            learned, curve = train_policy(study, train, price=price, epochs=epochs, seed=seed, out=policy_out,
+                                          progress=progress)
         policies: list[tuple[str, Any]] = [("cheap only", ThresholdPolicy(0.0)), ("strong only", ThresholdPolicy(1.0))]
         policies += [(f"trim k={k:g}", ThresholdPolicy(k)) for k in ks]
         if learned is not None:

@@ -494,32 +494,15 @@ def add_routing_live_parser(eval_subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def trim_settings_for(planner, cheap: str | None, strong: str | None, *, max_steps: int | None = None,
-                      step_tokens: int | None = None, prm: str | None = None):
-    """The TrimSettings of the configured `trim` router (its params), with the command line's overrides."""
-    import dataclasses
-
-    from routing.trim import TrimRouter
-
-    params = dict(planner.config.router_params("trim"))
-    for k in ("policy", "artifact", "k"):
-        params.pop(k, None)
-    r = TrimRouter(**params)
-    s = r.settings(planner.config.pairs)
-    upd = {k: v for k, v in {"cheap": cheap, "strong": strong, "max_steps": max_steps, "step_tokens": step_tokens}.items()
-           if v is not None}
-    if prm is not None:
-        upd.update(use_verdict=prm in ("both", "verdict"), use_execution=prm in ("both", "execution"))
-    s = dataclasses.replace(s, **upd)
-    for p in (s.cheap, s.strong):
-        if p not in planner.config.pairs:
-            raise ValueError(f"unknown pair {p!r}; configured: {', '.join(planner.config.pairs)}")
-    return s
-
-
 def _cmd_routing_live(args) -> int:
     from cli.options import load_cli_config
-    from eval.routing_live import DEFAULT_KS, DEFAULT_TAUS, run_live_study, sample_questions
+    from eval.routing_live import (
+        DEFAULT_KS,
+        DEFAULT_TAUS,
+        run_live_study,
+        sample_questions,
+        trim_settings_for,
+    )
     from planner.config import ConfigError
     from planner.pipeline import Planner
 

@@ -2,6 +2,8 @@
 
 - `route fit --outcomes SRC --out PATH`: train a CARROT artifact (knn or logreg; μ given, or calibrated to
   a target average cost / strong-pair share on out-of-fold predictions grouped by database).
+- `route fit-trim --out PATH [--config FILE] [--questions N]`: train the trim router's learned policy (TRIM-Agg)
+  on live step chains of Spider train questions (eval.routing_live.train_policy).
 - `route show PATH`: print an artifact's metadata.
 - `route import --outcomes SRC [--store URL]`: log outcomes into the store's `routing_outcomes` table.
 - `route warm-start --outcomes SRC [--store URL]`: warm-start the bandit's persisted state.
@@ -46,6 +48,22 @@ def add_to(subparsers) -> None:
     f.add_argument("--workers", type=int, default=2)
     add_database_options(f, db=None, config=False)
     f.set_defaults(func=_fit)
+
+    t = sub.add_parser("fit-trim", help="train TRIM-Agg (the trim router's learned policy) on live step chains",
+                       description="Runs the configured cheap and strong pairs step by step on Spider train questions "
+                                   "(the trim router's step loop, greedy) and trains TRIM-Agg with REINFORCE and a "
+                                   "learned baseline (routing.trim.fit_policy); writes a versioned artifact for "
+                                   "[router] params = { policy = \"learned\", artifact = ... }.")
+    t.add_argument("--out", required=True, help="artifact path (a .json metadata file is written beside it)")
+    t.add_argument("--questions", type=int, default=40, help="Spider train questions (fixed-seed sample)")
+    t.add_argument("--spider", default=None, help="the Spider folder (default: the shared data's spider/)")
+    t.add_argument("--cheap", default=None)
+    t.add_argument("--strong", default=None)
+    t.add_argument("--price", type=float, default=0.002, help="price per strong decoded token in the reward")
+    t.add_argument("--epochs", type=int, default=100)
+    t.add_argument("--seed", type=int, default=0)
+    add_database_options(t, db=None, config=True)
+    t.set_defaults(func=_fit_trim)
 
     s = sub.add_parser("show", help="print a CARROT artifact's metadata")
     s.add_argument("artifact")
@@ -129,6 +147,33 @@ def _fit(a: argparse.Namespace) -> int:
     print(f"wrote {path} (+ {path.name}.json): {meta['estimator']} over {len(meta['pairs'])} pairs, "
           f"{meta['training']['n_questions']} questions from {meta['training']['n_databases']} databases; "
           f"mu={meta['mu']:.4g} ({meta['calibration']['method']})")
+    return 0
+
+
+def _fit_trim(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cli.options import load_cli_config
+    from eval.routing_live import StepStudy, sample_questions, train_policy, trim_settings_for
+    from planner.config import ConfigError
+    from planner.pipeline import Planner
+
+    try:
+        planner = Planner(load_cli_config(a))
+        settings = trim_settings_for(planner, a.cheap, a.strong)
+        questions = sample_questions("train", a.questions, a.seed, data=a.spider)
+        missing = sorted({q.db_id for q in questions} - set(planner.registry.ids()))
+        if missing:
+            raise ValueError(f"databases not registered: {', '.join(missing[:5])}: pass the Spider database folder "
+                             "with --data or the config's `databases`")
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with StepStudy(planner, settings) as study:
+        pol, curve = train_policy(study, questions, price=a.price, epochs=a.epochs, seed=a.seed, out=Path(a.out))
+    last = curve[-1] if curve else {}
+    print(f"wrote {a.out} (+ .json): {len(questions)} questions, {a.epochs} epochs, last epoch reward "
+          f"{last.get('reward', float('nan')):.3f}, EX {last.get('ex', float('nan')):.3f}, data hash {pol.meta['data_hash']}")
     return 0
 
 

@@ -66,12 +66,21 @@ STEP_OPENERS = ("-- ", "--")  # "--" (no space): the model writes the space itse
 
 
 def step_opener(prefix: str) -> str:
-    """The forced opening of the step a prefix ends with: its last line, "-- " or "--" (ValueError otherwise)."""
+    """The forced opening of the step a prefix ends with: its last line, "-- " or "--"; or, when the prefix ends
+    with a whole comment line and a newline ("-- <what the step computes>\\n": the caller wrote the comment, as
+    Route-and-Reason's composer does with a sub-question), that comment line and its newline. ValueError
+    otherwise."""
     last = prefix[prefix.rfind("\n") + 1:]
-    if last not in STEP_OPENERS:
-        raise ValueError(f"a step prefix ends with a line holding only {' or '.join(map(repr, STEP_OPENERS))} "
-                         f"(the forced opening of the step's comment), not {last[-40:]!r}")
-    return last
+    if last in STEP_OPENERS:
+        return last
+    if last == "" and prefix.endswith("\n"):
+        body = prefix[:-1]
+        line = body[body.rfind("\n") + 1:]
+        if line.startswith("--") and len(line) > 2:
+            return line + "\n"
+    raise ValueError(f"a step prefix ends with a line holding only {' or '.join(map(repr, STEP_OPENERS))} (the "
+                     f"forced opening of the step's comment), or with a whole comment line and a newline, not "
+                     f"{last[-40:]!r}")
 
 
 @dataclass

@@ -56,6 +56,10 @@ def test_boundaries_openers_and_step_text():
     assert cut_step(" the answer\nSELECT 1\n```")[0] == cut_step("the answer\nSELECT 1\n```", "-- ")[0] == \
         "-- the answer\nSELECT 1"
     assert step_opener("```sql\n-- ") == "-- " and step_opener(PREFIX) == "--"
+    # a prefix that already holds the step's comment (Route-and-Reason's sub-question): the model writes the body
+    assert step_opener("```sql\n-- the singers\n") == "-- the singers\n"
+    with pytest.raises(ValueError, match="forced opening"):
+        step_opener("```sql\n--\n")
     with pytest.raises(ValueError, match="forced opening"):
         step_opener("```sql\nSELECT")
 

@@ -462,10 +462,14 @@ class Planner:
         escalations: list[str] = []
         gen_info: dict[str, Any] = {"constrained": [], "notes": []}
         if decision.router in known_routers() and known_routers().info(decision.router).stepwise:
-            # the loop below the question (TRIM): one chain, written step by step, then judged like any candidate
-            from planner.stepwise import run_stepwise
+            # the loop below the question (TRIM, Route-and-Reason): one chain, written step by step, then judged like
+            # any candidate
+            if decision.router == "r2":
+                from planner.r2 import run_r2 as loop
+            else:
+                from planner.stepwise import run_stepwise as loop
 
-            ran += run_stepwise(self, rtr, question, plan, n, policy, pool, scored, usage, clock, gen_info)
+            ran += loop(self, rtr, question, plan, n, policy, pool, scored, usage, clock, gen_info)
             with clock.stage("select"):
                 self._select(plan, scored, policy, usage, ran)
             steps = []

@@ -16,6 +16,9 @@ use, in which:
   column as a string, as much of Spider's gold SQL does);
 - a run of whitespace is at most 16 characters, and `T1.name` has no space around its dot (a small model
   otherwise drifts into endless tabs or newlines, which the grammar would accept);
+- no "--" outside a string or a quoted name: a minus (binary or unary) is never directly followed by a unary
+  minus (`a - -b` and `- -b` need their space; `a--b` is a comment in SQL, and "\n--" is the step boundary of
+  `step_grammar`); the `_nm` rules are their namesakes that do not start with "-";
 - functions are SQLite's core, aggregate, date and math functions (`FUNCTIONS`), plus CAST, CASE, EXISTS,
   IN, BETWEEN, LIKE/GLOB, IS [NOT], window functions with OVER (...), WITH (CTEs), compound queries.
 
@@ -33,7 +36,7 @@ from functools import lru_cache
 
 from sqlbox.schema import Schema
 
-GRAMMAR_VERSION = "sqlite-v2"
+GRAMMAR_VERSION = "sqlite-v3"
 
 _SIMPLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -82,11 +85,15 @@ predicate_tail ::= sp cmp_op sp add_expr | ws (kw_not ws)? kw_in sp in_rhs | ws 
 cmp_op ::= "=" | "==" | "!=" | "<>" | "<" | "<=" | ">" | ">="
 like_op ::= kw_like | kw_glob
 in_rhs ::= "(" sp (query | expr_list)? sp ")" | table
-add_expr ::= mul_expr (sp add_op sp mul_expr)*
-add_op ::= "+" | "-" | "||" | "&" | "|" | "<<" | ">>"
+add_expr ::= mul_expr (sp add_op sp mul_expr | sp "-" minus_mul)*
+add_op ::= "+" | "||" | "&" | "|" | "<<" | ">>"
+minus_mul ::= ws mul_expr | mul_expr_nm
 mul_expr ::= unary (sp mul_op sp unary)*
+mul_expr_nm ::= unary_nm (sp mul_op sp unary)*
 mul_op ::= "*" | "/" | "%"
-unary ::= (("-" | "+" | "~") sp)* primary (ws kw_collate ws ident)?
+unary ::= "-" minus_unary | unary_nm
+unary_nm ::= ("+" | "~") sp unary | primary (ws kw_collate ws ident)?
+minus_unary ::= ws unary | unary_nm
 primary ::= literal | column_ref | function_call | cast_expr | case_expr | exists_expr | "(" sp query sp ")" | "(" sp expr_list sp ")"
 exists_expr ::= kw_exists sp "(" sp query sp ")"
 cast_expr ::= kw_cast sp "(" sp expr ws kw_as ws type_name sp ")"
@@ -162,38 +169,49 @@ def sql_grammar(schema: Schema, *, wrap: str = "fence") -> str:
     return _grammar([root], schema)
 
 
-STEP_EXPECT = ("first", "cte", "final", "any")
+STEP_EXPECT = ("first", "first_cte", "cte", "final", "any")
 
 
 def step_grammar(schema: Schema, *, expect: str = "any", names: Iterable[str] = (),
-                 columns: Iterable[str] | Mapping[str, Iterable[str]] = (), opener: str = "-- ") -> str:
+                 columns: Iterable[str] | Mapping[str, Iterable[str]] = (), opener: str = "-- ",
+                 comment: bool = True, comma: bool | None = None) -> str:
     """The EBNF of the rest of ONE step of a query written as CTE steps (`sqlbox.steps`), after the forced opener
     (`opener`: "-- ", or "--", when the grammar starts with the comment's space): the comment's text (one line, no
     backtick, not starting with white space), a newline, then the step's body:
 
-    - expect "first" (no step yet): `WITH <cte>` with an optional comma, or a whole one-step query;
-    - "cte" (the previous CTE ended with a comma): `<cte>` with an optional comma;
+    - expect "first" (no step yet): `WITH <cte>`, or a whole one-step query;
+    - "first_cte": `WITH <cte>` (the first step of several);
+    - "cte" (the previous CTE ended with a comma): `<cte>`;
     - "final" (the previous CTE had none): the final query (no WITH: the chain holds it);
     - "any": a CTE step or the final query.
 
     `<cte>` is `name AS (query)` (the `cte` rule of the schema grammar, one source for both); a CTE step ends after
-    its optional comma (the grammar's end: only EOS may follow), a final step after a newline and ``` (the answer's
-    closing fence, where the step stop "```" ends it too). `names`: the earlier steps' names, usable as tables;
-    `columns`: their output columns, usable as column names, besides the schema's (names, or a mapping of step name
-    to its columns as `sqlbox.steps.StepState.columns`)."""
+    its `)` or comma (the grammar's end: only EOS may follow), a final step after a newline and ``` (the answer's
+    closing fence, where the step stop "```" ends it too). `comma`: a CTE step's trailing comma: None optional,
+    True required (another CTE follows, so the step is a CTE: no final query), False forbidden (the final query
+    follows; the step may still be the final query where `expect` allows it). `comment=False`: the body alone, for
+    a prefix that already ends with the step's comment line and its newline (`opener` is then unused). `names`:
+    the earlier steps' names, usable as tables; `columns`: their output columns, usable as column names, besides
+    the schema's (names, or a mapping of step name to its columns as `sqlbox.steps.StepState.columns`)."""
     if expect not in STEP_EXPECT:
         raise ValueError(f"expect must be one of {', '.join(STEP_EXPECT)}, not {expect!r}")
-    body = {"first": "kw_with ws cte_step | final_step", "cte": "cte_step", "final": "final_step",
-            "any": "cte_step | final_step"}[expect]
     if opener not in ("-- ", "--"):
         raise ValueError(f"opener must be '-- ' or '--', not {opener!r}")
+    if comma not in (None, True, False):
+        raise ValueError(f"comma must be None, True or False, not {comma!r}")
+    if comma is True and expect == "final":
+        raise ValueError("comma=True (another CTE follows) contradicts expect='final'")
+    final = "" if comma is True else " | final_step"
+    body = {"first": "kw_with ws cte_step" + final, "first_cte": "kw_with ws cte_step", "cte": "cte_step",
+            "final": "final_step", "any": "cte_step" + final}[expect]
+    tail = {None: ' (sp ",")?', True: ' sp ","', False: ""}[comma]
     space = '" " ' if opener == "--" else ""
     if isinstance(columns, Mapping):
         columns = [c for cols in columns.values() for c in cols]
-    rules = [f'root ::= {space}comment_text "\\n" step_body',
-             "comment_text ::= [^ \\t\\r\\n`] [^\\r\\n`]*",
+    head = [f'root ::= {space}comment_text "\\n" step_body', "comment_text ::= [^ \\t\\r\\n`] [^\\r\\n`]*"]
+    rules = [*(head if comment else ["root ::= step_body"]),
              f"step_body ::= {body}",
-             'cte_step ::= cte (sp ",")?',
+             f"cte_step ::= cte{tail}",
              'final_step ::= select_stmt sp (";" sp)? "\\n```"']
     return _grammar(rules, schema, names=names, columns=columns)
 

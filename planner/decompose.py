@@ -455,16 +455,12 @@ def body_grammar(schema: Any, state: Any, index: int, n: int) -> str:
     that another CTE follows ends with a comma; the last step: the final SELECT."""
     from generators.grammar import step_grammar
 
-    g = step_grammar(schema, expect="any", names=list(state.names), columns=dict(state.columns))
     if n == 1 or index == n - 1:
-        root = "final_step"
+        expect, comma = "final", None
     else:
-        comma = ' sp ","' if index < n - 2 else ""
-        root = ("kw_with ws cte" if index == 0 else "cte") + comma
-    head, sep, rest = g.partition("\n")
-    if not head.startswith("root ::="):
-        raise RuntimeError("generators.grammar.step_grammar no longer starts with its root rule")
-    return f"root ::= {root}{sep}{rest}"
+        expect, comma = ("first_cte" if index == 0 else "cte"), index < n - 2
+    return step_grammar(schema, expect=expect, names=list(state.names), columns=dict(state.columns), comment=False,
+                        comma=comma)
 
 
 def _comment_prefix_supported() -> bool:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from generators.grammar import accepts, sql_grammar
+from generators.grammar import accepts, sql_grammar, step_grammar
 from sqlbox.databases import DatabaseInfo, introspect
 from sqlbox.demo import build_demo
 from sqlbox.schema import Column, Schema, Table
@@ -52,3 +52,47 @@ def test_fence_wrap_and_quoted_names():
     assert not accepts(g, "SELECT id FROM x")  # the fence is required
     with pytest.raises(ValueError, match="wrap"):
         sql_grammar(schema, wrap="json")
+
+
+@pytest.mark.parametrize(("sql", "ok"), [
+    ("SELECT age - -1 FROM singer", True),
+    ("SELECT -1", True),
+    ("SELECT age-1 FROM singer", True),
+    ("SELECT - -age, age -\n-1, -(-age), age*-1, -+-age, 1e-5-2 FROM singer", True),
+    ("SELECT '--', \"a--b\" FROM singer", True),  # inside a string it is no comment
+    ("SELECT age--1 FROM singer", False),  # "--" starts a comment in SQL
+    ("SELECT age - --1", False),
+    ("SELECT --age FROM singer", False),
+    ("SELECT age\n--1 FROM singer", False),
+    ("SELECT\n--x\n1", False),
+])
+def test_no_comment_start_outside_strings(demo_grammar, sql, ok):
+    assert accepts(demo_grammar, sql) is ok
+
+
+def test_step_grammar_body_only_and_comma():
+    schema = introspect(DatabaseInfo("demo", build_demo(), "sqlite"), samples=0)
+    cte, final = "s2 AS (SELECT count(*) AS n FROM s1)", "SELECT n FROM s2\n```"
+
+    def g(**kw):
+        return step_grammar(schema, names=["s1", "s2"], columns={"s1": ["singer_id"], "s2": ["n"]}, **kw)
+
+    body = g(expect="any", comment=False)
+    assert accepts(body, cte) and accepts(body, cte + ",") and accepts(body, final)
+    assert not accepts(body, "how many\n" + cte)  # the comment is in the prefix already
+    assert accepts(g(expect="any"), "how many\n" + cte) and not accepts(g(expect="any"), cte)
+    assert not accepts(body, cte + "\n--x")
+
+    required = g(expect="cte", comment=False, comma=True)
+    assert accepts(required, cte + ",") and accepts(required, cte + " ,") and not accepts(required, cte)
+    assert not accepts(g(expect="any", comment=False, comma=True), final)  # another CTE follows: no final query
+    forbidden = g(expect="any", comment=False, comma=False)
+    assert accepts(forbidden, cte) and accepts(forbidden, final) and not accepts(forbidden, cte + ",")
+
+    first = "WITH " + cte
+    assert accepts(g(expect="first", comment=False), final) and accepts(g(expect="first", comment=False), first)
+    only_cte = g(expect="first_cte", comment=False, comma=False)
+    assert accepts(only_cte, first) and not accepts(only_cte, final) and not accepts(only_cte, first + ",")
+    assert accepts(g(expect="first_cte", comma=True), "singers\n" + first + ",")
+    with pytest.raises(ValueError, match="comma"):
+        g(expect="final", comma=True)

@@ -40,8 +40,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from generators.base import STEP_STOPS, StepRequest, StepResult, cut_at_step_boundary
-from planner.stepwise import StepMemo, Tier, TierUsage
+from generators.base import StepResult, cut_at_step_boundary
+from planner.stepwise import StepMemo, Tier, TierUsage, continue_tier
 from sqlbox.steps import StepChain, StepParseError, parse_chain, prefix_for, step_state, to_chain
 
 DECOMPOSE_PROMPT_VERSION = "decompose-v1"
@@ -463,58 +463,11 @@ def body_grammar(schema: Any, state: Any, index: int, n: int) -> str:
                         comma=comma)
 
 
-def _comment_prefix_supported() -> bool:
-    """Does `generators.base.step_opener` accept a prefix that ends with a whole comment line ("-- ...\\n")?"""
-    from generators.base import step_opener
-
-    try:
-        step_opener("```sql\n-- a step\n")
-        return True
-    except ValueError:
-        return False
-
-
-def _continue_local(backend: Any, req: StepRequest) -> StepResult:
-    """The body of a step whose comment is in the prefix, on a local backend, for as long as `continue_step`
-    refuses such a prefix (`generators.base.step_opener` accepts only "-- " or "--" as the prefix's last line):
-    the same prompt (`step_prompt`: the step-mode messages with the prefix continued), stops and token counts."""
-    from core.runtime.hf import encode, sample
-    from generators.constrained import grammar_processor, stop_cut, stop_strings_stopping
-
-    lm = backend.loaded
-    p = req.request.params
-    ids = encode(lm, backend.step_prompt(req), templated=lm.has_chat_template())
-    extra: dict[str, Any] = {"stopping_criteria": stop_strings_stopping(lm.tokenizer, len(ids), STEP_STOPS)}
-    use_grammar = bool(getattr(backend, "constrained", False)) and bool(req.grammar)
-    if use_grammar:
-        extra["logits_processor"] = grammar_processor(lm, req.grammar)
-    s = sample(lm, ids, n=1, temperature=p.temperature, top_p=p.top_p, max_tokens=req.max_tokens, seed=p.seed,
-               logprobs=0, **extra)[0]
-    cut = stop_cut(lm.tokenizer, s.ids, STEP_STOPS)
-    boundary = {"\n--": "step", "```": "end"}.get(cut.stop or "") or ("eos" if s.finish_reason == "stop" else "length")
-    kept = s.token_logprobs[:cut.n_kept]
-    return StepResult(text=cut.text.rstrip(), raw=s.text, boundary=boundary, model=getattr(backend, "name", ""),
-                      prompt_tokens=len(ids), completion_tokens=cut.n_decoded,
-                      logprob=sum(kept) if kept else None, logprob_tokens=len(kept) if kept else None,
-                      constrained=use_grammar)
-
-
 def _continue_body(tier: Tier, prefix: str, grammar: str | None, max_tokens: int,
                    memo: StepMemo | None) -> tuple[StepResult, bool]:
-    key = (tier.pair, prefix)
-    if memo is not None and key in memo.steps:
-        memo.hits += 1
-        return memo.steps[key], True
-    req = StepRequest(request=tier.request, prefix=prefix, grammar=grammar, max_tokens=max_tokens)
-    if not _comment_prefix_supported() and getattr(tier.backend, "loaded", None) is not None \
-            and hasattr(tier.backend, "step_prompt"):
-        res = _continue_local(tier.backend, req)
-    else:  # an HTTP backend refuses the prefix (ValueError from step_opener) until step_opener accepts it
-        res = tier.backend.continue_step(req)
-    if memo is not None:
-        memo.misses += 1
-        memo.steps[key] = res
-    return res, False
+    """The tier writes the body after `prefix` (which ends with the step's comment line): the step loop's own call
+    (`planner.stepwise.continue_tier`, its memo keyed by the tier, the request and the prefix)."""
+    return continue_tier(tier, prefix, grammar=grammar, max_tokens=max_tokens, memo=memo)
 
 
 @dataclass

@@ -108,19 +108,29 @@ def _request_key(r: GenerationRequest) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def _continue(tier: Tier, prefix: str, state: Any, max_tokens: int, memo: StepMemo | None) -> tuple[StepResult, bool]:
-    """(the tier's step after `prefix`, from the memo?)."""
+def continue_tier(tier: Tier, prefix: str, *, grammar: str | None, max_tokens: int,
+                  memo: StepMemo | None = None) -> tuple[StepResult, bool]:
+    """(the tier's step after `prefix` under `grammar`, whether it came from the memo). The memo key is the tier, the
+    request (question, schema, examples, dialect) and the prefix: the same prefix of another question is another call."""
     key = (tier.pair, _request_key(tier.request), prefix)
     if memo is not None and key in memo.steps:
         memo.hits += 1
         return memo.steps[key], True
-    grammar = tier.grammar(state) if tier.grammar is not None else None
     res = tier.backend.continue_step(StepRequest(request=tier.request, prefix=prefix, grammar=grammar,
                                                  max_tokens=max_tokens))
     if memo is not None:
         memo.misses += 1
         memo.steps[key] = res
     return res, False
+
+
+def _continue(tier: Tier, prefix: str, state: Any, max_tokens: int, memo: StepMemo | None) -> tuple[StepResult, bool]:
+    """The loop's step call: the tier's grammar for `state` (constrained tiers), then `continue_tier`."""
+    key = (tier.pair, _request_key(tier.request), prefix)
+    if memo is not None and key in memo.steps:  # the grammar is not even built for a memoised step
+        return continue_tier(tier, prefix, grammar=None, max_tokens=max_tokens, memo=memo)
+    grammar = tier.grammar(state) if tier.grammar is not None else None
+    return continue_tier(tier, prefix, grammar=grammar, max_tokens=max_tokens, memo=memo)
 
 
 def _reward(run: ChainRun, prm: Any, texts: list[str], prev_rows: int | None, memo: StepMemo | None,

@@ -271,7 +271,8 @@ def sample_size(p1: float, p2: float, alpha: float = 0.05, power: float = 0.8) -
     return math.ceil(z * z * (p1 * (1 - p1) + p2 * (1 - p2)) / (p1 - p2) ** 2)
 
 
-def plot_curve(table: dict[str, dict[str, Any]], path: Path, title: str) -> Path:
+def plot_curve(table: dict[str, dict[str, Any]], path: Path, title: str, points: Sequence[str] = ()) -> Path:
+    """The cost-quality curve; `points`: more policies of `table` drawn as single markers (e.g. the r2 rows)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -284,7 +285,8 @@ def plot_curve(table: dict[str, dict[str, Any]], path: Path, title: str) -> Path
                      and v["strong_share"] is not None)
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label, alpha=0.8)
-    for k, marker in (("cheap only", "v"), ("strong only", "^"), ("trim learned", "*")):
+    extra = [(k, "PDXh<>p"[j % 7]) for j, k in enumerate(points)]
+    for k, marker in (("cheap only", "v"), ("strong only", "^"), ("trim learned", "*"), *extra):
         if k in table and table[k]["strong_share"] is not None:
             ax.plot([table[k]["strong_share"]], [table[k]["ex"]], marker, markersize=11, label=k)
     ax.set_xlabel("strong decoded tokens (share of strong only)")

@@ -12,6 +12,7 @@
     sqlarbiter eval linking ...                  schema linking's recall and prompt tokens (eval.linking)
     sqlarbiter eval routing ...                  routers' cost-quality curves (eval.routing)
     sqlarbiter eval routing-live ...             TRIM step routing, live on real models (eval.routing_live)
+    sqlarbiter eval routing-r2 ...               Route-and-Reason beside TRIM and the cascade, live (eval.r2_live)
 
 --policy must be a registered policy (`planner.select`); in a replay, one that ranks by scores needs
 --discriminator (both are usage errors, exit 2).
@@ -61,6 +62,7 @@ def add_to(subparsers) -> None:
     _add_linking(sub)
     add_routing_parser(sub)
     add_routing_live_parser(sub)
+    add_routing_r2_parser(sub)
 
     def _help(args):
         p.print_help(sys.stderr)
@@ -528,6 +530,79 @@ def _cmd_routing_live(args) -> int:
                          progress=not args.quiet)
     print((out / "report.md").read_text())
     print(f"wrote {out}/report.json, report.md, curve.png, outcomes.jsonl ({rep['elapsed_s']} s)")
+    return 0
+
+
+# --------------------------------------------------------------------------- eval routing-r2
+
+def add_routing_r2_parser(eval_subparsers) -> argparse.ArgumentParser:
+    """`sqlarbiter eval routing-r2` (Route-and-Reason in the live study: eval.r2_live.run_r2_study)."""
+    from cli.options import add_config_option
+
+    p = eval_subparsers.add_parser(
+        "routing-r2", help="live study of Route-and-Reason (r2) beside cheap/strong only, the cascade and TRIM",
+        description="Trains the r2 allocator (supervised labels, then GRPO) on Spider train questions of other "
+                    "databases, then runs cheap only, strong only, the cascade, TRIM-Thr, r2 with no allocator, r2 after "
+                    "the supervised stage and after GRPO on the fixed-seed Spider dev sample of `eval routing-live` "
+                    "(docs/routing.md). Decoding is greedy; each distinct step is generated once.")
+    add_config_option(p)
+    p.add_argument("--data", default=None, help="the Spider folder (default: the shared data's spider/)")
+    p.add_argument("--cheap", default=None, help="the cheap tier (default: the trim router's, else the first pair)")
+    p.add_argument("--strong", default=None, help="the strong tier (default: the trim router's, else the last pair)")
+    p.add_argument("--decomposer", default=None, help="the pair that decomposes (default: the strong tier)")
+    p.add_argument("--questions", type=int, default=100, help="Spider dev questions (fixed-seed sample)")
+    p.add_argument("--train", type=int, default=40, help="Spider train questions (other databases) for the allocator")
+    p.add_argument("--group", type=int, default=8, help="GRPO: allocations sampled per question")
+    p.add_argument("--lam", type=float, default=0.25, help="GRPO: reward = EX - lam * cost (strong-token share)")
+    p.add_argument("--iterations", type=int, default=10, help="GRPO iterations")
+    p.add_argument("--rounds", type=int, default=1, help="supervised + GRPO rounds (> 1: alternate, relabelling)")
+    p.add_argument("--epochs", type=int, default=200, help="supervised epochs")
+    p.add_argument("--ks", type=_floats, default=None, help="TRIM-Thr thresholds (default: 0.5)")
+    p.add_argument("--taus", type=_floats, default=None, help="cascade thresholds (default: eval.routing_live.DEFAULT_TAUS)")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--step-tokens", type=int, default=None)
+    p.add_argument("--prm", choices=("both", "verdict", "execution"), default=None,
+                   help="the process reward's parts (TRIM and the cascade; default: the trim router's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/routing_r2", help="output directory")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_routing_r2)
+    return p
+
+
+def _cmd_routing_r2(args) -> int:
+    from cli.options import load_cli_config
+    from eval.r2_live import DEFAULT_KS, run_r2_study
+    from eval.routing_live import DEFAULT_TAUS, sample_questions, trim_settings_for
+    from planner.config import ConfigError
+    from planner.pipeline import Planner
+
+    try:
+        if args.questions < 1 or args.train < 1 or args.group < 2 or args.rounds < 1:
+            raise ValueError("--questions >= 1, --train >= 1, --group >= 2 and --rounds >= 1")
+        cfg = load_cli_config(args)
+        planner = Planner(cfg)
+        settings = trim_settings_for(planner, args.cheap, args.strong, max_steps=args.max_steps,
+                                     step_tokens=args.step_tokens, prm=args.prm)
+        if args.decomposer is not None and args.decomposer not in (settings.cheap, settings.strong):
+            raise ValueError(f"--decomposer must be one of the tiers ({settings.cheap}, {settings.strong})")
+        test = sample_questions("dev", args.questions, args.seed, data=args.data)
+        train = sample_questions("train", args.train, args.seed, data=args.data, exclude_dbs={q.db_id for q in test})
+        missing = sorted({q.db_id for q in [*test, *train]} - set(planner.registry.ids()))
+        if missing:
+            raise ValueError(f"databases not registered: {', '.join(missing[:5])}...; add the Spider folder to the "
+                             "config's `databases` or pass it with --data/--config")
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    rep = run_r2_study(planner, settings, test, train, out, decomposer=args.decomposer, ks=args.ks or DEFAULT_KS,
+                       taus=args.taus or DEFAULT_TAUS, group=args.group, lam=args.lam, iterations=args.iterations,
+                       rounds=args.rounds, epochs=args.epochs, max_steps=settings.max_steps, seed=args.seed,
+                       progress=not args.quiet)
+    print((out / "report.md").read_text())
+    print(f"wrote {out}/report.json, report.md, curve.png, outcomes.jsonl, r2.pt, r2.supervised.pt, r2.grpo.png "
+          f"({rep['elapsed_s']} s)")
     return 0
 
 

@@ -4,6 +4,9 @@
   a target average cost / strong-pair share on out-of-fold predictions grouped by database).
 - `route fit-trim --out PATH [--config FILE] [--questions N]`: train the trim router's learned policy (TRIM-Agg)
   on live step chains of Spider train questions (eval.routing_live.train_policy).
+- `route fit-r2 --out PATH [--config FILE] [--questions N] [--group G] [--lam L] [--iterations I] [--rounds R]`:
+  train Route-and-Reason's subtask allocator (supervised labels, then GRPO) on live step chains of Spider train
+  questions (eval.r2_live.train_allocator); the GRPO curve is written beside it as <stem>.grpo.png.
 - `route show PATH`: print an artifact's metadata.
 - `route import --outcomes SRC [--store URL]`: log outcomes into the store's `routing_outcomes` table.
 - `route warm-start --outcomes SRC [--store URL]`: warm-start the bandit's persisted state.
@@ -64,6 +67,32 @@ def add_to(subparsers) -> None:
     t.add_argument("--seed", type=int, default=0)
     add_database_options(t, db=None, config=True)
     t.set_defaults(func=_fit_trim)
+
+    r = sub.add_parser("fit-r2", help="train Route-and-Reason's subtask allocator (supervised, then GRPO) on live "
+                                      "step chains",
+                       description="Decomposes Spider train questions once with the decomposer pair, labels each "
+                                   "subtask with the cheapest tier that gives a correct query, trains the allocator on "
+                                   "those labels, then with GRPO (reward EX - lam * strong-token cost); --rounds "
+                                   "alternates the stages (eval.r2_live). Writes a versioned artifact for [router] name "
+                                   "= \"r2\", params = { artifact = ... }, its supervised stage beside it and the GRPO "
+                                   "curve (<stem>.grpo.png).")
+    r.add_argument("--out", required=True, help="artifact path (a .json metadata file is written beside it)")
+    r.add_argument("--questions", type=int, default=40, help="Spider train questions (fixed-seed sample)")
+    r.add_argument("--spider", default=None, help="the Spider folder (default: the shared data's spider/)")
+    r.add_argument("--cheap", default=None, help="the cheap tier (default: the trim router's, else the first pair)")
+    r.add_argument("--strong", default=None, help="the strong tier (default: the trim router's, else the last pair)")
+    r.add_argument("--decomposer", default=None, help="the pair that decomposes (default: the strong tier)")
+    r.add_argument("--group", type=int, default=8, help="GRPO: allocations sampled per question")
+    r.add_argument("--lam", type=float, default=0.25, help="GRPO: reward = EX - lam * cost (strong-token share)")
+    r.add_argument("--iterations", type=int, default=10, help="GRPO iterations (passes over the questions)")
+    r.add_argument("--rounds", type=int, default=1, help="supervised + GRPO rounds (> 1: alternate, relabelling)")
+    r.add_argument("--epochs", type=int, default=200, help="supervised epochs (full batch)")
+    r.add_argument("--max-steps", type=int, default=6)
+    r.add_argument("--step-tokens", type=int, default=None)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--quiet", action="store_true")
+    add_database_options(r, db=None, config=True)
+    r.set_defaults(func=_fit_r2)
 
     s = sub.add_parser("show", help="print a CARROT artifact's metadata")
     s.add_argument("artifact")
@@ -174,6 +203,53 @@ def _fit_trim(a: argparse.Namespace) -> int:
     last = curve[-1] if curve else {}
     print(f"wrote {a.out} (+ .json): {len(questions)} questions, {a.epochs} epochs, last epoch reward "
           f"{last.get('reward', float('nan')):.3f}, EX {last.get('ex', float('nan')):.3f}, data hash {pol.meta['data_hash']}")
+    return 0
+
+
+def _fit_r2(a: argparse.Namespace) -> int:
+    import dataclasses
+
+    from cli.options import load_cli_config
+    from eval.r2_live import R2Env, label_summary, save_training, tqdm_progress, train_allocator
+    from eval.routing_live import StepStudy, sample_questions, trim_settings_for
+    from planner.config import ConfigError
+    from planner.pipeline import Planner
+
+    try:
+        if a.questions < 1 or a.group < 2 or a.rounds < 1:
+            raise ValueError("--questions >= 1, --group >= 2 and --rounds >= 1")
+        planner = Planner(load_cli_config(a))
+        settings = trim_settings_for(planner, a.cheap, a.strong, step_tokens=a.step_tokens)
+        settings = dataclasses.replace(settings, use_verdict=False, use_execution=False)  # no process reward here
+        questions = sample_questions("train", a.questions, a.seed, data=a.spider)
+        missing = sorted({q.db_id for q in questions} - set(planner.registry.ids()))
+        if missing:
+            raise ValueError(f"databases not registered: {', '.join(missing[:5])}: pass the Spider database folder "
+                             "with --data or the config's `databases`")
+        if a.decomposer is not None and a.decomposer not in (settings.cheap, settings.strong):
+            raise ValueError(f"--decomposer must be one of the tiers ({settings.cheap}, {settings.strong})")
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    tick, close = tqdm_progress(not a.quiet)
+    with StepStudy(planner, settings) as study:
+        env = R2Env(study, questions, decomposer=a.decomposer, max_steps=a.max_steps)
+        tr = train_allocator(env, n_questions=len(questions), group=a.group, lam=a.lam, iterations=a.iterations,
+                             rounds=a.rounds, epochs=a.epochs, seed=a.seed, progress=tick)
+        close()
+        if not tr.data:
+            print(f"error: no training question has a valid decomposition ({len(tr.skipped)} refused)", file=sys.stderr)
+            return 1
+        paths = save_training(tr, a.out, lam=a.lam, group=a.group, iterations=a.iterations, rounds=a.rounds,
+                              seed=a.seed, decomposer=env.decomposer, settings=settings.to_dict(),
+                              questions=[q.key for q in questions])
+    summ = label_summary(tr)
+    first, last = (tr.curve[0], tr.curve[-1]) if tr.curve else ({}, {})
+    print(f"wrote {paths['artifact']} (+ .json), {paths['supervised']}, {paths['curve']}: {summ['questions']} of "
+          f"{len(questions)} questions decomposed ({summ['skipped']} refused), steps {summ['steps']}, labels "
+          f"{summ['labels']}; GRPO reward {first.get('reward', float('nan')):.3f} -> {last.get('reward', float('nan')):.3f} "
+          f"(EX {last.get('ex', float('nan')):.3f}, cost {last.get('cost', float('nan')):.3f}); "
+          f"data hash {tr.final.meta['data_hash']}; {tr.elapsed_s} s")
     return 0
 
 

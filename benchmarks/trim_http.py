@@ -32,12 +32,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample", type=int, default=100, help="the live study's sample size (same seed: same questions)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--k", type=float, default=0.5, help="TRIM-Thr threshold")
+    p.add_argument("--max-steps", type=int, default=6, help="the trim router's max_steps (match the local study's)")
     p.add_argument("--data", default=None, help="the Spider folder (default: the shared data's spider/)")
     p.add_argument("--compare", default=None, help="a local live study's outcomes.jsonl to compare chains with")
     p.add_argument("--out", default="runs/trim_http")
 
 
-def _config(cheap_url: str, strong_url: str, spider: Path, k: float) -> dict:
+def _config(cheap_url: str, strong_url: str, spider: Path, k: float, max_steps: int = 6) -> dict:
     return {
         "databases": [str(spider / "database")],
         "generators": {
@@ -48,7 +49,7 @@ def _config(cheap_url: str, strong_url: str, spider: Path, k: float) -> dict:
         "discriminators": {"embedded": {"backend": "embedded", "options": {"mode": "cot"}}},
         "pairs": {"cheap": {"generator": "http-cheap", "discriminator": "embedded", "few_shot": 0},
                   "strong": {"generator": "http-strong", "discriminator": "embedded", "few_shot": 3}},
-        "router": {"name": "trim", "params": {"k": k, "prm_mode": "logit"}},
+        "router": {"name": "trim", "params": {"k": k, "prm_mode": "logit", "max_steps": max_steps}},
         "defaults": {"n": 1, "policy": "vote", "reasoning_budget": 64},
     }
 
@@ -101,12 +102,6 @@ def run(args: argparse.Namespace) -> int:
 
     spider = Path(args.data) if args.data else spider_dir()
     questions = sample_questions("dev", args.sample, args.seed, data=spider)[: args.questions]
-    local = {}
-    if args.compare:
-        for line in Path(args.compare).read_text().splitlines():
-            r = json.loads(line)
-            if r["policy"] == f"trim k={args.k:g}":
-                local[r["key"]] = r["text"]
     lm = load_checkpoint(embedded_checkpoint(), name="smollm2", dtype=embedded_dtype(None))
     cheap_log: list[dict] = []
     strong_log: list[dict] = []
@@ -117,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as st:
         cheap_url = st.enter_context(serve_in_thread(create_openai_app("smollm2", lm, request_log=cheap_log)))
         strong_url = st.enter_context(serve_in_thread(create_openai_app("smollm2", lm, request_log=strong_log)))
-        planner = Planner(config_from_dict(_config(cheap_url, strong_url, spider, args.k)))
+        planner = Planner(config_from_dict(_config(cheap_url, strong_url, spider, args.k, args.max_steps)))
         st.callback(planner.close)
         for q in tqdm(questions, desc="trim over HTTP"):
             c0, s0 = len(cheap_log), len(strong_log)
@@ -129,11 +124,18 @@ def run(args: argparse.Namespace) -> int:
             if chain:
                 (v,) = spider_verdicts(spider / "database" / q.db_id / f"{q.db_id}.sqlite", q.gold, [chain])
                 ex = bool(v.ex)
-            same = None if q.key not in local else (local[q.key] == chain)
             rows.append({"key": q.key, "db_id": q.db_id, "ex": ex, "status": plan.status, "handoffs": t.get("handoffs"),
                          "strong_tokens": t.get("strong_tokens"), "strong_requests": len(strong_log) - s0,
-                         "cheap_requests": len(cheap_log) - c0, "problems": problems, "same_as_local": same,
+                         "cheap_requests": len(cheap_log) - c0, "problems": problems,
                          "fallback": t.get("fallback"), "chain": chain})
+    local = {}
+    if args.compare and Path(args.compare).exists():  # read at the end: a local study may run beside this one
+        for line in Path(args.compare).read_text().splitlines():
+            r = json.loads(line)
+            if r["policy"] == f"trim k={args.k:g}":
+                local[r["key"]] = r["text"]
+    for r in rows:
+        r["same_as_local"] = None if r["key"] not in local else (local[r["key"]] == r["chain"])
     (out / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (out / "strong_requests.jsonl").write_text("".join(json.dumps(e) + "\n" for e in strong_log))
     n = len(rows)

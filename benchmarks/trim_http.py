@@ -72,18 +72,26 @@ def check_plan(plan, cheap_log: list[dict], strong_log: list[dict]) -> list[str]
         else:
             want_cheap.append((prefix, s["tokens"]))
         accepted.append(s["text"])
+    fallback = bool(t.get("fallback"))
     for name, want, log in (("cheap", want_cheap, cheap_log), ("strong", want_strong, strong_log)):
-        got = [(e.get("prefix"), e.get("completion_tokens")) for e in log]
+        steps = [e for e in log if e.get("continue_final_message") or e.get("prefix") is not None]
+        whole = [e for e in log if e not in steps]  # the whole-query path after a fallback (the cheap pair only)
+        got = [(e.get("prefix"), e.get("completion_tokens")) for e in steps]
         if len(got) != len(want):
-            problems.append(f"{name} server got {len(got)} request(s), the plan has {len(want)}")
+            problems.append(f"{name} server got {len(got)} step request(s), the plan has {len(want)}")
+        if whole and not (fallback and name == "cheap" and len(whole) == 1):
+            problems.append(f"{name} server got {len(whole)} whole-query request(s) (fallback: {fallback})")
+        if fallback and name == "cheap" and len(whole) != 1:
+            problems.append(f"the plan fell back but the cheap server got {len(whole)} whole-query request(s)")
         for i, (g, w) in enumerate(zip(got, want, strict=False)):
             if g[0] != w[0]:
                 problems.append(f"{name} request {i}: prefix differs from the accepted steps' prefix")
             if g[1] != w[1]:
                 problems.append(f"{name} request {i}: {g[1]} tokens logged, the plan says {w[1]}")
         usage = sum(u.completion_tokens for u in plan.usage if u.model == f"http-{name}" and u.role == "generator")
-        if usage != sum(g[1] or 0 for g in got):
-            problems.append(f"{name}: plan.usage has {usage} decoded tokens, the server logged {sum(g[1] or 0 for g in got)}")
+        logged = sum(e.get("completion_tokens") or 0 for e in log)
+        if usage != logged:
+            problems.append(f"{name}: plan.usage has {usage} decoded tokens, the server logged {logged}")
     return problems
 
 
@@ -138,11 +146,12 @@ def run(args: argparse.Namespace) -> int:
         r["same_as_local"] = None if r["key"] not in local else (local[r["key"]] == r["chain"])
     (out / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (out / "strong_requests.jsonl").write_text("".join(json.dumps(e) + "\n" for e in strong_log))
+    (out / "cheap_requests.jsonl").write_text("".join(json.dumps(e) + "\n" for e in cheap_log))
     n = len(rows)
     ok = sum(not r["problems"] for r in rows)
     handed = sum(r["handoffs"] or 0 for r in rows)
     compared = [r for r in rows if r["same_as_local"] is not None]
-    summary = {"questions": n, "k": args.k, "plans_matching_logs": ok, "handoffs": handed,
+    summary = {"questions": n, "k": args.k, "max_steps": args.max_steps, "plans_matching_logs": ok, "handoffs": handed,
                "strong_requests": len(strong_log), "cheap_requests": len(cheap_log),
                "strong_tokens": sum(r["strong_tokens"] or 0 for r in rows), "ex": sum(r["ex"] for r in rows),
                "fallbacks": sum(r["fallback"] is not None for r in rows),

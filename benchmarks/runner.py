@@ -51,6 +51,13 @@ CATALOGUE: list[Bench] = [
     Bench("load-test", "benchmarks.load_test", "loopback load test of the planning service"),
     Bench("step-fidelity", "benchmarks.step_fidelity", "Spider gold rewritten as CTE step chains (sqlbox.steps): "
           "same result under the EX rules, partial chains run; --export writes the chains as JSONL"),
+    Bench("prm-quality", "benchmarks.prm_quality", "per-step process reward (planner.prm) on execution-labelled "
+          "Spider dev steps (gold chains vs wrong candidates' chains): AUROC of the verdict and execution parts and "
+          "their combinations", cpu_suite=False),
+    Bench("trim-http", "benchmarks.trim_http", "TRIM through the pipeline with each pair behind its own loopback "
+          "server: the servers' request logs against the Plan (hand-offs, prefixes, tokens)", cpu_suite=False),
+    Bench("decompose-quality", "benchmarks.decompose_quality", "Route-and-Reason's decomposer on Spider dev: valid "
+          "lists, steps by hardness, EX of composed chains vs the whole-question path", cpu_suite=False),
     Bench("grammar-coverage", "benchmarks.grammar_coverage", "gold SQL (Spider dev/train, BIRD dev) accepted by the "
           "schema grammar of constrained decoding"),
     Bench("constrained-eval", "benchmarks.constrained_eval", "embedded generator on Spider dev: unconstrained vs "

@@ -32,7 +32,7 @@ def plot_ex_by_difficulty(table: dict[str, dict], path: str | os.PathLike, title
     ax.set_title(title)
     ax.legend(fontsize=8, ncol=min(len(series), 6), loc="upper center")
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_reliability(bins: list[dict], path: str | os.PathLike, title: str | None = None) -> Path:
@@ -51,7 +51,7 @@ def plot_reliability(bins: list[dict], path: str | os.PathLike, title: str | Non
     ax2.bar(centres, [b["count"] for b in bins], width * 0.9, color="gray")
     ax2.set_xlabel("soft score")
     ax2.set_ylabel("candidates")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_risk_coverage(sel: dict, path: str | os.PathLike) -> Path:
@@ -66,7 +66,7 @@ def plot_risk_coverage(sel: dict, path: str | os.PathLike) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("Risk-coverage of plan confidence")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confidence_reliability(sel: dict, path: str | os.PathLike) -> Path:
@@ -84,12 +84,14 @@ def plot_confidence_reliability(sel: dict, path: str | os.PathLike) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("Reliability of plan confidence")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig, path: str | os.PathLike) -> Path:
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Lay out, write the PNG (110 dpi, its folder created) and close the figure; every eval plot ends here."""
     fig.tight_layout()
     p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(p, dpi=110)
     plt.close(fig)
     return p

@@ -412,10 +412,7 @@ def train_allocator(env: AllocationEnv, indices: Sequence[int] | None = None, *,
 
 def plot_grpo_curve(curve: Sequence[dict[str, float]], path: Path, title: str) -> Path:
     """The GRPO training curve: mean reward, EX and cost per iteration (iterations of every round in a row)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from eval.plots import plt, save_figure  # eval.plots sets the Agg backend first
 
     fig, ax = plt.subplots(figsize=(6.5, 4.0))
     xs = list(range(1, len(curve) + 1))
@@ -434,11 +431,7 @@ def plot_grpo_curve(curve: Sequence[dict[str, float]], path: Path, title: str) -
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def curve_path(artifact: str | Path) -> Path:

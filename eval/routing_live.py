@@ -273,10 +273,7 @@ def sample_size(p1: float, p2: float, alpha: float = 0.05, power: float = 0.8) -
 
 def plot_curve(table: dict[str, dict[str, Any]], path: Path, title: str, points: Sequence[str] = ()) -> Path:
     """The cost-quality curve; `points`: more policies of `table` drawn as single markers (e.g. the r2 rows)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from eval.plots import plt, save_figure  # eval.plots sets the Agg backend first
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     fams = {"trim k=": ("o-", "TRIM-Thr (k sweep)"), "cascade": ("s--", "cascade (tau sweep)")}
@@ -294,11 +291,7 @@ def plot_curve(table: dict[str, dict[str, Any]], path: Path, title: str, points:
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def trim_settings_for(planner, cheap: str | None, strong: str | None, *, max_steps: int | None = None,

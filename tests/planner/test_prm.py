@@ -18,18 +18,6 @@ EMPTY1 = "-- singers from Atlantis\nWITH s1 AS (SELECT * FROM singer WHERE count
 
 
 @pytest.fixture(scope="module")
-def executor():
-    from sqlbox.databases import DatabaseRegistry
-    from sqlbox.demo import DEMO_DB_ID, build_demo
-    from sqlbox.executor import Executor
-
-    reg = DatabaseRegistry()
-    reg.register(DEMO_DB_ID, build_demo())
-    with Executor(reg, engine="sqlite") as ex:
-        yield ex
-
-
-@pytest.fixture(scope="module")
 def schema(executor):
     from sqlbox.demo import DEMO_DB_ID
     from sqlbox.schema import schema_to_prompt

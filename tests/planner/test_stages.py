@@ -16,18 +16,6 @@ OTHER = "SELECT count(*) FROM singer"
 BAD = "SELECT nope FROM singer"
 
 
-@pytest.fixture(scope="module")
-def executor():
-    from sqlbox.databases import DatabaseRegistry
-    from sqlbox.demo import DEMO_DB_ID, build_demo
-    from sqlbox.executor import Executor
-
-    reg = DatabaseRegistry()
-    reg.register(DEMO_DB_ID, build_demo())
-    with Executor(reg, engine="sqlite") as ex:
-        yield ex
-
-
 def cands(*sqls, rejected=()):
     return [ScoredCandidate(candidate=Candidate(sql=s, source="t", sample_index=k,
                                                 rejected="not a query" if k in rejected else None))

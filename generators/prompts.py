@@ -38,14 +38,20 @@ def build_messages(request: GenerationRequest) -> list[dict[str, str]]:
     """System instruction with the schema (once), few-shot (question, sql) exchanges, then the question.
     Examples are question/SQL pairs only (DAIL-SQL's organisation): they may come from other databases
     (`planner.fewshot`), and the schema is not repeated for each, which keeps the prompt short."""
+    return _messages(request, SYSTEM, _user)
+
+
+def _messages(request: GenerationRequest, system: str, user) -> list[dict[str, str]]:
+    """System (the schema once), the few-shot exchanges (SQL in a ```sql block), then the question: the layout both
+    prompts share; `user(question, evidence, dialect)` words a question."""
     if not request.question or not request.question.strip():
         raise ValueError("generation request has an empty question")
-    msgs = [{"role": "system", "content": SYSTEM.format(dialect=_dialect(request.dialect),
+    msgs = [{"role": "system", "content": system.format(dialect=_dialect(request.dialect),
                                                         schema=request.schema.strip())}]
     for q, sql in request.few_shot:
-        msgs.append({"role": "user", "content": _user(q, None, request.dialect)})
+        msgs.append({"role": "user", "content": user(q, None, request.dialect)})
         msgs.append({"role": "assistant", "content": f"```sql\n{sql.strip()}\n```"})
-    msgs.append({"role": "user", "content": _user(request.question, request.evidence, request.dialect)})
+    msgs.append({"role": "user", "content": user(request.question, request.evidence, request.dialect)})
     return msgs
 
 
@@ -78,14 +84,7 @@ def build_step_messages(request: GenerationRequest, prefix: str | None = None) -
     (their SQL used as given, in a ```sql block: pass chain-formatted SQL, e.g. `sqlbox.steps` rewrites, to show
     step chains), then the question. With `prefix` (the answer so far, e.g. "```sql\n-- "), a final assistant
     message holds it, to be continued (`core.runtime.chat.render_continuation`), not answered."""
-    if not request.question or not request.question.strip():
-        raise ValueError("generation request has an empty question")
-    msgs = [{"role": "system", "content": STEP_SYSTEM.format(dialect=_dialect(request.dialect),
-                                                             schema=request.schema.strip())}]
-    for q, sql in request.few_shot:
-        msgs.append({"role": "user", "content": _step_user(q, None, request.dialect)})
-        msgs.append({"role": "assistant", "content": f"```sql\n{sql.strip()}\n```"})
-    msgs.append({"role": "user", "content": _step_user(request.question, request.evidence, request.dialect)})
+    msgs = _messages(request, STEP_SYSTEM, _step_user)
     if prefix is not None:
         msgs.append({"role": "assistant", "content": prefix})
     return msgs

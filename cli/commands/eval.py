@@ -464,32 +464,37 @@ def _cmd_routing(args) -> int:
 
 # --------------------------------------------------------------------------- eval routing-live
 
-def add_routing_live_parser(eval_subparsers) -> argparse.ArgumentParser:
-    """`sqlarbiter eval routing-live` (the live study below the question: eval.routing_live.run_live_study)."""
-    from cli.options import add_config_option
-
-    p = eval_subparsers.add_parser(
-        "routing-live", help="live cost-quality study of TRIM step routing on real models and Spider questions",
-        description="Runs cheap only, strong only, the question-level cascade, a TRIM threshold sweep and the learned "
-                    "TRIM policy through the step loop /plan uses, on a fixed-seed sample of Spider dev questions "
-                    "(docs/routing.md). Decoding is greedy; each distinct step is generated once.")
+def _live_study_options(p: argparse.ArgumentParser, out: str) -> None:
+    """The options the live studies share (`eval routing-live`, `eval routing-r2`): config, Spider folder, the two
+    tiers, the dev sample, the cascade's thresholds, the step limits, the process reward's parts, seed, output."""
     add_config_option(p)
     p.add_argument("--data", default=None, help="the Spider folder (default: the shared data's spider/)")
     p.add_argument("--cheap", default=None, help="the cheap pair (default: the trim router's, else the first pair)")
     p.add_argument("--strong", default=None, help="the strong pair (default: the trim router's, else the last pair)")
     p.add_argument("--questions", type=int, default=100, help="Spider dev questions (fixed-seed sample)")
-    p.add_argument("--train", type=int, default=40,
-                   help="Spider train questions (other databases) to train TRIM-Agg on; 0: no learned policy")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--price", type=float, default=0.002, help="TRIM-Agg's price per strong decoded token")
-    p.add_argument("--ks", type=_floats, default=None, help="TRIM-Thr thresholds (default: 0.1..0.9)")
     p.add_argument("--taus", type=_floats, default=None, help="cascade thresholds (default: eval.routing_live.DEFAULT_TAUS)")
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--step-tokens", type=int, default=None)
     p.add_argument("--prm", choices=("both", "verdict", "execution"), default=None,
                    help="the process reward's parts (default: the router's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/routing_live", help="output directory")
+    p.add_argument("--out", default=f"runs/{out}", help="output directory")
+
+
+def add_routing_live_parser(eval_subparsers) -> argparse.ArgumentParser:
+    """`sqlarbiter eval routing-live` (the live study below the question: eval.routing_live.run_live_study)."""
+
+    p = eval_subparsers.add_parser(
+        "routing-live", help="live cost-quality study of TRIM step routing on real models and Spider questions",
+        description="Runs cheap only, strong only, the question-level cascade, a TRIM threshold sweep and the learned "
+                    "TRIM policy through the step loop /plan uses, on a fixed-seed sample of Spider dev questions "
+                    "(docs/routing.md). Decoding is greedy; each distinct step is generated once.")
+    _live_study_options(p, "routing_live")
+    p.add_argument("--train", type=int, default=40,
+                   help="Spider train questions (other databases) to train TRIM-Agg on; 0: no learned policy")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--price", type=float, default=0.002, help="TRIM-Agg's price per strong decoded token")
+    p.add_argument("--ks", type=_floats, default=None, help="TRIM-Thr thresholds (default: 0.1..0.9)")
     p.add_argument("--policy-out", default=None, help="where to save the trained TRIM-Agg artifact (default: OUT/trim.pt)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_routing_live)
@@ -537,7 +542,6 @@ def _cmd_routing_live(args) -> int:
 
 def add_routing_r2_parser(eval_subparsers) -> argparse.ArgumentParser:
     """`sqlarbiter eval routing-r2` (Route-and-Reason in the live study: eval.r2_live.run_r2_study)."""
-    from cli.options import add_config_option
 
     p = eval_subparsers.add_parser(
         "routing-r2", help="live study of Route-and-Reason (r2) beside cheap/strong only, the cascade and TRIM",
@@ -545,12 +549,8 @@ def add_routing_r2_parser(eval_subparsers) -> argparse.ArgumentParser:
                     "databases, then runs cheap only, strong only, the cascade, TRIM-Thr, r2 with no allocator, r2 after "
                     "the supervised stage and after GRPO on the fixed-seed Spider dev sample of `eval routing-live` "
                     "(docs/routing.md). Decoding is greedy; each distinct step is generated once.")
-    add_config_option(p)
-    p.add_argument("--data", default=None, help="the Spider folder (default: the shared data's spider/)")
-    p.add_argument("--cheap", default=None, help="the cheap tier (default: the trim router's, else the first pair)")
-    p.add_argument("--strong", default=None, help="the strong tier (default: the trim router's, else the last pair)")
+    _live_study_options(p, "routing_r2")
     p.add_argument("--decomposer", default=None, help="the pair that decomposes (default: the strong tier)")
-    p.add_argument("--questions", type=int, default=100, help="Spider dev questions (fixed-seed sample)")
     p.add_argument("--train", type=int, default=40, help="Spider train questions (other databases) for the allocator")
     p.add_argument("--group", type=int, default=8, help="GRPO: allocations sampled per question")
     p.add_argument("--lam", type=float, default=0.25, help="GRPO: reward = EX - lam * cost (strong-token share)")
@@ -558,13 +558,6 @@ def add_routing_r2_parser(eval_subparsers) -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=1, help="supervised + GRPO rounds (> 1: alternate, relabelling)")
     p.add_argument("--epochs", type=int, default=200, help="supervised epochs")
     p.add_argument("--ks", type=_floats, default=None, help="TRIM-Thr thresholds (default: 0.5)")
-    p.add_argument("--taus", type=_floats, default=None, help="cascade thresholds (default: eval.routing_live.DEFAULT_TAUS)")
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--step-tokens", type=int, default=None)
-    p.add_argument("--prm", choices=("both", "verdict", "execution"), default=None,
-                   help="the process reward's parts (TRIM and the cascade; default: the trim router's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/routing_r2", help="output directory")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_routing_r2)
     return p

@@ -15,6 +15,15 @@ plan, the request logs are checked against the Plan:
   chain equals the local run's chain of the same policy (greedy decoding: HTTP and local write the same steps).
 
     python -m benchmarks.trim_http --questions 30 --k 0.5 --compare runs/routing_live/outcomes.jsonl
+
+`--study` runs the whole live routing study over HTTP instead (`eval.routing_live.run_live_study`: cheap only,
+strong only, the TRIM-Thr sweep, TRIM-Agg trained on `--train` questions, the cascade) with the two tiers' generators
+behind the two servers, and checks the servers' logs against the study's distinct model calls (its step memo: one
+request per distinct (pair, question, prefix), with the same prefix and decoded tokens), and every policy's chain
+against a local study's outcomes (`--compare`):
+
+    python -m benchmarks.trim_http --study --questions 100 --train 12 --epochs 15 --max-steps 4 \
+        --ks 0.2,0.4,0.5,0.6,0.8 --compare runs/routing_live/outcomes.jsonl --out runs/routing_live_http
 """
 
 from __future__ import annotations
@@ -36,6 +45,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="the Spider folder (default: the shared data's spider/)")
     p.add_argument("--compare", default=None, help="a local live study's outcomes.jsonl to compare chains with")
     p.add_argument("--out", default="runs/trim_http")
+    p.add_argument("--study", action="store_true", help="run the whole live study over HTTP (module docstring)")
+    p.add_argument("--train", type=int, default=12, help="--study: Spider train questions to train TRIM-Agg on")
+    p.add_argument("--epochs", type=int, default=15, help="--study: TRIM-Agg's training epochs")
+    p.add_argument("--price", type=float, default=0.002, help="--study: TRIM-Agg's price per strong decoded token")
+    p.add_argument("--ks", default="0.2,0.4,0.5,0.6,0.8", help="--study: TRIM-Thr thresholds")
 
 
 def _config(cheap_url: str, strong_url: str, spider: Path, k: float, max_steps: int = 6) -> dict:
@@ -95,8 +109,80 @@ def check_plan(plan, cheap_log: list[dict], strong_log: list[dict]) -> list[str]
     return problems
 
 
+def check_logs(calls: dict[str, dict[str, int]], logs: dict[str, list[dict]]) -> list[str]:
+    """What does not match between a study's distinct model calls by pair (`StepMemo.calls()`) and the requests
+    each pair's server logged: every request continues a step prefix, one per distinct call, same tokens."""
+    problems = []
+    for pair, log in logs.items():
+        want = calls.get(pair, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
+        steps = [e for e in log if e.get("continue_final_message") or e.get("prefix") is not None]
+        if len(steps) != len(log):
+            problems.append(f"{pair} server got {len(log) - len(steps)} request(s) that continue no step prefix")
+        for k, got in (("calls", len(steps)), ("completion_tokens", sum(e.get("completion_tokens") or 0 for e in steps))):
+            if got != want[k]:
+                problems.append(f"{pair}: the server logged {got} {k.replace('_', ' ')}, the study made {want[k]}")
+    return problems
+
+
+def compare_outcomes(rows: list[dict], local_path: str | None) -> dict[str, int]:
+    """Per (question, policy): does the HTTP study's chain equal the local study's?"""
+    if not local_path or not Path(local_path).exists():
+        return {"compared": 0, "same": 0}
+    local = {}
+    for line in Path(local_path).read_text().splitlines():
+        r = json.loads(line)
+        local[(r["key"], r["policy"])] = (r["text"], r["ex"])
+    both = [r for r in rows if (r["key"], r["policy"]) in local]
+    same = [r for r in both if local[(r["key"], r["policy"])][0] == r["text"]]
+    same_ex = [r for r in both if local[(r["key"], r["policy"])][1] == r["ex"]]
+    return {"compared": len(both), "same": len(same), "same_ex": len(same_ex),
+            "differ": sorted({f"{r['key']} {r['policy']}" for r in both if r not in same})[:20]}
+
+
+def run_study(args: argparse.Namespace) -> int:
+    from api.openai_server import create_openai_app, serve_in_thread
+    from core.runtime.checkpoint import load_checkpoint
+    from core.runtime.embedded import embedded_checkpoint, embedded_dtype
+    from core.settings import spider_dir
+    from eval.routing_live import DEFAULT_TAUS, run_live_study, sample_questions, trim_settings_for
+    from planner.config import config_from_dict
+    from planner.pipeline import Planner
+
+    spider = Path(args.data) if args.data else spider_dir()
+    test = sample_questions("dev", args.sample, args.seed, data=spider)[: args.questions]
+    train = sample_questions("train", args.train, args.seed, data=spider,
+                             exclude_dbs={q.db_id for q in test}) if args.train > 0 else []
+    ks = [float(x) for x in args.ks.split(",") if x.strip()]
+    lm = load_checkpoint(embedded_checkpoint(), name="smollm2", dtype=embedded_dtype(None))
+    logs: dict[str, list[dict]] = {"cheap": [], "strong": []}
+    out = Path(args.out)
+    with contextlib.ExitStack() as st:
+        cheap_url = st.enter_context(serve_in_thread(create_openai_app("smollm2", lm, request_log=logs["cheap"])))
+        strong_url = st.enter_context(serve_in_thread(create_openai_app("smollm2", lm, request_log=logs["strong"])))
+        planner = Planner(config_from_dict(_config(cheap_url, strong_url, spider, 0.5, args.max_steps)))
+        st.callback(planner.close)
+        settings = trim_settings_for(planner, None, None, max_steps=args.max_steps)
+        rep = run_live_study(planner, settings, test, out, ks=ks, taus=DEFAULT_TAUS, train=train, price=args.price,
+                             epochs=args.epochs, seed=args.seed, policy_out=out / "trim.pt")
+    for pair, log in logs.items():
+        (out / f"{pair}_requests.jsonl").write_text("".join(json.dumps(e) + "\n" for e in log))
+    problems = check_logs(rep["memo"]["calls"], logs)
+    rows = [json.loads(line) for line in (out / "outcomes.jsonl").read_text().splitlines()]
+    summary = {"questions": len(test), "train_questions": len(train), "max_steps": args.max_steps, "ks": ks,
+               "requests": {p: len(v) for p, v in logs.items()}, "study_calls": rep["memo"]["calls"],
+               "log_problems": problems, "versus_local": compare_outcomes(rows, args.compare),
+               "cpt95": rep["cpt95"], "cpt95_cascade": rep["cpt95_cascade"], "elapsed_s": rep["elapsed_s"]}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print((out / "report.md").read_text())
+    print(json.dumps(summary, indent=2))
+    return 0 if not problems else 1
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
+
+    if args.study:
+        return run_study(args)
 
     from api.openai_server import create_openai_app, serve_in_thread
     from core.model import Question

@@ -395,7 +395,7 @@ def run_live_study(planner: Any, settings: TrimSettings, questions: Sequence[Stu
               "pairs": {p: planner.config.pairs[p].model_dump() for p in (settings.cheap, settings.strong)},
               "table": table, "cpt95": cpt(table), "cpt95_cascade": cpt(table, family="cascade"),
               "delta_ibc": delta_ibc(table), "sample_size_per_arm": n_needed, "training_curve": curve,
-              "memo": {"hits": study.memo.hits, "misses": study.memo.misses}, "seed": seed, "price": price,
+              "memo": {"hits": study.memo.hits, "misses": study.memo.misses, "calls": study.memo.calls()}, "seed": seed, "price": price,
               "elapsed_s": round(time.monotonic() - t0, 1)}
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     plot_curve(table, out / "curve.png", f"{len(questions)} Spider questions: {settings.cheap} -> {settings.strong}")

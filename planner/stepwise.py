@@ -55,6 +55,17 @@ class StepMemo:
     hits: int = 0
     misses: int = 0
 
+    def calls(self) -> dict[str, dict[str, int]]:
+        """The distinct model calls behind the memo, by pair: calls, prompt and decoded tokens (what the tiers'
+        servers received when the backends are remote: one request per distinct (pair, request, prefix))."""
+        out: dict[str, dict[str, int]] = {}
+        for (pair, _, _), r in self.steps.items():
+            c = out.setdefault(pair, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
+            c["calls"] += 1
+            c["prompt_tokens"] += r.prompt_tokens
+            c["completion_tokens"] += r.completion_tokens
+        return out
+
 
 @dataclass
 class TierUsage:

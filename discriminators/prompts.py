@@ -1,7 +1,7 @@
 """Versioned discriminator prompt templates: the one place prompts live.
 
 Templates are the files `discriminators/prompts/<id>.txt` (`cot-v1`, `cot-paper`, `logit-v1`, and the step
-prompts `step-cot-v1`, `step-logit-v1` of the process reward, ...), with the
+prompts `step-cot-v1`, `step-logit-v1` of the process reward and their prose-step forms `step-prose-*-v1`, ...), with the
 placeholders `{question}` and `{sql}` (required), `{schema}` and `{evidence}` (a "Hint: ..." line or nothing;
 optional: the paper's prompt has no schema). A template is the user message (framing "chat") or the whole
 prompt text (framing "raw", the paper's); `render_parts` applies the model's chat template (with the generation
@@ -21,6 +21,10 @@ from typing import Any
 DEFAULT_PROMPTS = {"cot": "cot-v1", "logit": "logit-v1"}
 # the per-step process reward's prompts (`discriminators.step`): is the query SO FAR (a partial CTE chain) a correct start
 STEP_PROMPTS = {"cot": "step-cot-v1", "logit": "step-logit-v1"}
+# ... and for a prose step (reasoning paragraphs, then the SQL: `sqlbox.steps.STEP_KINDS["prose"]`): is the reasoning
+# SO FAR correct
+PROSE_STEP_PROMPTS = {"cot": "step-prose-cot-v1", "logit": "step-prose-logit-v1"}
+STEP_PROMPTS_BY_KIND = {"cte": STEP_PROMPTS, "prose": PROSE_STEP_PROMPTS}
 _PLACEHOLDER = re.compile(r"\{(schema|question|evidence|sql)\}")
 _SQL_SENTINEL = "\u2063SQLARBITER_SQL\u2063"  # invisible separator: survives chat templates untouched
 

@@ -17,20 +17,23 @@ from typing import Any
 
 from core.specs import ModelSpec
 from discriminators.base import MODES
-from discriminators.prompts import STEP_PROMPTS
+from discriminators.prompts import STEP_PROMPTS_BY_KIND
 
 # backends whose name fixes the scoring mode: the step discriminator swaps in the name of the other mode
 _MODE_BY_NAME = {"cot": "{mode}", "logit": "{mode}", "openai-cot": "openai-{mode}", "openai-logit": "openai-{mode}"}
 
 
-def step_spec(spec: ModelSpec, *, mode: str = "logit", budget: int | None = None) -> ModelSpec:
+def step_spec(spec: ModelSpec, *, mode: str = "logit", budget: int | None = None, kind: str = "cte") -> ModelSpec:
     """The pair's discriminator spec turned into the step discriminator's: scoring mode `mode` (through
-    `options.mode`, or the backend name for backends named by mode), the step prompt, and the reasoning budget
-    `budget` when given (cot only; None keeps the spec's)."""
+    `options.mode`, or the backend name for backends named by mode), the step prompt of step kind `kind` ("cte":
+    the query so far; "prose": the reasoning so far), and the reasoning budget `budget` when given (cot only; None
+    keeps the spec's)."""
     mode = (mode or "").lower()
     if mode not in MODES:
         raise ValueError(f"step discriminator: mode must be one of {MODES}, not {mode!r}")
-    options = {**spec.options, "mode": mode, "prompt": STEP_PROMPTS[mode]}
+    if kind not in STEP_PROMPTS_BY_KIND:
+        raise ValueError(f"step discriminator: kind must be one of {tuple(STEP_PROMPTS_BY_KIND)}, not {kind!r}")
+    options = {**spec.options, "mode": mode, "prompt": STEP_PROMPTS_BY_KIND[kind][mode]}
     if budget is not None:
         if budget < 1:
             raise ValueError("step discriminator: the reasoning budget must be >= 1 token")
@@ -40,8 +43,8 @@ def step_spec(spec: ModelSpec, *, mode: str = "logit", budget: int | None = None
     return spec.model_copy(update={"backend": backend, "options": options})
 
 
-def step_discriminator(spec: ModelSpec, *, mode: str = "logit", budget: int | None = None, registry: Any = None,
-                       **overrides: Any) -> Any:
+def step_discriminator(spec: ModelSpec, *, mode: str = "logit", budget: int | None = None, kind: str = "cte",
+                       registry: Any = None, **overrides: Any) -> Any:
     """A discriminator for the process reward built from the pair's discriminator `spec` (see `step_spec`), through
     the discriminator registry (`registry`: default every registered backend; a test may pass its own).
     `overrides` go to the backend's factory (e.g. `loaded=` a LoadedModel, `client=` an HTTP client)."""
@@ -49,5 +52,5 @@ def step_discriminator(spec: ModelSpec, *, mode: str = "logit", budget: int | No
         from discriminators.registry_all import DISCRIMINATORS
 
         registry = DISCRIMINATORS
-    s = step_spec(spec, mode=mode, budget=budget)
-    return registry.create(s.backend, s, prompt=STEP_PROMPTS[s.options["mode"]], **overrides)
+    s = step_spec(spec, mode=mode, budget=budget, kind=kind)
+    return registry.create(s.backend, s, prompt=s.options["prompt"], **overrides)

@@ -121,9 +121,11 @@ class StepStudy:
         disc = None
         if self.settings.use_verdict:
             _, disc = self._stack.enter_context(
-                self.planner.step_discriminator(cfg.pairs[self.settings.cheap].discriminator, self.settings.prm_mode))
+                self.planner.step_discriminator(cfg.pairs[self.settings.cheap].discriminator, self.settings.prm_mode,
+                                                self.settings.step_kind))
         self.prm = ProcessReward(discriminator=disc, executor=self.planner.executor,
-                                 use_verdict=self.settings.use_verdict, use_execution=self.settings.use_execution)
+                                 use_verdict=self.settings.use_verdict, use_execution=self.settings.use_execution,
+                                 kind=self.settings.step_kind)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -137,8 +139,9 @@ class StepStudy:
             for pair in (self.settings.cheap, self.settings.strong):
                 gen = self.planner.config.pairs[pair].generator
                 b = self._backends[gen]
-                out.append(Tier(pair, gen, b, step_request(self.planner, question, pair, prompt, None),
-                                tier_grammar(self.planner, q.db_id, b)))
+                kind = self.settings.step_kind
+                out.append(Tier(pair, gen, b, step_request(self.planner, question, pair, prompt, None, kind),
+                                tier_grammar(self.planner, q.db_id, b, kind)))
             self._tiers[q.key] = (out[0], out[1])
         return self._tiers[q.key]
 
@@ -295,7 +298,7 @@ def plot_curve(table: dict[str, dict[str, Any]], path: Path, title: str, points:
 
 
 def trim_settings_for(planner, cheap: str | None, strong: str | None, *, max_steps: int | None = None,
-                      step_tokens: int | None = None, prm: str | None = None):
+                      step_tokens: int | None = None, prm: str | None = None, step_kind: str | None = None):
     """The TrimSettings of the configured `trim` router (its params), with the command line's overrides."""
     import dataclasses
 
@@ -306,8 +309,8 @@ def trim_settings_for(planner, cheap: str | None, strong: str | None, *, max_ste
         params.pop(k, None)
     r = TrimRouter(**params)
     s = r.settings(planner.config.pairs)
-    upd = {k: v for k, v in {"cheap": cheap, "strong": strong, "max_steps": max_steps, "step_tokens": step_tokens}.items()
-           if v is not None}
+    upd = {k: v for k, v in {"cheap": cheap, "strong": strong, "max_steps": max_steps, "step_tokens": step_tokens,
+                             "step_kind": step_kind}.items() if v is not None}
     if prm is not None:
         upd.update(use_verdict=prm in ("both", "verdict"), use_execution=prm in ("both", "execution"))
     s = dataclasses.replace(s, **upd)

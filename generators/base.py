@@ -7,7 +7,7 @@ from typing import Protocol, runtime_checkable
 
 from core.registry import Registry
 from core.specs import BackendInfo
-from sqlbox.steps import BOUNDARIES, STOPS, find_boundary
+from sqlbox.steps import PROSE_SEPARATOR, STOPS, step_kind
 
 
 @dataclass
@@ -65,11 +65,16 @@ STEP_OPENER = "-- "  # every step opens with its comment; the caller forces it a
 STEP_OPENERS = ("-- ", "--")  # "--" (no space): the model writes the space itself; see `StepRequest`
 
 
-def step_opener(prefix: str) -> str:
+def step_opener(prefix: str, kind: str = "cte") -> str:
     """The forced opening of the step a prefix ends with: its last line, "-- " or "--"; or, when the prefix ends
     with a whole comment line and a newline ("-- <what the step computes>\\n": the caller wrote the comment, as
     Route-and-Reason's composer does with a sub-question), that comment line and its newline. ValueError
-    otherwise."""
+    otherwise. A prose step (kind "prose") has no forced opening: "", and its prefix is empty or ends with the blank
+    line after the steps so far."""
+    if kind == "prose":
+        if prefix and not prefix.endswith(PROSE_SEPARATOR):
+            raise ValueError(f"a prose step prefix is empty or ends with a blank line, not {prefix[-40:]!r}")
+        return ""
     last = prefix[prefix.rfind("\n") + 1:]
     if last in STEP_OPENERS:
         return last
@@ -96,12 +101,17 @@ class StepRequest:
     (`generators.prompts.build_step_messages(request.request)`). `request` supplies the question, schema,
     few-shot examples, dialect and the sampling (temperature, top_p, seed; temperature 0 is greedy; n and
     max_tokens are not used: one step is written, at most `max_tokens` tokens). `grammar` is an EBNF of the rest
-    of THIS step (`generators.grammar.step_grammar`), used by generators whose `constrained` setting is on."""
+    of THIS step (`generators.grammar.step_grammar`), used by generators whose `constrained` setting is on.
+
+    `kind` "prose" (`sqlbox.steps.STEP_KINDS`): the model reasons in paragraphs and ends with the SQL in a ```sql
+    block; `prefix` is the paragraphs so far, each followed by a blank line ("" for the first), the prompt is the
+    prose step prompt, a step stops at the next blank line, and there is no forced opener and no grammar."""
 
     request: GenerationRequest
     prefix: str
     grammar: str | None = None
     max_tokens: int = 128
+    kind: str = "cte"  # the step kind (`sqlbox.steps.STEP_KINDS`): "prose" continues reasoning paragraphs instead
 
 
 @dataclass
@@ -131,15 +141,17 @@ class StepResult:
     notes: list[str] = field(default_factory=list)
 
 
-def cut_at_step_boundary(generated: str) -> tuple[str, str | None]:
-    """(generated text before the first step boundary of `STEP_STOPS`, the boundary found or None)."""
-    i, stop = find_boundary(generated)
+def cut_at_step_boundary(generated: str, kind: str = "cte") -> tuple[str, str | None]:
+    """(generated text before the first step boundary of the kind's stops (`STEP_STOPS` for CTE steps), the boundary
+    found or None)."""
+    i, stop = step_kind(kind).find_boundary(generated)
     return generated[:i], stop
 
 
-def boundary_name(stop: str | None) -> str | None:
-    """"step" for "\\n--", "end" for "```", None for anything else (`sqlbox.steps.BOUNDARIES`)."""
-    return BOUNDARIES.get(stop or "")
+def boundary_name(stop: str | None, kind: str = "cte") -> str | None:
+    """"step" for "\\n--", "end" for "```" (`sqlbox.steps.BOUNDARIES`); "step" for a prose step's blank line; None
+    for anything else."""
+    return step_kind(kind).boundaries.get(stop or "")
 
 
 @runtime_checkable

@@ -14,7 +14,6 @@ from core.runtime.hf import encode, sample
 from core.specs import options_of
 from generators.base import (
     GENERATORS,
-    STEP_STOPS,
     GenerationRequest,
     GenerationResult,
     StepRequest,
@@ -26,6 +25,7 @@ from generators.base import (
 from generators.constrained import grammar_processor, sql_end_stopping, stop_cut, stop_strings_stopping
 from generators.extract import extract_sql, opens_thinking
 from generators.prompts import build_messages, build_step_messages
+from sqlbox.steps import step_kind
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,12 @@ class TransformersGenerator:
 
     def step_prompt(self, request: StepRequest) -> str:
         """The prompt text `continue_step` feeds: the step-mode messages with `request.prefix` as the final
-        assistant message, continued (`core.runtime.chat.render_continuation`: it ends with the prefix exactly)."""
-        return render_continuation(self._lm().tokenizer, build_step_messages(request.request, request.prefix))
+        assistant message, continued (`core.runtime.chat.render_continuation`: it ends with the prefix exactly); an
+        empty prefix (a prose answer's first step) starts the answer (`render_prompt`)."""
+        msgs = build_step_messages(request.request, request.prefix, kind=request.kind)
+        if msgs[-1]["role"] != "assistant":
+            return render_prompt(self._lm().tokenizer, msgs)
+        return render_continuation(self._lm().tokenizer, msgs)
 
     def continue_step(self, request: StepRequest) -> StepResult:
         """Write the rest of one step after `request.prefix` (see `StepRequest`). The prompt is the chat
@@ -101,18 +105,20 @@ class TransformersGenerator:
         included)."""
         lm = self._lm()
         p = request.request.params
-        opener = step_opener(request.prefix)
+        opener = step_opener(request.prefix, request.kind)
+        stops = step_kind(request.kind).stops
         ids = encode(lm, self.step_prompt(request), templated=lm.has_chat_template())
-        use_grammar = self.constrained and bool(request.grammar)
-        extra: dict[str, Any] = {"stopping_criteria": stop_strings_stopping(lm.tokenizer, len(ids), STEP_STOPS)}
+        use_grammar = self.constrained and bool(request.grammar) and request.kind == "cte"
+        extra: dict[str, Any] = {"stopping_criteria": stop_strings_stopping(lm.tokenizer, len(ids), stops)}
         if use_grammar:
             extra["logits_processor"] = grammar_processor(lm, request.grammar)
         s = sample(lm, ids, n=1, temperature=p.temperature, top_p=p.top_p, max_tokens=request.max_tokens,
                    seed=p.seed, logprobs=0, **extra)[0]
-        cut = stop_cut(lm.tokenizer, s.ids, STEP_STOPS)
-        boundary = boundary_name(cut.stop) or ("eos" if s.finish_reason == "stop" else "length")
+        cut = stop_cut(lm.tokenizer, s.ids, stops)
+        boundary = boundary_name(cut.stop, request.kind) or ("eos" if s.finish_reason == "stop" else "length")
         lp, n_lp = sequence_logprob(s.token_logprobs[: cut.n_kept])
-        return StepResult(text=(opener + cut.text).rstrip(), raw=s.text, boundary=boundary, model=self.name,
+        text = (opener + cut.text).rstrip() if request.kind == "cte" else cut.text.strip()
+        return StepResult(text=text, raw=s.text, boundary=boundary, model=self.name,
                           prompt_tokens=len(ids), completion_tokens=cut.n_decoded, logprob=lp, logprob_tokens=n_lp,
                           constrained=use_grammar)
 

@@ -12,7 +12,6 @@ from core.runtime.openai_http import HTTPOptions, OpenAIClient, choice_text, cli
 from core.specs import options_of
 from generators.base import (
     GENERATORS,
-    STEP_STOPS,
     GenerationRequest,
     GenerationResult,
     StepRequest,
@@ -24,6 +23,7 @@ from generators.base import (
 )
 from generators.extract import extract_sql
 from generators.prompts import build_messages, build_step_messages
+from sqlbox.steps import step_kind
 
 GRAMMAR_FIELDS = ("guided_grammar", "structured_outputs")
 
@@ -171,34 +171,39 @@ class OpenAIGenerator:
         followed by another) and "eos" otherwise, with a note. Token counts are the server's usage; the grammar
         (constrained) and logprobs fallbacks are those of `generate`."""
         p = request.request.params
-        opener = step_opener(request.prefix)
-        messages = build_step_messages(request.request, request.prefix)
-        nego = _Negotiation(self, request.grammar if self.constrained and request.grammar else None)
+        opener = step_opener(request.prefix, request.kind)
+        kind = step_kind(request.kind)
+        messages = build_step_messages(request.request, request.prefix, kind=kind.name)
+        cte = kind.name == "cte"
+        nego = _Negotiation(self, request.grammar if self.constrained and request.grammar and cte else None)
         kw = {"model": self.model, "n": 1, "temperature": p.temperature, "top_p": p.top_p,
-              "max_tokens": request.max_tokens, "seed": p.seed, "stop": list(STEP_STOPS)}
-        if self.endpoint == "chat":
+              "max_tokens": request.max_tokens, "seed": p.seed, "stop": list(kind.stops)}
+        continuing = messages[-1]["role"] == "assistant"  # not for a prose answer's first step (empty prefix)
+        if self.endpoint == "chat" and continuing:
             kw.update(continue_final_message=True, add_generation_prompt=False)
-        resp = nego.call(lambda kw, g: self._post(messages, kw, g, continue_final=True), kw)
+        resp = nego.call(lambda kw, g: self._post(messages, kw, g, continue_final=continuing), kw)
         choices = sorted(resp.get("choices", []), key=lambda c: c.get("index", 0))
         if not choices:
             raise BackendError(f"{self.client.base}: the server returned no choices")
         c = choices[0]
         raw = choice_text(c)
         notes = nego.notes
-        kept, found = cut_at_step_boundary(raw)
+        kept, found = cut_at_step_boundary(raw, kind.name)
         if found is not None:
             notes.append(f"the server did not stop at {found!r}: the step is cut there, the tokens after it counted")
-            boundary = boundary_name(found)
+            boundary = boundary_name(found, kind.name)
         elif c.get("finish_reason") == "length":
             boundary = "length"
         elif "stop_reason" in c:
-            boundary = boundary_name(c["stop_reason"] if isinstance(c["stop_reason"], str) else None) or "eos"
+            boundary = boundary_name(c["stop_reason"] if isinstance(c["stop_reason"], str) else None, kind.name) or "eos"
         else:
-            boundary = "step" if kept.rstrip().endswith(",") else "eos"
+            # a CTE followed by another ends with a comma; a prose trace is over once its SQL block is closed
+            done = not kept.rstrip().endswith(",") if cte else kind.complete([request.prefix + kept])
+            boundary = "eos" if done else "step"
             notes.append("the server sent no stop_reason: the step boundary is inferred from the text")
         usage = resp.get("usage") or {}
         lp, n_lp = sequence_logprob(choice_token_logprobs(c))
-        return StepResult(text=(opener + kept).rstrip(), raw=raw, boundary=boundary, model=self.name,
+        return StepResult(text=(opener + kept).rstrip() if cte else kept.strip(), raw=raw, boundary=boundary, model=self.name,
                           prompt_tokens=int(usage.get("prompt_tokens", 0)),
                           completion_tokens=int(usage.get("completion_tokens", 0)), logprob=lp, logprob_tokens=n_lp,
                           constrained=nego.grammar is not None, notes=notes)

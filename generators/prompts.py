@@ -41,16 +41,20 @@ def build_messages(request: GenerationRequest) -> list[dict[str, str]]:
     return _messages(request, SYSTEM, _user)
 
 
-def _messages(request: GenerationRequest, system: str, user) -> list[dict[str, str]]:
-    """System (the schema once), the few-shot exchanges (SQL in a ```sql block), then the question: the layout both
-    prompts share; `user(question, evidence, dialect)` words a question."""
+def _fenced(sql: str) -> str:
+    return f"```sql\n{sql.strip()}\n```"
+
+
+def _messages(request: GenerationRequest, system: str, user, answer=_fenced) -> list[dict[str, str]]:
+    """System (the schema once), the few-shot exchanges (SQL in a ```sql block: `answer(example)`), then the
+    question: the layout every prompt shares; `user(question, evidence, dialect)` words a question."""
     if not request.question or not request.question.strip():
         raise ValueError("generation request has an empty question")
     msgs = [{"role": "system", "content": system.format(dialect=_dialect(request.dialect),
                                                         schema=request.schema.strip())}]
     for q, sql in request.few_shot:
         msgs.append({"role": "user", "content": user(q, None, request.dialect)})
-        msgs.append({"role": "assistant", "content": f"```sql\n{sql.strip()}\n```"})
+        msgs.append({"role": "assistant", "content": answer(sql)})
     msgs.append({"role": "user", "content": user(request.question, request.evidence, request.dialect)})
     return msgs
 
@@ -79,12 +83,44 @@ def _step_user(question: str, evidence: str | None, dialect: str) -> str:
     return STEP_USER.format(evidence_line=ev, question=question.strip(), dialect=_dialect(dialect))
 
 
-def build_step_messages(request: GenerationRequest, prefix: str | None = None) -> list[dict[str, str]]:
-    """The step-mode prompt: the system instruction (the CTE step format, the schema), the few-shot exchanges
-    (their SQL used as given, in a ```sql block: pass chain-formatted SQL, e.g. `sqlbox.steps` rewrites, to show
-    step chains), then the question. With `prefix` (the answer so far, e.g. "```sql\n-- "), a final assistant
-    message holds it, to be continued (`core.runtime.chat.render_continuation`), not answered."""
-    msgs = _messages(request, STEP_SYSTEM, _step_user)
-    if prefix is not None:
+PROSE_STEP_PROMPT_VERSION = "prose-steps-v1"
+
+PROSE_STEP_SYSTEM = (
+    "You are an expert data analyst who writes {dialect} SQL. Think step by step before you answer: write your "
+    "reasoning as short paragraphs separated by blank lines, one step per paragraph (which tables and columns the "
+    "question needs, how they join, the filters and their values, the grouping, ordering or aggregation). Then write "
+    "exactly one SQL query that answers the question over the given database schema, inside a ```sql code block, "
+    "and nothing after it.\n\nDatabase schema:\n{schema}"
+)
+
+PROSE_STEP_USER = """{evidence_line}Question: {question}
+Reason step by step in short paragraphs, then write one {dialect} SQL query that answers the question."""
+
+
+def _prose_user(question: str, evidence: str | None, dialect: str) -> str:
+    ev = f"Hint: {evidence.strip()}\n" if evidence and evidence.strip() else ""
+    return PROSE_STEP_USER.format(evidence_line=ev, question=question.strip(), dialect=_dialect(dialect))
+
+
+def _as_given(answer: str) -> str:
+    return answer.strip()
+
+
+def build_step_messages(request: GenerationRequest, prefix: str | None = None,
+                        kind: str = "cte") -> list[dict[str, str]]:
+    """The step-mode prompt of step kind `kind` (`sqlbox.steps.STEP_KINDS`): the system instruction (the CTE step
+    format, or prose reasoning then a ```sql block; the schema), the few-shot exchanges, then the question. "cte":
+    the examples' SQL used as given, in a ```sql block (pass chain-formatted SQL, e.g. `sqlbox.steps` rewrites, to
+    show step chains); "prose": each example is a whole answer (reasoning paragraphs and the block,
+    `planner.stepwise.prose_examples`). With `prefix` (the answer so far, e.g. "```sql\n-- ", or the prose steps so
+    far), a final assistant message holds it, to be continued (`core.runtime.chat.render_continuation`), not
+    answered. An empty `prefix` (a prose answer's first step) adds no message: the model starts its answer."""
+    if kind == "prose":
+        msgs = _messages(request, PROSE_STEP_SYSTEM, _prose_user, answer=_as_given)
+    elif kind == "cte":
+        msgs = _messages(request, STEP_SYSTEM, _step_user)
+    else:
+        raise ValueError(f"unknown step kind {kind!r} (cte | prose)")
+    if prefix:
         msgs.append({"role": "assistant", "content": prefix})
     return msgs

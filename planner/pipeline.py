@@ -297,17 +297,18 @@ class Planner:
                                       pairs=self.config.pairs, models=self.config.models))
 
     @contextlib.contextmanager
-    def step_discriminator(self, name: str, mode: str = "logit") -> Iterator[tuple[str, Any]]:
-        """The process reward's discriminator: discriminator `name`'s spec with the step prompt
-        (`discriminators.step.step_discriminator`), built once per (name, mode) and kept; yields (name, backend)."""
+    def step_discriminator(self, name: str, mode: str = "logit", kind: str = "cte") -> Iterator[tuple[str, Any]]:
+        """The process reward's discriminator: discriminator `name`'s spec with the step prompt of step kind `kind`
+        (`discriminators.step.step_discriminator`), built once per (name, mode, kind) and kept; yields (name,
+        backend)."""
         from discriminators.step import step_discriminator
 
-        key = (name, mode)
+        key = (name, mode, kind)
         with self._router_lock:
             if key not in self._step_discs:
                 if name not in self.discriminators.specs:
                     raise PlanRequestError(f"unknown discriminator {name!r}; known: {', '.join(self.discriminators.specs)}")
-                self._step_discs[key] = step_discriminator(self.discriminators.specs[name], mode=mode)
+                self._step_discs[key] = step_discriminator(self.discriminators.specs[name], mode=mode, kind=kind)
             backend = self._step_discs[key]
         yield name, backend
 

@@ -11,6 +11,9 @@ and each switchable off:
   count (capped at `limit`), and the row-count change from the previous step; `exec_score` (`exec_score`) maps
   them to [0, 1]: an error 0, an empty or all-NULL result `EXEC_EMPTY`, rows 1.
 
+A prose step (`kind="prose"`: reasoning paragraphs, then the SQL in a ```sql block, `sqlbox.steps.STEP_KINDS`) is
+scored on the reasoning so far with the prose step prompt (`step-prose-logit-v1` | `step-prose-cot-v1`), and its
+execution part runs only once the trace holds its SQL (before that the part is None: a paragraph does not run).
 `combine` makes the reward from the parts that are on (a part that is off is None and left out of `parts`; with
 one part on, the reward is that part): "product" (verdict_p * exec_score), "mean", "min", "verdict" or
 "execution" (that part only, the other still recorded).
@@ -118,7 +121,7 @@ class ProcessReward:
 
     def __init__(self, *, discriminator: Any = None, executor: SupportsExecute | None = None,
                  use_verdict: bool = True, use_execution: bool = True, combine: str = DEFAULT_COMBINE,
-                 limit: int = 100):
+                 limit: int = 100, kind: str = "cte"):
         if combine not in COMBINES:
             raise ValueError(f"unknown combine {combine!r}; choose one of: {', '.join(COMBINES)}")
         if limit < 1:
@@ -127,14 +130,19 @@ class ProcessReward:
         self.use_verdict = bool(use_verdict and discriminator is not None)
         self.use_execution = bool(use_execution and executor is not None)
         self.combine, self.limit = combine, int(limit)
+        from sqlbox.steps import step_kind
 
-    def run_partial(self, *, db_id: str, dialect: str, step_texts: list[str]) -> tuple[str | None, ExecutionResult]:
-        """(the partial query, its result) for steps 1..k; a chain that cannot be made into a query is a failed
-        result that says why (nothing runs)."""
-        from sqlbox.steps import partial_query
+        self.kind = step_kind(kind)
 
+    def run_partial(self, *, db_id: str, dialect: str,
+                    step_texts: list[str]) -> tuple[str | None, ExecutionResult | None]:
+        """(the partial query, its result) for steps 1..k (`StepKind.runnable`: the partial chain; a prose trace's
+        SQL once written); a chain that cannot be made into a query is a failed result that says why (nothing runs).
+        (None, None) for a prose step before the SQL: nothing to run yet, the execution part stays off."""
         try:
-            sql = partial_query(step_texts, limit=self.limit, dialect=dialect)
+            sql = self.kind.runnable(step_texts, limit=self.limit, dialect=dialect)
+            if sql is None:
+                return None, None
         except Exception as e:  # noqa: BLE001 - any failure to build the query is a failed step, with its reason
             return None, ExecutionResult(ok=False, error=f"cannot build the partial query: {type(e).__name__}: {e}")
         return sql, self.executor.execute(db_id, sql, dialect=dialect)  # type: ignore[union-attr]
@@ -151,6 +159,7 @@ class ProcessReward:
         res: ExecutionResult | None = None
         if self.use_execution:
             out.sql, res = self.run_partial(db_id=db_id, dialect=dialect, step_texts=step_texts)
+        if res is not None:
             out.ok = bool(res.ok)
             if res.ok:
                 out.rows = min(int(res.row_count), self.limit)
@@ -163,7 +172,8 @@ class ProcessReward:
             out.parts.append("execution")
         if self.use_verdict:
             req = DiscriminationRequest(question=question, schema=schema, evidence=evidence,
-                                        sqls=["\n".join(step_texts)], executions=[res] if res is not None else None)
+                                        sqls=[self.kind.joiner.join(step_texts)],
+                                        executions=[res] if res is not None else None)
             (sc,) = self.discriminator.score(req)  # type: ignore[union-attr]
             out.verdict_p = _verdict_p(sc)
             out.verdict_kind = sc.verdict_kind

@@ -32,7 +32,7 @@ from typing import Any
 
 from generators.base import GenerationRequest, GenerationResult, StepRequest, StepResult
 from routing.trim import StepObservation, TrimSettings
-from sqlbox.steps import OPENER, StepParseError, parse_chain, prefix_for, step_state
+from sqlbox.steps import OPENER, StepParseError, parse_chain, step_kind, step_state
 
 
 @dataclass
@@ -80,6 +80,7 @@ class ChainRun:
     settings: TrimSettings
     steps: list[dict[str, Any]] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)  # the accepted step texts
+    answer: str | None = None  # a prose trace's SQL (step kind "prose"); a CTE chain's answer is its text
     complete: bool = False
     fallback: str | None = None  # why the chain is not usable (the caller falls back to the whole-query path)
     usage: dict[str, TierUsage] = field(default_factory=dict)  # by pair
@@ -90,7 +91,9 @@ class ChainRun:
 
     @property
     def text(self) -> str | None:
-        return "\n".join(self.texts) if self.complete and self.fallback is None else None
+        if not self.complete or self.fallback is not None:
+            return None
+        return self.answer if self.answer is not None else "\n".join(self.texts)
 
     @property
     def strong_tokens(self) -> int:
@@ -103,7 +106,8 @@ class ChainRun:
         return sum(bool(s.get("handed_off")) for s in self.steps)
 
     def record(self) -> dict[str, Any]:
-        return {"steps": self.steps, "complete": self.complete, "fallback": self.fallback,
+        return {"step_kind": self.settings.step_kind, "steps": self.steps, "complete": self.complete,
+                "fallback": self.fallback, "answer": self.answer,
                 "usage": {k: vars(v) for k, v in self.usage.items()}, "strong_tokens": self.strong_tokens,
                 "handoffs": self.handoffs,
                 "prm": {"calls": self.prm_calls, "prompt_tokens": self.prm_prompt_tokens,
@@ -120,7 +124,7 @@ def _request_key(r: GenerationRequest) -> str:
 
 
 def continue_tier(tier: Tier, prefix: str, *, grammar: str | None, max_tokens: int,
-                  memo: StepMemo | None = None) -> tuple[StepResult, bool]:
+                  memo: StepMemo | None = None, kind: str = "cte") -> tuple[StepResult, bool]:
     """(the tier's step after `prefix` under `grammar`, whether it came from the memo). The memo key is the tier, the
     request (question, schema, examples, dialect) and the prefix: the same prefix of another question is another call."""
     key = (tier.pair, _request_key(tier.request), prefix)
@@ -128,20 +132,21 @@ def continue_tier(tier: Tier, prefix: str, *, grammar: str | None, max_tokens: i
         memo.hits += 1
         return memo.steps[key], True
     res = tier.backend.continue_step(StepRequest(request=tier.request, prefix=prefix, grammar=grammar,
-                                                 max_tokens=max_tokens))
+                                                 max_tokens=max_tokens, kind=kind))
     if memo is not None:
         memo.misses += 1
         memo.steps[key] = res
     return res, False
 
 
-def _continue(tier: Tier, prefix: str, state: Any, max_tokens: int, memo: StepMemo | None) -> tuple[StepResult, bool]:
-    """The loop's step call: the tier's grammar for `state` (constrained tiers), then `continue_tier`."""
+def _continue(tier: Tier, prefix: str, state: Any, max_tokens: int, memo: StepMemo | None,
+              kind: str = "cte") -> tuple[StepResult, bool]:
+    """The loop's step call: the tier's grammar for `state` (constrained tiers, CTE steps), then `continue_tier`."""
     key = (tier.pair, _request_key(tier.request), prefix)
     if memo is not None and key in memo.steps:  # the grammar is not even built for a memoised step
-        return continue_tier(tier, prefix, grammar=None, max_tokens=max_tokens, memo=memo)
-    grammar = tier.grammar(state) if tier.grammar is not None else None
-    return continue_tier(tier, prefix, grammar=grammar, max_tokens=max_tokens, memo=memo)
+        return continue_tier(tier, prefix, grammar=None, max_tokens=max_tokens, memo=memo, kind=kind)
+    grammar = tier.grammar(state) if tier.grammar is not None and state is not None else None
+    return continue_tier(tier, prefix, grammar=grammar, max_tokens=max_tokens, memo=memo, kind=kind)
 
 
 def _reward(run: ChainRun, prm: Any, texts: list[str], prev_rows: int | None, memo: StepMemo | None,
@@ -186,6 +191,8 @@ def run_chain(cheap: Tier, strong: Tier, prm: Any, policy: Any, settings: TrimSe
     cheap tier and the record says so."""
     t0 = time.monotonic()
     run = ChainRun(settings=settings)
+    kind = step_kind(settings.step_kind)
+    cte = kind.name == "cte"
     for tier in (cheap, strong):
         run.usage.setdefault(tier.pair, TierUsage())
     q = cheap.request
@@ -196,20 +203,20 @@ def run_chain(cheap: Tier, strong: Tier, prm: Any, policy: Any, settings: TrimSe
     scores: list[float] = []
     prev_rows: int | None = None
     for index in range(settings.max_steps):
-        state = step_state(run.texts)
-        if state.complete:
+        state = step_state(run.texts) if cte else None  # the CTE grammar's view; prose steps have no grammar
+        if kind.complete(run.texts, q.dialect):
             break
-        prefix = prefix_for(run.texts)
+        prefix = kind.prefix(run.texts)
         rec: dict[str, Any] = {"index": index}
         late = deadline is not None and time.monotonic() > deadline
         if strong_only:
-            res, _ = _continue(strong, prefix, state, settings.step_tokens, memo)
+            res, _ = _continue(strong, prefix, state, settings.step_tokens, memo, kind.name)
             _step_usage(run, strong, res)
             chosen_tier, chosen, handed = strong, res, True  # strong only: no draft, nothing to decide, no PRM call
             rec["draft"] = None
             reward = None
         else:
-            res, _ = _continue(cheap, prefix, state, settings.step_tokens, memo)
+            res, _ = _continue(cheap, prefix, state, settings.step_tokens, memo, kind.name)
             _step_usage(run, cheap, res)
             reward = None
             if prm is not None and not cheap_only:
@@ -231,7 +238,7 @@ def run_chain(cheap: Tier, strong: Tier, prm: Any, policy: Any, settings: TrimSe
             if handed:
                 run.usage[cheap.pair].discarded_tokens += res.completion_tokens
                 rec["draft"] = {"text": res.text, "tokens": res.completion_tokens, "reward": _reward_dict(reward)}
-                res2, _ = _continue(strong, prefix, state, settings.step_tokens, memo)
+                res2, _ = _continue(strong, prefix, state, settings.step_tokens, memo, kind.name)
                 _step_usage(run, strong, res2)
                 chosen_tier, chosen = strong, res2
                 if prm is not None:
@@ -247,10 +254,16 @@ def run_chain(cheap: Tier, strong: Tier, prm: Any, policy: Any, settings: TrimSe
         if chosen.boundary == "length":
             run.fallback = f"step {index + 1} ran out of tokens ({settings.step_tokens}) before its boundary"
             break
-        if chosen.boundary == "end" or step_state(run.texts).complete:
+        if chosen.boundary == "end" or (not cte and chosen.boundary == "eos") or kind.complete(run.texts, q.dialect):
             break
     run.elapsed_ms = (time.monotonic() - t0) * 1000.0
-    if run.fallback is None:
+    if run.fallback is None and not cte:
+        try:
+            run.answer = kind.answer(run.texts, q.dialect)
+            run.complete = True
+        except StepParseError as e:
+            run.fallback = f"the prose steps give no SQL: {e}"
+    elif run.fallback is None:
         try:
             chain = parse_chain("\n".join(run.texts), dialect=q.dialect)
             run.complete = chain.complete
@@ -283,20 +296,42 @@ def chain_examples(shots: list[tuple[str, str]], dialect: str) -> list[tuple[str
     return out
 
 
-def step_request(planner: Any, question: Any, pair: str, prompt: str, info: dict | None) -> GenerationRequest:
-    """The step-mode request of one tier: the schema prompt, the pair's few-shot examples as step chains, greedy."""
+def prose_examples(shots: list[tuple[str, str]], dialect: str) -> list[tuple[str, str]]:
+    """Few-shot (question, answer) pairs for prose steps: the answer is one short paragraph per step of the SQL's
+    step chain (`sqlbox.steps.to_chain`: "Step k: <what the step computes>."), a blank line between them, then the
+    chain in a ```sql block (the prose step prompt's shape); an example that does not rewrite is left out."""
+    from sqlbox.steps import PROSE_SEPARATOR, to_chain
+
+    out = []
+    for q, sql in shots:
+        try:
+            chain = to_chain(sql, dialect=dialect)
+        except (StepParseError, ValueError):
+            continue
+        paras = [f"Step {i}: {st.comment.strip().rstrip('.')}." for i, st in enumerate(chain.steps, 1)
+                 if st.comment.strip()]
+        out.append((q, PROSE_SEPARATOR.join([*paras, f"```sql\n{chain.text}\n```"])))
+    return out
+
+
+def step_request(planner: Any, question: Any, pair: str, prompt: str, info: dict | None,
+                 kind: str = "cte") -> GenerationRequest:
+    """The step-mode request of one tier: the schema prompt, the pair's few-shot examples as step chains (or, for
+    prose steps, as reasoning paragraphs and the chain: `prose_examples`), greedy."""
     from generators.base import SamplingParams
 
     p = planner.config.pairs[pair]
     dialect = planner.dialect(question.db_id)
-    shots = chain_examples(planner.few_shot(question, info, k=p.few_shot), dialect)
+    examples = prose_examples if kind == "prose" else chain_examples
+    shots = examples(planner.few_shot(question, info, k=p.few_shot), dialect)
     return GenerationRequest(question=question.text, schema=prompt, evidence=question.evidence, dialect=dialect,
                              few_shot=shots, params=SamplingParams(n=1, temperature=0.0, top_p=1.0, seed=0))
 
 
-def tier_grammar(planner: Any, db_id: str, backend: Any) -> Callable[[Any], str | None] | None:
-    """StepState -> the step's grammar, for a backend whose constrained decoding is on (else None)."""
-    if not getattr(backend, "constrained", False):
+def tier_grammar(planner: Any, db_id: str, backend: Any, kind: str = "cte") -> Callable[[Any], str | None] | None:
+    """StepState -> the step's grammar, for a backend whose constrained decoding is on (else None); prose steps
+    have none (a paragraph is not SQL)."""
+    if not getattr(backend, "constrained", False) or kind != "cte":
         return None
     from generators.grammar import step_grammar
 
@@ -333,21 +368,23 @@ def run_stepwise(planner: Any, router: Any, question: Any, plan: Any, n: int, po
             for b, name in ((b_c, cheap_p.generator), (b_s, strong_p.generator)):
                 if not hasattr(b, "continue_step"):
                     raise ValueError(f"generator {name!r} cannot continue a step prefix (no continue_step)")
-            cheap = Tier(settings.cheap, cheap_p.generator, b_c, step_request(planner, question, settings.cheap, prompt, info),
-                         tier_grammar(planner, question.db_id, b_c))
+            kind = settings.step_kind
+            cheap = Tier(settings.cheap, cheap_p.generator, b_c,
+                         step_request(planner, question, settings.cheap, prompt, info, kind),
+                         tier_grammar(planner, question.db_id, b_c, kind))
             strong = Tier(settings.strong, strong_p.generator, b_s,
-                          step_request(planner, question, settings.strong, prompt, info),
-                          tier_grammar(planner, question.db_id, b_s))
+                          step_request(planner, question, settings.strong, prompt, info, kind),
+                          tier_grammar(planner, question.db_id, b_s, kind))
             prm = None
             d_spec = None
             needs_prm = not (getattr(pol, "cheap_only", False) or getattr(pol, "strong_only", False))
             if needs_prm:
                 d_name = cheap_p.discriminator
-                ck_d, disc = stack.enter_context(planner.step_discriminator(d_name, settings.prm_mode)) \
+                ck_d, disc = stack.enter_context(planner.step_discriminator(d_name, settings.prm_mode, kind)) \
                     if settings.use_verdict else (None, None)
                 d_spec = planner.discriminators.spec_of(ck_d) if ck_d else None
                 prm = ProcessReward(discriminator=disc, executor=planner.executor, use_verdict=settings.use_verdict,
-                                    use_execution=settings.use_execution)
+                                    use_execution=settings.use_execution, kind=kind)
                 detail["prm_checkpoint"] = ck_d
             run = run_chain(cheap, strong, prm, pol, settings, db_id=question.db_id, deadline=deadline)
         for tier, ck in ((cheap, ck_c), (strong, ck_s)):

@@ -32,6 +32,7 @@ from typing import Any
 
 from core.model import Plan, RouteDecision
 from routing.router import ROUTERS, Escalation, RouteContext
+from sqlbox.steps import step_kind as step_kind_of
 
 TRIM_FORMAT_VERSION = 1
 HIDDEN = 64  # TRIM-Agg's actor-critic width
@@ -278,6 +279,7 @@ class TrimSettings:
     use_verdict: bool = True
     use_execution: bool = True
     prm_mode: str = "logit"
+    step_kind: str = "cte"  # "cte" (SQL written as CTE steps) | "prose" (reasoning paragraphs, then the SQL)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -289,17 +291,19 @@ class TrimRouter:
     """Params: cheap, strong (pair names; default: the first and the last configured pair), policy ("threshold" |
     "learned"), k (the threshold, default 0.5), artifact (the learned policy), max_steps (6), step_tokens (decoded
     tokens per step, 128), use_verdict / use_execution (the process reward's parts), prm_mode ("logit": one forward
-    pass, or "cot")."""
+    pass, or "cot"), step_kind ("cte": each step is a CTE of the query; "prose": each step is a paragraph of
+    reasoning before the query, split at blank lines as TRIM's code does; `sqlbox.steps.STEP_KINDS`)."""
 
     name = "trim"
 
     def __init__(self, cheap: str | None = None, strong: str | None = None, policy: str = "threshold", k: float = 0.5,
                  artifact: str | None = None, max_steps: int = 6, step_tokens: int = 128, use_verdict: bool = True,
-                 use_execution: bool = True, prm_mode: str = "logit"):
+                 use_execution: bool = True, prm_mode: str = "logit", step_kind: str = "cte"):
         if max_steps < 1 or step_tokens < 1:
             raise ValueError("max_steps and step_tokens must be >= 1")
         if prm_mode not in ("logit", "cot"):
             raise ValueError(f"prm_mode must be logit or cot, not {prm_mode!r}")
+        self.step_kind = step_kind_of(step_kind).name
         self.cheap, self.strong = cheap, strong
         self.policy = make_policy(policy, k, artifact)
         self.max_steps, self.step_tokens = int(max_steps), int(step_tokens)
@@ -313,7 +317,8 @@ class TrimRouter:
             if p not in names:
                 raise ValueError(f"trim names unknown pair {p!r}; configured: {', '.join(names)}")
         return TrimSettings(cheap=cheap, strong=strong, max_steps=self.max_steps, step_tokens=self.step_tokens,
-                            use_verdict=self.use_verdict, use_execution=self.use_execution, prm_mode=self.prm_mode)
+                            use_verdict=self.use_verdict, use_execution=self.use_execution, prm_mode=self.prm_mode,
+                            step_kind=self.step_kind)
 
     def decide(self, ctx: RouteContext) -> RouteDecision:
         s = self.settings(ctx.pairs)

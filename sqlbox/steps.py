@@ -19,7 +19,10 @@ discriminate and select like any candidate. This module owns the text format and
 - `partial_query`: the runnable query of steps 1..k (`SELECT * FROM <step k> LIMIT n`);
 - `to_chain`: an ordinary query rewritten as a chain (uncorrelated subqueries and set-operation branches become
   earlier steps; correlated ones stay inline);
-- `prose_steps`: reasoning prose split at blank lines, as TRIM's code does.
+- `prose_steps` and the prose step kind: reasoning prose split at blank lines, as TRIM's code does, then the SQL in a
+  ```sql block;
+- `StepKind` / `step_kind`: the two kinds ("cte", "prose") behind one interface (prefix, cut, stops, complete,
+  answer, what the process reward runs), which the step loop and the generators read.
 
 Text is split by scanning lines and sqlglot's tokens; rewriting works on sqlglot's tree, never on the text.
 """
@@ -213,10 +216,112 @@ def cut_step(generated: str, opener: str = OPENER) -> tuple[str, str]:
     return (opener + generated[:i]).rstrip(), BOUNDARIES.get(stop or "", "eos")
 
 
+PROSE_SEPARATOR = "\n\n"  # a prose step ends at a blank line, as TRIM's code delimits steps
+PROSE_STOPS = (PROSE_SEPARATOR,)
+
+
 def prose_steps(text: str) -> list[str]:
     """Reasoning prose split into steps at blank lines ("\\n\\n"), as TRIM's code delimits steps; pieces are
     stripped and empty ones dropped."""
-    return [p.strip() for p in text.split("\n\n") if p.strip()]
+    return [p.strip() for p in text.split(PROSE_SEPARATOR) if p.strip()]
+
+
+def prose_prefix(step_texts: list[str]) -> str:
+    """The text a prose model continues for the next step: the steps so far, each followed by a blank line (the
+    first step continues an empty answer)."""
+    return "".join(t + PROSE_SEPARATOR for t in step_texts)
+
+
+def cut_prose_step(generated: str) -> tuple[str, str]:
+    """(step_text, boundary) for what a model generated after `prose_prefix`: the text up to the first blank line
+    ("step"), stripped; "eos" when there is none."""
+    i = generated.find(PROSE_SEPARATOR)
+    if i < 0:
+        return generated.strip(), "eos"
+    return generated[:i].strip(), "step"
+
+
+def prose_answer(step_texts: list[str], *, final: bool = False) -> str | None:
+    """The SQL answer of a prose trace: the body of its first ```sql (or ```) block once the block is closed; with
+    `final` (the model has stopped), an unclosed block's body too. None while the trace has no block (the answer is
+    not written yet) or the block is empty."""
+    trace = PROSE_SEPARATOR.join(step_texts)
+    start = trace.find(FENCE)
+    if start < 0:
+        return None
+    nl = trace.find("\n", start)
+    if nl < 0:
+        return None
+    end = trace.find(FENCE, nl + 1)
+    if end < 0 and not final:
+        return None
+    body = (trace[nl + 1:] if end < 0 else trace[nl + 1:end]).strip()
+    return body or None
+
+
+@dataclass(frozen=True)
+class StepKind:
+    """How one kind of step is written and continued: the two kinds are "cte" (the CTE step format above) and
+    "prose" (reasoning paragraphs split at blank lines, then the SQL in a ```sql block, as TRIM's code splits a
+    trace). The step loop (`planner.stepwise`), the generators' `continue_step` and the process reward read
+    everything kind-specific from here."""
+
+    name: str
+    stops: tuple[str, ...]  # where a model call stops (the step boundary)
+    boundaries: Mapping[str, str]  # stop string -> boundary name ("step" | "end")
+    joiner: str  # between step texts in the whole answer
+
+    def prefix(self, step_texts: list[str]) -> str:
+        return prefix_for(step_texts) if self.name == "cte" else prose_prefix(step_texts)
+
+    def cut(self, generated: str, opener: str = "") -> tuple[str, str]:
+        """(step text, boundary) of a model's output after `prefix(...)` (+ the forced `opener`, cte only)."""
+        return cut_step(generated, opener or OPENER) if self.name == "cte" else cut_prose_step(generated)
+
+    def find_boundary(self, generated: str) -> tuple[int, str | None]:
+        hits = [(i, b) for i, b in ((generated.find(b), b) for b in self.stops) if i >= 0]
+        return min(hits) if hits else (len(generated), None)
+
+    def complete(self, step_texts: list[str], dialect: str = "sqlite") -> bool:
+        """Is the answer written: the final SELECT (cte), or a closed SQL block (prose)?"""
+        if self.name == "cte":
+            return step_state(step_texts, dialect).complete
+        return prose_answer(step_texts) is not None
+
+    def answer(self, step_texts: list[str], dialect: str = "sqlite") -> str:
+        """The finished answer's SQL: the chain's text, validated (cte), or the trace's SQL block (prose).
+        `StepParseError` with the reason when there is none."""
+        if self.name == "cte":
+            chain = parse_chain(self.joiner.join(step_texts), dialect=dialect)
+            if not chain.complete:
+                raise StepParseError(f"no final SELECT after {len(step_texts)} step(s)")
+            return self.joiner.join(step_texts)
+        sql = prose_answer(step_texts, final=True)
+        if sql is None:
+            raise StepParseError(f"no ```sql block after {len(step_texts)} prose step(s)")
+        _parse_query(sql, dialect)
+        return sql
+
+    def runnable(self, step_texts: list[str], *, limit: int = 100, dialect: str = "sqlite") -> str | None:
+        """What the process reward's execution part runs after these steps: the partial chain (cte), or the
+        trace's SQL once it is written (prose; None before: a reasoning paragraph does not run)."""
+        if self.name == "cte":
+            return partial_query(step_texts, limit=limit, dialect=dialect)
+        return prose_answer(step_texts)
+
+
+STEP_KINDS = {"cte": StepKind("cte", STOPS, BOUNDARIES, "\n"),
+              "prose": StepKind("prose", PROSE_STOPS, {PROSE_SEPARATOR: "step"}, PROSE_SEPARATOR)}
+
+
+def step_kind(name: str | StepKind | None) -> StepKind:
+    """The step kind named `name` (default "cte"); ValueError naming the kinds."""
+    if isinstance(name, StepKind):
+        return name
+    kind = STEP_KINDS.get(name or "cte")
+    if kind is None:
+        raise ValueError(f"unknown step kind {name!r}; choose one of: {', '.join(STEP_KINDS)}")
+    return kind
 
 
 # --------------------------------------------------------------------------------------------------

@@ -477,6 +477,8 @@ def _live_study_options(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--step-tokens", type=int, default=None)
     p.add_argument("--prm", choices=("both", "verdict", "execution"), default=None,
                    help="the process reward's parts (default: the router's)")
+    p.add_argument("--step-kind", choices=("cte", "prose"), default=None,
+                   help="steps as CTEs of the query, or as paragraphs of reasoning before it (default: the router's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=f"runs/{out}", help="output directory")
 
@@ -517,7 +519,7 @@ def _cmd_routing_live(args) -> int:
         cfg = load_cli_config(args)
         planner = Planner(cfg)
         settings = trim_settings_for(planner, args.cheap, args.strong, max_steps=args.max_steps,
-                                     step_tokens=args.step_tokens, prm=args.prm)
+                                     step_tokens=args.step_tokens, prm=args.prm, step_kind=args.step_kind)
         test = sample_questions("dev", args.questions, args.seed, data=args.data)
         train = sample_questions("train", args.train, args.seed, data=args.data,
                                  exclude_dbs={q.db_id for q in test}) if args.train > 0 else []
@@ -576,7 +578,9 @@ def _cmd_routing_r2(args) -> int:
         cfg = load_cli_config(args)
         planner = Planner(cfg)
         settings = trim_settings_for(planner, args.cheap, args.strong, max_steps=args.max_steps,
-                                     step_tokens=args.step_tokens, prm=args.prm)
+                                     step_tokens=args.step_tokens, prm=args.prm, step_kind=args.step_kind)
+        if settings.step_kind != "cte":
+            raise ValueError("r2 composes sub-questions as CTE steps: --step-kind must be cte")
         if args.decomposer is not None and args.decomposer not in (settings.cheap, settings.strong):
             raise ValueError(f"--decomposer must be one of the tiers ({settings.cheap}, {settings.strong})")
         test = sample_questions("dev", args.questions, args.seed, data=args.data)

@@ -231,3 +231,48 @@ def test_http_constrained_step_and_refusal_fallback(served, tiny_model, demo_sch
     with serve_in_thread(create_openai_app("tiny", tiny_model, grammar=False)) as plain_url:
         res2 = _http(plain_url, constrained=True).continue_step(StepRequest(_req(), PREFIX, grammar=g, max_tokens=8))
     assert not res2.constrained and any("refused guided_grammar" in n for n in res2.notes)
+
+
+# ---- the prose step kind: reasoning paragraphs split at blank lines, as TRIM's code does -------------------
+
+PROSE_STEP1 = "Step 1: the singers older than 30."
+PROSE_FEW_SHOT = [("How many singers are from France?",
+                   "Step 1: singers from France.\n\nStep 2: how many there are.\n\n"
+                   "```sql\nSELECT count(*) FROM singer WHERE country = 'France'\n```")]
+
+
+def _prose_req() -> GenerationRequest:
+    return GenerationRequest(question="How many singers are older than 30?", schema=SCHEMA, few_shot=PROSE_FEW_SHOT,
+                             params=SamplingParams(n=1, temperature=0, seed=7))
+
+
+def test_prose_step_prompt_and_opener():
+    msgs = build_step_messages(_prose_req(), "", kind="prose")
+    assert msgs[-1]["role"] == "user" and "paragraphs" in msgs[0]["content"]  # an empty prefix starts the answer
+    assert msgs[2]["content"] == PROSE_FEW_SHOT[0][1]  # a prose example is a whole answer, used as given
+    msgs = build_step_messages(_prose_req(), PROSE_STEP1 + "\n\n", kind="prose")
+    assert msgs[-1] == {"role": "assistant", "content": PROSE_STEP1 + "\n\n"}
+    assert step_opener("", "prose") == step_opener(PROSE_STEP1 + "\n\n", "prose") == ""
+    with pytest.raises(ValueError, match="blank line"):
+        step_opener(PROSE_STEP1, "prose")
+    with pytest.raises(ValueError, match="unknown step kind"):
+        build_step_messages(_prose_req(), "", kind="poem")
+
+
+@pytest.mark.parametrize("prefix", ["", PROSE_STEP1 + "\n\n"])
+def test_prose_step_local_and_over_http_continue_the_same_prefix(served, tiny_model, prefix):
+    sreq = StepRequest(_prose_req(), prefix, max_tokens=48, kind="prose")
+    gen = TransformersGenerator(loaded=tiny_model, name="tiny")
+    prompt = gen.step_prompt(sreq)
+    assert prompt.endswith(prefix) and (prefix or prompt.endswith("assistant\n"))
+    local = gen.continue_step(sreq)
+    kept, stop = cut_at_step_boundary(local.raw, "prose")
+    assert "\n\n" not in local.text and local.text == kept.strip()
+    assert (local.boundary == "step") == (stop == "\n\n") and local.boundary in ("step", "eos", "length")
+    url, log = served
+    n0 = len(log)
+    res = _http(url).continue_step(sreq)
+    entry = log[n0]
+    assert entry["continue_final_message"] is bool(prefix) and entry["prefix"] == (prefix or None)
+    assert (res.text, res.boundary, res.completion_tokens) == (local.text, local.boundary, local.completion_tokens)
+    assert res.completion_tokens == entry["completion_tokens"] and res.prompt_tokens == local.prompt_tokens

@@ -151,6 +151,78 @@ def test_a_hostile_step_is_guarded_as_part_of_the_whole_chain():
     assert plan.chosen is None or not plan.candidates[plan.chosen].candidate.source.startswith("trim")
 
 
+@GENERATORS.register("test-prose-steps")
+class ProseScriptedGenerator:
+    """continue_step writes options.steps[k] for the k-th prose step (k = paragraphs already in the prefix); the
+    prefixes it receives are recorded in `prefixes` (by generator name). Tokens = words."""
+
+    prefixes: dict[str, list[str]] = {}
+
+    def __init__(self, spec=None, **_):
+        self.name = spec.name
+        self.steps = list(spec.options.get("steps", []))
+        type(self).prefixes[self.name] = []
+
+    def generate(self, request):
+        sqls = ["SELECT count(*) FROM singer"] * request.params.n
+        return GenerationResult(sqls=sqls, raw=sqls, model=self.name, prompt_tokens=7, completion_tokens=5)
+
+    def continue_step(self, request):
+        assert request.kind == "prose"
+        type(self).prefixes[self.name].append(request.prefix)
+        k = request.prefix.count("\n\n")
+        text = self.steps[min(k, len(self.steps) - 1)]
+        return StepResult(text=text, raw=text, boundary="eos" if text.endswith("```") else "step", model=self.name,
+                          prompt_tokens=100 + k, completion_tokens=len(text.split()))
+
+
+def test_prose_steps_hand_off_the_paragraph_whose_sql_fails_and_keep_the_prefix():
+    think = "First find every singer."
+    bad = "```sql\nSELECT count(*) FROM no_such_table\n```"
+    good = "```sql\nSELECT count(*) FROM singer\n```"
+    cfg = config_from_dict({
+        "generators": {"g-cheap": {"backend": "test-prose-steps", "options": {"steps": [think, bad]}},
+                       "g-strong": {"backend": "test-prose-steps", "options": {"steps": ["unused", good]}}},
+        "discriminators": {"d": {"backend": "test-step-rule"}},
+        "pairs": {"cheap": {"generator": "g-cheap", "discriminator": "d"},
+                  "strong": {"generator": "g-strong", "discriminator": "d"}},
+        "router": {"name": "trim", "params": {"k": 0.5, "step_kind": "prose"}},
+        "defaults": {"n": 1, "policy": "vote", "few_shot": 0},
+    })
+    p = Planner(cfg)
+    try:
+        plan = p.plan(Question(text="How many singers are there?", db_id="demo"))
+    finally:
+        p.close()
+    t = plan.route.details["trim"]
+    assert t["step_kind"] == "prose" and [s["pair"] for s in t["steps"]] == ["cheap", "strong"]
+    # the paragraph runs nothing (verdict part only); the cheap SQL paragraph errors, so it is handed off
+    assert t["steps"][0]["reward"]["parts"] == ["verdict"] and t["steps"][0]["reward"]["ok"] is None
+    assert t["steps"][1]["draft"]["reward"]["ok"] is False
+    assert ProseScriptedGenerator.prefixes["g-strong"] == [think + "\n\n"] == ProseScriptedGenerator.prefixes["g-cheap"][1:]
+    assert t["answer"] == "SELECT count(*) FROM singer"
+    assert plan.status == "ok" and plan.chosen_sql == "SELECT count(*) FROM singer"
+    assert plan.candidates[plan.chosen].candidate.source == "trim:cheap+strong"
+
+
+def test_a_prose_trace_without_sql_falls_back_to_the_whole_query_path():
+    cfg = config_from_dict({
+        "generators": {"g": {"backend": "test-prose-steps", "options": {"steps": ["There are six singers."]}}},
+        "discriminators": {"d": {"backend": "test-step-rule"}},
+        "pairs": {"cheap": {"generator": "g", "discriminator": "d"}, "strong": {"generator": "g", "discriminator": "d"}},
+        "router": {"name": "trim", "params": {"k": 0.0, "step_kind": "prose", "max_steps": 2}},
+        "defaults": {"n": 1, "policy": "vote", "few_shot": 0},
+    })
+    p = Planner(cfg)
+    try:
+        plan = p.plan(Question(text="How many singers are there?", db_id="demo"))
+    finally:
+        p.close()
+    t = plan.route.details["trim"]
+    assert "no ```sql block after 2 prose step(s)" in t["fallback"]
+    assert plan.status == "ok" and plan.candidates[plan.chosen].candidate.source == "g"
+
+
 @pytest.mark.slow
 def test_trim_on_the_real_embedded_model_end_to_end():
     cfg = config_from_dict({

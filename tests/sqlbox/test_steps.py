@@ -314,3 +314,27 @@ def test_spider_dev_gold_round_trips(spider_root):
     assert s["total"] == 120 and s["multi_step"] > 0
     assert s["same_result"] == s["judged"], s["failures"][:3]
     assert not s["partial_errors"]
+
+
+def test_the_prose_step_kind():
+    from sqlbox.steps import STEP_KINDS, step_kind
+
+    k = step_kind("prose")
+    assert step_kind(None) is STEP_KINDS["cte"] and step_kind(k) is k
+    with pytest.raises(ValueError, match="cte, prose"):
+        step_kind("poem")
+    assert k.prefix([]) == "" and k.prefix(["First.", "Second."]) == "First.\n\nSecond.\n\n"
+    assert k.cut("Find the singers.\n\nThen") == ("Find the singers.", "step")
+    assert k.cut(" Count them. ") == ("Count them.", "eos")
+    steps = ["Find the singers.", "```sql\nSELECT count(*)", "FROM singer\n```"]  # a blank line inside the block
+    assert not k.complete(steps[:2]) and k.runnable(steps[:2]) is None  # the block is not closed yet
+    assert k.complete(steps) and k.answer(steps) == "SELECT count(*)\n\nFROM singer" == k.runnable(steps)
+    assert k.answer(steps[:2]) == "SELECT count(*)"  # the model stopped inside the block: the answer so far
+    with pytest.raises(StepParseError, match="no ```sql block"):
+        k.answer(["The answer is 6."])
+    with pytest.raises(StepParseError):
+        k.answer(["```sql\nSELEC nothing FROM\n```"])
+    cte = step_kind("cte")
+    chain = ["-- every singer\nWITH s1 AS (SELECT * FROM singer)", "-- how many\nSELECT count(*) FROM s1"]
+    assert cte.prefix(chain[:1]) == prefix_for(chain[:1]) and cte.complete(chain) and not cte.complete(chain[:1])
+    assert cte.answer(chain) == "\n".join(chain) and cte.runnable(chain[:1]) == partial_query(chain[:1])

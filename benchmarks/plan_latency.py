@@ -19,6 +19,11 @@ within their deadline, and per stage p50/p95/max, per configuration and code ver
 process (`while True: pass`) for the whole run.
 
     python -m benchmarks.plan_latency --varied --before /work/pre31 --configs builtin,demo --json runs/lat.json
+
+The Spider questions carry their gold SQL, and each run reports the EX of the chosen SQL on them (`spider_ex`); a
+quality check of a latency change takes more of them and leaves out the demo ones:
+
+    python -m benchmarks.plan_latency --varied --spider 100 --no-demo --before /work/pre --configs builtin
 """
 
 from __future__ import annotations
@@ -53,18 +58,39 @@ DEMO_QUESTIONS = [  # issue 31: the three that took 33-41 s at budget 512 are th
 SPIDER_DEV = tuple(range(0, 1034, 52))[:20]
 
 
-def varied_questions() -> list[dict]:
-    """The 10 demo questions, then the 20 Spider dev questions (with their db_id)."""
+def varied_questions(spider: int = len(SPIDER_DEV), demo: bool = True) -> list[dict]:
+    """The 10 demo questions (unless `demo` is False), then `spider` Spider dev questions with their db_id and gold
+    SQL: the default 20 are `SPIDER_DEV`; another count takes every (1034 // count)-th question from dev 0."""
     import json
 
     from core.settings import spider_dir
 
-    out = [{"question": t, "db_id": "demo", "set": "demo"} for t in DEMO_QUESTIONS]
+    out = [{"question": t, "db_id": "demo", "set": "demo"} for t in DEMO_QUESTIONS] if demo else []
     dev = spider_dir() / "dev.json"
-    if dev.is_file():
+    if dev.is_file() and spider > 0:
         data = json.loads(dev.read_text())
-        out += [{"question": data[i]["question"], "db_id": data[i]["db_id"], "set": f"spider:{i}"} for i in SPIDER_DEV]
+        idx = SPIDER_DEV if spider == len(SPIDER_DEV) else tuple(range(0, len(data), max(len(data) // spider, 1)))[:spider]
+        out += [{"question": data[i]["question"], "db_id": data[i]["db_id"], "set": f"spider:{i}",
+                 "gold": data[i]["query"]} for i in idx]
     return out
+
+
+def spider_ex(results: list[dict]) -> dict | None:
+    """EX of the chosen SQL on the Spider questions (the official evaluator's rules, `eval.exec_match`); a plan with
+    no chosen SQL counts as wrong. None when no question has a gold query."""
+    from core.settings import spider_dir
+    from eval.exec_match import spider_verdicts
+
+    rows = [r for r in results if r.get("gold")]
+    if not rows:
+        return None
+    right = 0
+    for r in rows:
+        if r.get("chosen_sql"):
+            db = spider_dir() / "database" / r["db_id"] / f"{r['db_id']}.sqlite"
+            (v,) = spider_verdicts(db, r["gold"], [r["chosen_sql"]])
+            right += bool(v.ex)
+    return {"questions": len(rows), "ex": right, "ex_pct": round(100.0 * right / len(rows), 1)}
 
 
 def worker(config: str) -> int:
@@ -149,7 +175,8 @@ def summarize(results: list[dict]) -> dict:
     return {"plans": len(lat), "p50": statistics.median(lat), "p95": _pct(lat, 0.95), "max": max(lat),
             "mean": statistics.mean(lat), "http_200": ok, "within_deadline": within,
             "statuses": {s: sum(1 for r in results if r["status"] == s) for s in {r["status"] for r in results}},
-            "stages": {k: {"p50": statistics.median(v), "p95": _pct(v, 0.95), "max": max(v)} for k, v in stages.items()}}
+            "stages": {k: {"p50": statistics.median(v), "p95": _pct(v, 0.95), "max": max(v)} for k, v in stages.items()},
+            "spider_ex": spider_ex(results)}
 
 
 def varied(a) -> int:
@@ -158,7 +185,7 @@ def varied(a) -> int:
 
     here = str(Path(__file__).resolve().parent.parent)
     codes = [("after", here)] + ([("before", a.before)] if a.before else [])
-    qs = varied_questions()
+    qs = varied_questions(a.spider, demo=not a.no_demo)
     if a.interleave:  # demo and Spider questions alternate, so a run stopped early still covers both
         demo, spider = [q for q in qs if q["db_id"] == "demo"], [q for q in qs if q["db_id"] != "demo"]
         qs = [q for pair in zip(demo, spider, strict=False) for q in pair] + spider[len(demo):]
@@ -179,7 +206,7 @@ def varied(a) -> int:
                 order = list(workers) if i % 2 == 0 else list(reversed(workers))
                 for name in order:
                     r = workers[name].plan(q)
-                    r.update(question=q["question"], db_id=q["db_id"], load1=os.getloadavg()[0])
+                    r.update(question=q["question"], db_id=q["db_id"], gold=q.get("gold"), load1=os.getloadavg()[0])
                     loads.append(r["load1"])
                     res[name].append(r)
                     print(f"{config:7} {name:6} {i + 1:2}/{len(qs)} {r['latency_s']:6.1f} s HTTP {r['http']} "
@@ -200,9 +227,11 @@ def varied(a) -> int:
     for key, run in report["runs"].items():
         s = run["summary"]
         st = s["stages"]
+        ex = s.get("spider_ex")
         print(f"{key:16} p50 {s['p50']:5.1f} p95 {s['p95']:5.1f} max {s['max']:5.1f} | within deadline "
               f"{s['within_deadline']}/{s['plans']} | " + ", ".join(
-                  f"{k} {v['p50']:.1f}/{v['p95']:.1f}/{v['max']:.1f}" for k, v in st.items() if k != "total"))
+                  f"{k} {v['p50']:.1f}/{v['p95']:.1f}/{v['max']:.1f}" for k, v in st.items() if k != "total")
+              + (f" | Spider EX {ex['ex']}/{ex['questions']} ({ex['ex_pct']} %)" if ex else ""))
     if a.json:
         Path(a.json).write_text(json.dumps(report, indent=1))
     return 0
@@ -224,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="--varied: only the first N questions")
     p.add_argument("--busy", action="store_true", help="--varied: one busy process for the whole run")
     p.add_argument("--interleave", action="store_true", help="--varied: alternate demo and Spider questions")
+    p.add_argument("--spider", type=int, default=len(SPIDER_DEV),
+                   help="--varied: Spider dev questions (default the 20 of SPIDER_DEV; EX of the chosen SQL is reported)")
+    p.add_argument("--no-demo", action="store_true", help="--varied: leave out the 10 demo-database questions")
     p.add_argument("--json", default=None)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)

@@ -31,6 +31,13 @@ class GenerationRequest:
     params: SamplingParams = field(default_factory=SamplingParams)
     grammar: str | None = None  # EBNF of the answer (generators.grammar.sql_grammar, wrap="fence"); used by
     # generators whose `constrained` setting is on, ignored by the others
+    # the time budget (`limits.generate_s`, issue 31): decoding stops `time_budget_s` seconds after the first decoded
+    # token (the prompt's prefill does not count), or at `deadline` (a time.monotonic() instant: the plan's deadline
+    # less a reserve), whichever comes first; the samples not finished by then are dropped (`GenerationResult.
+    # dropped`). The local backends (transformers, embedded) stop decoding; an OpenAI-compatible server's request is
+    # bounded by the backend's HTTP timeout instead
+    time_budget_s: float | None = None
+    deadline: float | None = None
 
 
 @dataclass
@@ -49,6 +56,9 @@ class GenerationResult:
     logprobs: list[float | None] = field(default_factory=list)
     logprob_tokens: list[int | None] = field(default_factory=list)
     logprobs_missing: bool = False
+    # samples dropped before extraction, by why: "time" (still being written at the request's deadline), "loop"
+    # (the model repeated one token pattern: `generators.constrained.looping`); their `sqls` entry is ""
+    dropped: dict[str, int] = field(default_factory=dict)
 
 
 def sequence_logprob(token_logprobs) -> tuple[float | None, int | None]:

@@ -109,6 +109,87 @@ def sql_end_stopping(tokenizer: Any, prompt_len: int):
     return SqlEndStopping()
 
 
+LOOP_MAX_PERIOD = 16  # token patterns up to this long are checked for repetition
+LOOP_REPEATS = 4  # a pattern of 2+ tokens repeated this many times in a row at the end of a row is a loop
+LOOP_REPEATS_ONE = 8  # ... and a single token repeated this many times
+
+
+def looping(ids: list[int], *, max_period: int = LOOP_MAX_PERIOD, repeats: int = LOOP_REPEATS,
+            repeats_one: int = LOOP_REPEATS_ONE) -> bool:
+    """Do the last tokens of `ids` repeat one pattern of 1..max_period tokens `repeats` times in a row (a single
+    token `repeats_one` times)? A small model that falls into such a loop ("Dog_ID, Dog_ID, Dog_ID, ...") never
+    finishes its query; in SQL, a clause repeated verbatim four times in a row does not occur."""
+    n = len(ids)
+    for p in range(1, max_period + 1):
+        k = repeats_one if p == 1 else repeats
+        span = p * k
+        if n < span:
+            break
+        tail = ids[n - span:]
+        if all(tail[j] == tail[j + p] for j in range(span - p)):
+            return True
+    return False
+
+
+def loop_stopping(prompt_len: int, eos_ids: list[int] | tuple[int, ...] = (), pad_id: int | None = None):
+    """A transformers StoppingCriteria: the batch stops once every row is finished (it holds an EOS, or ends in the
+    padding of a finished row) or ends in a loop (`looping`), at least one of them a loop; the rows that looped are
+    in `.looped` (batch row indices). A loop stops the batch only when nothing else is still being written, so a
+    grammar's logits processor never sees a row stopped while others run (xgrammar would refuse its padding), and
+    the common case -- one looping sample holding three finished ones back until max_tokens -- ends at once."""
+    import torch
+    from transformers import StoppingCriteria
+
+    eos = set(eos_ids)
+
+    class LoopStopping(StoppingCriteria):
+        def __init__(self):
+            self.looped: set[int] = set()
+
+        def __call__(self, input_ids, scores, **kwargs):  # transformers' signature
+            loops, busy = set(), False
+            for r, row in enumerate(input_ids.tolist()):
+                gen = row[prompt_len:]
+                if any(t in eos for t in gen) or (gen and pad_id is not None and gen[-1] == pad_id):
+                    continue
+                if looping(gen):
+                    loops.add(r)
+                else:
+                    busy = True
+            stop = bool(loops) and not busy
+            if stop:
+                self.looped |= loops
+            return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+    return LoopStopping()
+
+
+def deadline_stopping(deadline: float | None = None, budget_s: float | None = None):
+    """A transformers StoppingCriteria: every row stops once `time.monotonic()` reaches `deadline` (an instant), or
+    `budget_s` seconds after the criterion is first called (the first decoded token: the prompt's prefill and a
+    grammar's compilation do not count), whichever comes first; `.fired` says whether it did."""
+    import time
+
+    import torch
+    from transformers import StoppingCriteria
+
+    class DeadlineStopping(StoppingCriteria):
+        def __init__(self):
+            self.fired = False
+            self.until: float | None = None
+
+        def __call__(self, input_ids, scores, **kwargs):  # transformers' signature
+            now = time.monotonic()
+            if self.until is None:
+                ends = [t for t in (deadline, None if budget_s is None else now + budget_s) if t is not None]
+                self.until = min(ends) if ends else float("inf")
+            if now >= self.until:
+                self.fired = True
+            return torch.full((input_ids.shape[0],), self.fired, dtype=torch.bool, device=input_ids.device)
+
+    return DeadlineStopping()
+
+
 def stop_strings_stopping(tokenizer: Any, prompt_len: int, stops: list[str] | tuple[str, ...]):
     """A transformers StoppingCriteria: per row, stop once the generated text (special tokens skipped) holds one of
     `stops`: the token that completes a stop string is the row's last."""

@@ -22,7 +22,15 @@ from generators.base import (
     sequence_logprob,
     step_opener,
 )
-from generators.constrained import grammar_processor, sql_end_stopping, stop_cut, stop_strings_stopping
+from generators.constrained import (
+    deadline_stopping,
+    grammar_processor,
+    loop_stopping,
+    sql_end_stopping,
+    sql_finished,
+    stop_cut,
+    stop_strings_stopping,
+)
 from generators.extract import extract_sql, opens_thinking
 from generators.prompts import build_messages, build_step_messages
 from sqlbox.steps import step_kind
@@ -73,17 +81,40 @@ class TransformersGenerator:
         ids = encode(lm, prompt, templated=lm.has_chat_template())
         thinking = opens_thinking(prompt)  # the template opened <think>: SQL drafted before </think> is no answer
         use_grammar = self.constrained and bool(request.grammar)
+        loop = loop_stopping(len(ids), lm.eos_token_ids(), lm.pad_token_id)
+        criteria: list[Any] = [loop]
+        extra: dict[str, Any] = {}
         if use_grammar:
-            extra = {"logits_processor": grammar_processor(lm, request.grammar)}
+            extra["logits_processor"] = grammar_processor(lm, request.grammar)
         else:
-            extra = {"stopping_criteria": sql_end_stopping(lm.tokenizer, len(ids))}
+            criteria.append(sql_end_stopping(lm.tokenizer, len(ids)))
+        timed = request.deadline is not None or request.time_budget_s is not None
+        timer = deadline_stopping(request.deadline, request.time_budget_s) if timed else None
+        if timer is not None:
+            criteria.append(timer)
         samples = sample(lm, ids, n=p.n, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens,
-                         seed=p.seed, logprobs=0, **extra)  # logprobs=0: each sampled token's logprob, no top-k
+                         seed=p.seed, logprobs=0, stopping_criteria=criteria, **extra)  # logprobs=0: no top-k
         seq = [sequence_logprob(s.token_logprobs) for s in samples]  # from the logits generate() already returned
+        sqls = [extract_sql(s.text, thinking=thinking) for s in samples]
+        dropped: dict[str, int] = {}
+        for i, s in enumerate(samples):
+            finished = s.finish_reason == "stop" or (not use_grammar and sql_finished(s.text))
+            why = None if finished else "loop" if s.row in loop.looped else \
+                "time" if timer is not None and timer.fired and len(s.ids) < p.max_tokens else None
+            if why is not None:
+                sqls[i] = ""
+                dropped[why] = dropped.get(why, 0) + 1
+        notes = []
+        if dropped.get("time"):
+            notes.append(f"{dropped['time']} of {len(samples)} sample(s) were still being written at the time budget: "
+                         "dropped")
+        if dropped.get("loop"):
+            notes.append(f"{dropped['loop']} of {len(samples)} sample(s) repeated one token pattern (a loop): "
+                         "stopped and dropped")
         return GenerationResult(
-            sqls=[extract_sql(s.text, thinking=thinking) for s in samples], raw=[s.text for s in samples], model=self.name,
+            sqls=sqls, raw=[s.text for s in samples], model=self.name,
             prompt_tokens=len(ids), completion_tokens=sum(len(s.ids) for s in samples), constrained=use_grammar,
-            logprobs=[lp for lp, _ in seq], logprob_tokens=[n for _, n in seq],
+            logprobs=[lp for lp, _ in seq], logprob_tokens=[n for _, n in seq], notes=notes, dropped=dropped,
         )
 
     def step_prompt(self, request: StepRequest) -> str:

@@ -104,6 +104,12 @@ class Limits(_Strict):
         None, gt=0, description="time budget of one discriminator call: at it, reasoning stops and the verdict is "
         "forced; a call never runs past the plan's deadline less DISCRIMINATE_RESERVE_S either. None (default): by "
         "device (`discriminate_s_for`): CPU_DISCRIMINATE_S on the CPU, none on a GPU or server (only the deadline)")
+    generate_s: float | None = Field(
+        None, gt=0, description="time budget of one generator call, in seconds of decoding from the first decoded token "
+        "(the prompt's prefill does not count): at it, decoding stops and the samples not finished are dropped (the "
+        "Plan says how many); a call never runs past the plan's deadline less GENERATE_RESERVE_S "
+        "either. None (default): by device (`generate_s_for`): CPU_GENERATE_S for a local generator on the CPU, none "
+        "on a GPU or server (only the deadline)")
     max_deadline_s: float = Field(600.0, gt=0, description="largest deadline a request may ask for")
     concurrency: int = Field(1, ge=1, le=256, description="plans computed at once (model calls are blocking)")
     queue_size: int = Field(8, ge=0, le=10_000, description="plans waiting for a worker; beyond it: 429")
@@ -386,6 +392,24 @@ CPU_REASONING_BUDGET = 64  # the embedded CPU default: where Hit@1/MRR stopped i
 CPU_DISCRIMINATE_S = 4.0  # seconds of reasoning per discriminator call on the CPU
 DISCRIMINATE_RESERVE_S = 1.0  # a call's deadline leaves this much of the plan's deadline for forcing and select
 LOCAL_DISCRIMINATORS = ("embedded", "transformers", "cot", "logit")
+
+# ---- the generator's time budget by device (issue 31; measured: BENCHMARKS.md, "Generation within a time budget")
+CPU_GENERATE_S = 4.0  # seconds of decoding per generator call on the CPU (from the first decoded token)
+GENERATE_RESERVE_S = 2.0  # a call's deadline leaves this much of the plan's deadline for execute/discriminate/select
+LOCAL_GENERATORS = ("embedded", "transformers")
+
+
+def generate_s_for(config: Config, spec: Any) -> float | None:
+    """The per-call time budget of a generator: `limits.generate_s`, or by device (CPU_GENERATE_S for a local
+    generator whose device resolves to the CPU, None elsewhere: only the plan's deadline bounds a call)."""
+    t = config.limits.generate_s
+    if t is not None:
+        return float(t)
+    if backend_name(spec) not in LOCAL_GENERATORS:
+        return None
+    from core.runtime.checkpoint import choose_device
+
+    return CPU_GENERATE_S if choose_device((spec.options or {}).get("device", "auto")) == "cpu" else None
 
 
 def discriminator_on_cpu(spec: Any) -> bool:

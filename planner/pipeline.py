@@ -63,8 +63,10 @@ from generators.base import GenerationRequest, GenerationResult, SamplingParams
 from planner import ranker, stages
 from planner.config import (
     DISCRIMINATE_RESERVE_S,
+    GENERATE_RESERVE_S,
     Config,
     discriminate_s_for,
+    generate_s_for,
     known_backends,
     known_routers,
     load_config,
@@ -501,6 +503,8 @@ class Planner:
         plan.route.details["constrained"] = gen_info["constrained"]  # generators that sampled under the grammar
         if gen_info["notes"]:
             plan.route.details["generation_notes"] = gen_info["notes"]  # e.g. a server refused the grammar
+        if gen_info.get("generation"):  # per generator call: its time budget and the samples it dropped (and why)
+            plan.route.details["generation"] = gen_info["generation"]
         plan.timings_ms = {s: round(v, 3) for s, v in clock.timings.items()}
         plan.timings_ms["total"] = round(clock.elapsed() * 1000.0, 3)
         from planner.warmup import annotate
@@ -546,12 +550,20 @@ class Planner:
                                     grammar=self.grammar(question.db_id),
                                     params=SamplingParams(n=n, temperature=d.temperature, top_p=d.top_p,
                                                           max_tokens=d.max_tokens, seed=d.seed))
+            budget_s = generate_s_for(self.config, self.generators.spec_of(gen_name))
+            req.time_budget_s = budget_s  # seconds of decoding, from the first decoded token
+            rem = clock.remaining()
+            if rem is not None and rem != float("inf"):  # the plan's deadline bounds the call too
+                req.deadline = time.monotonic() + max(rem - GENERATE_RESERVE_S, 0.05)
             with self.generators.acquire(gen_name) as (ckpt, backend):
                 res = backend.generate(req)
             if gen_info is not None:
                 if res.constrained:
                     gen_info["constrained"].append(gen_name)
                 gen_info["notes"] += [f"{gen_name}: {x}" for x in res.notes]
+                gen_info.setdefault("generation", []).append(
+                    {"generator": gen_name, "samples": len(res.sqls), "time_budget_s": budget_s,
+                     "dropped": dict(getattr(res, "dropped", {}) or {})})
             spec = self.generators.spec_of(ckpt)
             u = _usage_key(usage, ckpt, "generator", spec)
             u.prompt_tokens += res.prompt_tokens

@@ -59,6 +59,7 @@ class Sample:
     finish_reason: str  # "stop" (EOS or a stop string) | "length"
     token_logprobs: list[float] = field(default_factory=list)  # log p(chosen token) from the raw logits
     top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)  # per step, k best (id, logprob)
+    row: int = 0  # the batch row it was decoded in (a stopping criterion's per-row record): greedy n > 1 shares row 0
 
 
 def sample(loaded: LoadedModel, prompt_ids: list[int], *, n: int = 1, temperature: float = 0.7, top_p: float = 1.0,
@@ -127,7 +128,7 @@ def sample(loaded: LoadedModel, prompt_ids: list[int], *, n: int = 1, temperatur
             if not ignore_eos and t in eos:
                 finish = "stop"
                 break
-        s = Sample(ids=ids, text=tok.decode(ids, skip_special_tokens=True), finish_reason=finish)
+        s = Sample(ids=ids, text=tok.decode(ids, skip_special_tokens=True), finish_reason=finish, row=r)
         if logps is not None:
             lp = logps[r, : len(ids)]
             s.token_logprobs = lp.gather(-1, torch.tensor(ids, device=lp.device)[:, None])[:, 0].tolist()

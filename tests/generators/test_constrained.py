@@ -63,3 +63,43 @@ def test_unconstrained_stops_at_sql_end(tiny_model):
     ids = tok("```sql\nSELECT name FROM singer;\n```\n\n```sql\nSELECT", add_special_tokens=False)["input_ids"]
     out = sample(tiny_model, ids, n=1, temperature=0, max_tokens=64, stopping_criteria=sql_end_stopping(tok, len(ids)))
     assert len(out[0].ids) < 64
+
+
+def test_looping_patterns():
+    from generators.constrained import looping
+
+    assert looping([5, 1, 2, 1, 2, 1, 2, 1, 2])  # a 2-token pattern 4 times at the end
+    assert not looping([1, 2, 1, 2, 1, 2, 3])  # 3 times, then something else
+    assert looping([9] * 8) and not looping([9] * 7)  # one token: 8 times
+    assert looping([7, 8, 9] * 4) and not looping(list(range(40)))
+
+
+def test_a_loop_stops_the_batch_once_nothing_else_is_being_written(tiny_model):
+    from generators.constrained import loop_stopping
+
+    ids = tiny_model.tokenizer("Write SQL:")["input_ids"]
+    g = 'root ::= "SELECT ' + "a, " * 30 + 'a"'  # the grammar forces a repeated pattern: a loop
+    stop = loop_stopping(len(ids), tiny_model.eos_token_ids(), tiny_model.pad_token_id)
+    out = sample(tiny_model, ids, n=2, temperature=0.7, max_tokens=64, seed=0,
+                 logits_processor=grammar_processor(tiny_model, g), stopping_criteria=[stop])
+    assert stop.looped == {0, 1} and all(len(s.ids) < 40 and s.finish_reason == "length" for s in out)
+
+
+def test_generation_time_budget_drops_unfinished_samples_and_says_so(tiny_model):
+    import time
+
+    from generators.constrained import deadline_stopping
+
+    ids = tiny_model.tokenizer("Write SQL:")["input_ids"]
+    d = deadline_stopping(budget_s=0.0)  # the budget counts from the first decoded token: one token, then stop
+    out = sample(tiny_model, ids, n=2, temperature=0.7, max_tokens=32, seed=0, stopping_criteria=[d])
+    assert d.fired and [len(s.ids) for s in out] == [1, 1]
+    gen = TransformersGenerator(loaded=tiny_model, name="tiny")
+    req = GenerationRequest(question="How many singers are older than 30?", schema="CREATE TABLE singer (age INT);",
+                            params=SamplingParams(n=3, temperature=0.8, max_tokens=48, seed=1), time_budget_s=0.0)
+    res = gen.generate(req)
+    assert res.dropped == {"time": 3} and res.sqls == ["", "", ""] and "time budget" in res.notes[0]
+    req.time_budget_s, req.deadline = None, time.monotonic() - 1  # an instant already past: the same
+    assert gen.generate(req).dropped == {"time": 3}
+    req.deadline = None  # no budget: nothing is dropped for time
+    assert "time" not in gen.generate(req).dropped

@@ -145,3 +145,28 @@ def test_budgets_by_device():
     assert reasoning_budget_for(cfg, server) == GPU_REASONING_BUDGET == 512 and discriminate_s_for(cfg, server) is None
     set_ = config_from_dict({"defaults": {"reasoning_budget": 96}, "limits": {"discriminate_s": 7}}, env={})
     assert reasoning_budget_for(set_, emb) == 96 and discriminate_s_for(set_, server) == 7.0
+
+
+def test_generation_budget_by_device():
+    from planner.config import CPU_GENERATE_S, generate_s_for
+
+    cfg = config_from_dict({}, env={})
+    emb = cfg.generators["embedded"]
+    assert generate_s_for(cfg, emb) == CPU_GENERATE_S
+    assert generate_s_for(cfg, emb.model_copy(update={"backend": "openai"})) is None  # a server: only the deadline
+    assert generate_s_for(config_from_dict({"limits": {"generate_s": 9}}, env={}), emb) == 9.0
+
+
+@pytest.mark.slow
+def test_a_generation_that_runs_out_of_time_drops_its_samples_and_the_plan_says_so():
+    """The real embedded generator with a budget too small to finish anything: no 5xx, no candidate, and the Plan
+    records the budget, the dropped samples and why."""
+    p = Planner(config_from_dict({"limits": {"generate_s": 0.001}, "defaults": {"n": 2}}, env={}))
+    try:
+        plan = p.plan(Question(text="How many singers are older than 30?", db_id="demo"))
+    finally:
+        p.close()
+    (g,) = plan.route.details["generation"]
+    assert g == {"generator": "embedded", "samples": 2, "time_budget_s": 0.001, "dropped": {"time": 2}}
+    assert any("time budget" in n for n in plan.route.details["generation_notes"])
+    assert plan.chosen is None and plan.status != "ok"

@@ -49,6 +49,20 @@ def test_sandbox_refuses_writes_and_files(conn):
     assert conn.run("SELECT count(*) FROM singer", 5.0, 10)[1] == [(15,)]  # still usable, nothing written
 
 
+def test_duckdb_parse_check_keeps_quotes_and_refuses_nul(registry):
+    """The parse check reads the statement as a string literal (no bound parameter, so no numpy/pandas import in a
+    one-shot worker): quotes in the SQL survive byte for byte, and a NUL, where DuckDB would end the text, is refused."""
+    c = open_connection("duckdb", registry.get("demo"), registry.schema("demo"))
+    try:
+        assert c.run("SELECT 'it''s' AS q, \"name\" FROM singer WHERE name <> '\\' LIMIT 1", 5.0, 10)[1][0][0] == "it's"
+        with pytest.raises(Rejected, match="sqlite_scan"):  # the check still sees a forbidden call behind the quotes
+            c.run("SELECT 'x'' ' AS a, * FROM sqlite_scan('/etc/passwd', 't')", 5.0, 10)
+        with pytest.raises(Rejected, match="NUL"):
+            c.run("SELECT 'a\x00' FROM singer", 5.0, 10)
+    finally:
+        c.close()
+
+
 def test_deadline_interrupts_and_classifies(conn):
     t = time.perf_counter()
     with pytest.raises(Exception) as e:

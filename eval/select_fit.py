@@ -38,6 +38,7 @@ from planner.ranker import (
     RankerArtifact,
     agreement_priors,
     cluster_features,
+    fit_vote_guard,
     labelled_priors,
     logit,
     position_keys,
@@ -318,12 +319,16 @@ def fit_calibrators(qs: Sequence[LQ], sig: Sequence[dict]) -> dict:
     return {k: v for k, v in cals if v is not None}
 
 
-def _finish(art: RankerArtifact, oq: Sequence[LQ], osig: list[dict]) -> None:
+def _finish(art: RankerArtifact, oq: Sequence[LQ], osig: list[dict], train: Sequence[LQ] = ()) -> None:
     """Calibrate `art` from held-out signals of models fitted without those questions; the chosen kinds and
-    their cross-validated Brier scores go to `art.meta["calibrators"]`."""
+    their cross-validated Brier scores go to `art.meta["calibrators"]`. The vote guard (`planner.ranker.vote_guard`:
+    the margin by which the ranker must beat vote's cluster, and its training support) comes from the same held-out
+    signals and `train`'s largest pool."""
     art.calibrators = fit_calibrators(oq, osig)
+    most = max((len(q.cands) for q in (train or oq)), default=0)
     art.meta = {**art.meta, "calibrators": {k: {"kind": c.kind, "n": c.n, "cv_brier": c.cv}
-                                             for k, c in art.calibrators.items()}}
+                                             for k, c in art.calibrators.items()},
+                "vote_guard": fit_vote_guard(osig, [q.labels for q in oq], most)}
 
 
 def _fit_plain(train: Sequence[LQ], mode: str) -> RankerArtifact:
@@ -348,7 +353,7 @@ def _fit_calibrated(train: Sequence[LQ], mode: str, inner: int = 3) -> RankerArt
         te_q = [train[i] for i in te]
         osig += signals(sub, te_q, test_priors(te_q, sub.priors, mode))
         oq += te_q
-    _finish(art, oq, osig)
+    _finish(art, oq, osig, train)
     return art
 
 
@@ -426,7 +431,7 @@ def fit(qs: Sequence[LQ], *, mode: str = "labelled", cv: int = 5, meta: dict | N
             te_q = [labelled[i] for i in te]
             osig += signals(sub, te_q, test_priors(te_q, sub.priors, mode))
             oq += te_q
-        _finish(art, oq, osig)
+        _finish(art, oq, osig, labelled)
         res = []
         for q, s in zip(oq, osig, strict=True):
             ch = {"ranker": s["ranker"], "vote": s["vote"], "first": s["first"]}

@@ -527,11 +527,65 @@ def rank_select(cands: Sequence[ScoredCandidate], question: str, priors: Mapping
         scores = [r[col] for r in cl.rows]
         how = "prior-weighted vote (no ranker artifact loaded)"
     best = max(range(len(scores)), key=lambda k: (scores[k], -k))
+    if artifact is not None:
+        why = vote_guard(artifact, len(cands), scores, best, cl.clustering.largest())
+        if why is not None:  # vote's own pick: its largest cluster's first member
+            kv = cl.clustering.largest()
+            return RankResult(cl.members[kv][0], f"ranker -> vote: {why}", scores[kv], cl, scores)
     pri = [priors.get(source_key(c.candidate.source), DEFAULT_PRIOR) for c in cands]
     m = cl.members[best]
     i = m[_best_member(m, cands, pri)]
     return RankResult(i, f"{how}: best of {len(cl.members)} result clusters (score {scores[best]:.3f}, {len(m)} "
                          "members)", scores[best], cl, scores)
+
+
+VOTE_MARGINS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.01)  # the grid `fit_vote_guard` chooses from
+SUPPORT_SLACK = 2.0  # a pool with more candidates than this times the most the ranker was trained on is outside it
+
+
+def vote_guard(artifact: RankerArtifact, n_candidates: int, scores: Sequence[float], best: int,
+               vote_cluster: int) -> str | None:
+    """Why the ranker keeps vote's pick instead of its own (None: it does not): vote is the ranker's baseline, and
+    the ranker leaves it only where it has learnt to. Two rules, both from the artifact (`meta["vote_guard"]`, set
+    by `eval.select_fit` from held-out folds; an artifact without it never defers):
+    - outside its training support: more candidates per question than `SUPPORT_SLACK` times the most it was
+      trained on (its share, cluster-count and prior features live in ranges it never saw);
+    - not sure enough: its best cluster beats vote's by less than the `margin` chosen out of fold."""
+    g = (artifact.meta or {}).get("vote_guard") or {}
+    most = g.get("max_candidates")
+    if most and n_candidates > SUPPORT_SLACK * most:
+        return (f"{n_candidates} candidates, more than {SUPPORT_SLACK:g}x the {most} per question the ranker was "
+                "trained on: outside its training support")
+    margin = float(g.get("margin") or 0.0)
+    if best != vote_cluster and scores[best] - scores[vote_cluster] < margin:
+        return (f"its best cluster scores {scores[best]:.3f}, vote's {scores[vote_cluster]:.3f}: less than the "
+                f"margin {margin:g} it needs to leave vote")
+    return None
+
+
+def fit_vote_guard(signals: Sequence[Mapping[str, Any]], labels: Sequence[Sequence[bool | None]],
+                   max_candidates: int) -> dict[str, Any]:
+    """The guard's margin from held-out signals (per question: `cluster_scores`, `members`, the ranker's and vote's
+    picks, as `eval.select_fit.signals` gives them) and their candidates' labels: the margin of `VOTE_MARGINS` with
+    the most right picks (ties: the smallest)."""
+    def right(j: int | None, lab: Sequence[bool | None]) -> int:
+        return int(j is not None and bool(lab[j]))
+
+    best_m, best_n = 0.0, -1
+    for m in VOTE_MARGINS:
+        n = 0
+        for s, lab in zip(signals, labels, strict=True):
+            sc, mem, v = s["cluster_scores"], s["members"], s["vote"]
+            if not sc or v is None:
+                n += right(s["ranker"], lab)
+                continue
+            top = max(range(len(sc)), key=lambda k: (sc[k], -k))
+            kv = next(k for k, mm in enumerate(mem) if v in mm)
+            n += right(v if top != kv and sc[top] - sc[kv] < m else s["ranker"], lab)
+        if n > best_n:
+            best_m, best_n = m, n
+    return {"margin": best_m, "max_candidates": int(max_candidates), "held_out_questions": len(signals),
+            "held_out_right": best_n}
 
 
 def vote_share_of(cands: Sequence[ScoredCandidate], i: int | None) -> float:

@@ -178,3 +178,40 @@ def test_two_planners_in_one_process_do_not_share_a_ranker(tmp_path):
     finally:
         with_art.close()
         plain.close()
+
+
+class _FixedScores:
+    """A 'model' whose P(correct) for a cluster is read off its vote-share feature row: the smaller cluster wins."""
+
+    def predict_proba(self, rows):
+        import numpy as np
+
+        col = ranker.FEATURES.index("prior_share")
+        p = np.array([[1.0 - r[col]] for r in rows])
+        return np.hstack([1.0 - p, p])
+
+
+def test_the_ranker_keeps_vote_s_pick_below_its_margin_and_outside_its_training_support():
+    cands = [sc("SELECT a", "s1", "x"), sc("SELECT b", "s2", "x"), sc("SELECT c", "s3", "y")]
+    art = ranker.RankerArtifact(model=_FixedScores(), features=list(ranker.FEATURES), prior_mode="agreement")
+    r = ranker.rank_select(cands, "q", {}, art)
+    assert r.index == 2 and r.reason.startswith("ranker:")  # no guard: the ranker's own pick (the minority)
+    gap = r.scores[1] - r.scores[0]  # its best cluster over vote's (the first)
+    art.meta["vote_guard"] = {"margin": gap + 0.01, "max_candidates": 3}
+    r = ranker.rank_select(cands, "q", {}, art)
+    assert r.index == select("vote", cands).index == 0 and "less than the margin" in r.reason
+    art.meta["vote_guard"] = {"margin": gap - 0.01, "max_candidates": 3}
+    assert ranker.rank_select(cands, "q", {}, art).index == 2  # sure enough: it leaves vote
+    art.meta["vote_guard"] = {"margin": 0.0, "max_candidates": 1}  # 3 > 2 x 1 candidates: outside its support
+    r = ranker.rank_select(cands, "q", {}, art)
+    assert r.index == 0 and "training support" in r.reason
+
+
+def test_fit_vote_guard_takes_the_margin_with_the_most_right_held_out_picks():
+    # two questions: where the ranker leaves vote by a small score gap it is wrong, by a large gap it is right
+    sig = [{"cluster_scores": [0.50, 0.53], "members": [[0, 1], [2]], "vote": 0, "ranker": 2},
+           {"cluster_scores": [0.20, 0.90], "members": [[0, 1], [2]], "vote": 0, "ranker": 2}]
+    labels = [[True, True, False], [False, False, True]]
+    g = ranker.fit_vote_guard(sig, labels, max_candidates=3)
+    assert 0.03 < g["margin"] <= 0.7 and g["held_out_right"] == 2 and g["max_candidates"] == 3
+    assert ranker.fit_vote_guard(sig[1:], labels[1:], 3)["margin"] == 0.0  # ties go to the smallest margin

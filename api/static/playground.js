@@ -318,9 +318,38 @@ function stepsView(trim) {
     ol.append(el("li", {}, badge, " ", el("span", { class: "hint" }, parts.join(", ")), el("pre", { class: "step" }, st.text),
       st.draft ? el("details", {}, el("summary", {}, "discarded cheap draft"), el("pre", { class: "step" }, st.draft.text)) : null));
   }
-  const head = `${trim.steps.length} step(s), ${trim.handoffs || 0} handed off to ${trim.strong_pair || "the strong pair"}` +
+  const kind = trim.step_kind === "prose" ? " prose" : "";
+  const head = `${trim.steps.length}${kind} step(s), ${trim.handoffs || 0} handed off to ${trim.strong_pair || "the strong pair"}` +
     (trim.fallback ? `; fell back: ${trim.fallback}` : "");
   return el("details", { class: "trim-steps", open: "" }, el("summary", {}, head), ol);
+}
+
+// Route-and-Reason's subtasks (route.details.r2): the decomposition, the tier each subtask went to, the step that
+// tier wrote for it, its tokens and process reward
+function subtasksView(r2) {
+  if (!r2 || !r2.decomposition) return null;
+  const d = r2.decomposition;
+  if (!d.subtasks) {
+    return el("details", { class: "trim-steps r2-subtasks", open: "" },
+      el("summary", {}, `decomposition refused (${d.refused}): ${d.reason}`), el("pre", { class: "step" }, d.raw || ""));
+  }
+  const steps = r2.steps || [];
+  const ol = el("ol", { class: "steps", "aria-label": "subtasks of the question" });
+  d.subtasks.forEach((st, k) => {
+    const step = steps[k] || null;
+    const pair = (r2.allocation || [])[k] || (step && step.pair) || "?";
+    const parts = [];
+    if (st.needs && st.needs.length) parts.push("needs " + st.needs.map((n) => "step " + n).join(", "));
+    if (st.tables && st.tables.length) parts.push("tables " + st.tables.join(", "));
+    if (step) parts.push(`${step.tokens} token(s)`);
+    const rw = step && step.reward;
+    if (rw && rw.score !== undefined && rw.score !== null) parts.push("reward " + fmtNum(rw.score));
+    ol.append(el("li", {}, el("span", { class: "badge tier" }, pair), " ", el("span", { class: "subtask" }, st.text),
+      " ", el("span", { class: "hint" }, parts.join(", ")), step ? el("pre", { class: "step" }, step.text) : null));
+  });
+  const conf = d.confidence !== null && d.confidence !== undefined ? `, decomposer confidence ${fmtNum(d.confidence)}` : "";
+  const head = `${d.subtasks.length} subtask(s)${conf}` + (r2.fallback ? `; fell back: ${r2.fallback}` : "");
+  return el("details", { class: "trim-steps r2-subtasks", open: "" }, el("summary", {}, head), ol);
 }
 
 function showPlan(p, wallMs) {
@@ -357,7 +386,8 @@ function showPlan(p, wallMs) {
     tbody.append(el("tr", { class: isChosen ? "is-chosen" : null },
       el("td", {}, String(i), el("div", { class: "hint" }, c.source + (c.duplicates > 1 ? ` ×${c.duplicates}` : ""))),
       el("td", { class: "sqlcell" }, highlightSQL(c.normalized || c.sql),
-        (c.source || "").startsWith("trim") ? stepsView((r.details || {}).trim) : null),
+        (c.source || "").startsWith("trim") ? stepsView((r.details || {}).trim) : null,
+        (c.source || "").startsWith("r2") ? subtasksView((r.details || {}).r2) : null),
       el("td", {}, guard),
       el("td", {}, exec),
       el("td", {}, ex && ex.ok ? rowsTable(ex) : "-"),

@@ -351,3 +351,56 @@ def test_open_an_eval_report_and_compare_runs(browser, server, tmp_path):
     drv.execute_script("openRun('eval/nope')")
     wait(drv, lambda d: "Could not open the report" in by_id(d, "report-body").text, 10, "the unknown-run message")
     assert "404" in by_id(drv, "report-body").text
+
+
+def test_step_routers_show_their_steps_and_subtasks(browser, server, tmp_path):
+    """A plan of the trim router (prose steps, one handed off) and one of the r2 router (two subtasks on two
+    tiers), as the pipeline records them in route.details, shown by the page's own showPlan: which pair wrote each
+    step, the hand-off and its discarded draft, each subtask with its tier, step, tokens and process reward."""
+    plan_id = server.get("plan_id") or pytest.skip("needs the plan of the first test")
+    base = server["app"].state.store.get(plan_id).model_dump(mode="json")
+    if not base["candidates"]:
+        pytest.skip("the first test's plan has no candidate to attach the steps to")
+    drv = browser
+    drv.set_window_size(1280, 900)
+    open_page(drv, server)
+    trim = {"step_kind": "prose", "strong_pair": "strong", "handoffs": 1, "fallback": None, "steps": [
+        {"pair": "cheap", "handed_off": False, "text": "Step 1: every singer.", "tokens": 6, "draft": None,
+         "reward": {"score": 0.81}},
+        {"pair": "strong", "handed_off": True, "text": "```sql\nSELECT name FROM singer\n```", "tokens": 9,
+         "draft": {"text": "```sql\nSELECT nme FROM singers\n```", "tokens": 9, "reward": {"score": 0.0}},
+         "reward": {"score": 0.77}}]}
+    p = {**base, "route": {**base["route"], "details": {**base["route"]["details"], "trim": trim}}}
+    p["candidates"] = [{**base["candidates"][0], "candidate": {**base["candidates"][0]["candidate"],
+                                                               "source": "trim:cheap+strong"}}]
+    p["chosen"] = 0
+    drv.execute_script("showPlan(arguments[0], 0)", p)
+    view = wait(drv, lambda d: css(d, "#candidates details.trim-steps"), 10, "the steps view")[0]
+    text = view.text
+    assert "2 prose step(s), 1 handed off to strong" in text and "strong (handed off)" in text
+    assert "cheap draft's reward 0.000" in text and "Step 1: every singer." in text
+
+    r2 = {"allocation": ["cheap", "strong"], "fallback": None, "decomposition": {"confidence": 0.74, "subtasks": [
+        {"index": 1, "text": "the singers older than 30", "needs": [], "tables": ["singer"]},
+        {"index": 2, "text": "how many there are", "needs": [1], "tables": []}]},
+        "steps": [{"pair": "cheap", "text": "-- the singers older than 30\nWITH s1 AS (SELECT * FROM singer WHERE "
+                   "age > 30)", "tokens": 12, "reward": {"score": 0.9}},
+                  {"pair": "strong", "text": "-- how many there are\nSELECT count(*) FROM s1", "tokens": 7,
+                   "reward": {"score": 0.85}}]}
+    p["route"] = {**base["route"], "details": {**base["route"]["details"], "r2": r2}}
+    p["candidates"] = [{**base["candidates"][0], "candidate": {**base["candidates"][0]["candidate"],
+                                                               "source": "r2:cheap+strong"}}]
+    drv.execute_script("showPlan(arguments[0], 0)", p)
+    view = wait(drv, lambda d: css(d, "#candidates details.r2-subtasks"), 10, "the subtasks view")[0]
+    items = view.find_elements("css selector", "li")
+    assert len(items) == 2 and "decomposer confidence 0.740" in view.text
+    assert items[0].text.startswith("cheap the singers older than 30") and "reward 0.900" in items[0].text
+    assert items[1].text.startswith("strong how many there are") and "needs step 1" in items[1].text
+    assert "SELECT count(*) FROM s1" in items[1].text
+    assert_fits(drv, "the subtasks view at 1280 px")
+    shot(drv, tmp_path / "r2-subtasks.png")
+    refused = {"decomposition": {"refused": "unknown_table", "reason": "step 1 names singers, not a table",
+                                 "raw": "1. singers [tables: singers]"}}
+    p["route"] = {**base["route"], "details": {**base["route"]["details"], "r2": refused}}
+    drv.execute_script("showPlan(arguments[0], 0)", p)
+    wait(drv, lambda d: "decomposition refused (unknown_table)" in by_id(d, "candidates").text, 10, "the refusal")

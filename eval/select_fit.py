@@ -319,6 +319,18 @@ def fit_calibrators(qs: Sequence[LQ], sig: Sequence[dict]) -> dict:
     return {k: v for k, v in cals if v is not None}
 
 
+def guard_items(qs: Sequence[LQ], sig: Sequence[dict]) -> list[tuple[list[float], int, list[bool | None]]]:
+    """`planner.ranker.fit_vote_guard`'s input from held-out signals: per question with an executable candidate,
+    its cluster scores, vote's cluster and each cluster's label (its first member's)."""
+    out = []
+    for q, s in zip(qs, sig, strict=True):
+        if s["vote"] is None or not s["cluster_scores"]:
+            continue
+        kv = next(k for k, m in enumerate(s["members"]) if s["vote"] in m)
+        out.append((list(s["cluster_scores"]), kv, [q.labels[m[0]] for m in s["members"]]))
+    return out
+
+
 def _finish(art: RankerArtifact, oq: Sequence[LQ], osig: list[dict], train: Sequence[LQ] = ()) -> None:
     """Calibrate `art` from held-out signals of models fitted without those questions; the chosen kinds and
     their cross-validated Brier scores go to `art.meta["calibrators"]`. The vote guard (`planner.ranker.vote_guard`:
@@ -328,7 +340,7 @@ def _finish(art: RankerArtifact, oq: Sequence[LQ], osig: list[dict], train: Sequ
     most = max((len(q.cands) for q in (train or oq)), default=0)
     art.meta = {**art.meta, "calibrators": {k: {"kind": c.kind, "n": c.n, "cv_brier": c.cv}
                                              for k, c in art.calibrators.items()},
-                "vote_guard": fit_vote_guard(osig, [q.labels for q in oq], most)}
+                "vote_guard": fit_vote_guard(guard_items(oq, osig), most)}
 
 
 def _fit_plain(train: Sequence[LQ], mode: str) -> RankerArtifact:

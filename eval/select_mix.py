@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from eval.select_fit import LQ, Rows, _folds, pool_agreement, rows_of, signals, train_model
-from planner.ranker import FEATURES, RankerArtifact, source_key
+from planner.ranker import FEATURES, RankerArtifact, fit_vote_guard, source_key
 
 MODE = "agreement"
 
@@ -114,14 +114,46 @@ def _rows_where(pool: Pool, keep_db) -> Rows:
     return Rows(r.X[mask], r.y[mask], r.q[mask])
 
 
-def fit_on(pools: Sequence[Pool], keep_db=lambda db: True, meta: dict | None = None) -> RankerArtifact:
-    """A ranker (agreement priors) on the rows of `pools` whose database passes `keep_db`."""
+def _fit_rows(pools: Sequence[Pool], keep_db) -> RankerArtifact:
     parts = [_rows_where(p, keep_db) for p in pools]
     parts = [r for r in parts if len(r.y)]
     X = np.concatenate([r.X for r in parts]) if parts else np.zeros((0, len(FEATURES)))
     y = np.concatenate([r.y for r in parts]) if parts else np.zeros(0, dtype=int)
     art = RankerArtifact(model=train_model(Rows(X, y, np.zeros(len(y)))), features=list(FEATURES), prior_mode=MODE)
-    art.meta = {"trained_on": [p.name for p in pools], "rows": int(len(y)), **(meta or {})}
+    art.meta = {"rows": int(len(y))}
+    return art
+
+
+GUARD_FOLDS = 2  # database folds over the training pools for the vote guard's held-out signals
+
+
+def fit_on(pools: Sequence[Pool], keep_db=lambda db: True, meta: dict | None = None,
+           guard: bool = True) -> RankerArtifact:
+    """A ranker (agreement priors) on the rows of `pools` whose database passes `keep_db`. With `guard`, its vote
+    guard (`planner.ranker.vote_guard`) from `GUARD_FOLDS` database folds over the same questions: each fold's
+    questions are selected by a ranker fitted on the other folds, and the margin with the most right picks is kept;
+    the support is the largest pool it was trained on."""
+    art = _fit_rows(pools, keep_db)
+    art.meta = {"trained_on": [p.name for p in pools], **art.meta, **(meta or {})}
+    if guard:
+        dbs = sorted({q.db_id for p in pools for q in p.qs if keep_db(q.db_id)})
+        folds = [set(dbs[f::GUARD_FOLDS]) for f in range(GUARD_FOLDS)] if len(dbs) >= GUARD_FOLDS else []
+        items: list = []
+        col = FEATURES.index("vote_share")
+        for held in folds:  # held-out cluster rows scored in one batch per fold (no re-clustering)
+            sub = _fit_rows(pools, lambda db, held=held: keep_db(db) and db not in held)
+            for p in pools:
+                r = _rows_where(p, lambda db, held=held: db in held)
+                if not len(r.y):
+                    continue
+                sc = sub.model.predict_proba(r.X)[:, 1]
+                for qk in np.unique(r.q):
+                    idx = np.flatnonzero(r.q == qk)  # this question's clusters, in cluster order
+                    shares = r.X[idx, col]
+                    kv = int(np.flatnonzero(shares == shares.max())[0])  # vote: the largest, the earliest on ties
+                    items.append(([float(x) for x in sc[idx]], kv, [bool(y) for y in r.y[idx]]))
+        most = max((len(q.cands) for p in pools for q in p.qs if keep_db(q.db_id)), default=0)
+        art.meta["vote_guard"] = fit_vote_guard(items, most)
     return art
 
 

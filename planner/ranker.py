@@ -563,28 +563,23 @@ def vote_guard(artifact: RankerArtifact, n_candidates: int, scores: Sequence[flo
     return None
 
 
-def fit_vote_guard(signals: Sequence[Mapping[str, Any]], labels: Sequence[Sequence[bool | None]],
+def fit_vote_guard(items: Sequence[tuple[Sequence[float], int, Sequence[bool | None]]],
                    max_candidates: int) -> dict[str, Any]:
-    """The guard's margin from held-out signals (per question: `cluster_scores`, `members`, the ranker's and vote's
-    picks, as `eval.select_fit.signals` gives them) and their candidates' labels: the margin of `VOTE_MARGINS` with
-    the most right picks (ties: the smallest)."""
-    def right(j: int | None, lab: Sequence[bool | None]) -> int:
-        return int(j is not None and bool(lab[j]))
-
+    """The guard's margin from held-out questions, each `(cluster scores, vote's cluster, cluster labels)`: the
+    margin of `VOTE_MARGINS` whose picks (`vote_guard`'s rule: vote's cluster unless the best one beats it by the
+    margin) are right most often; ties go to the smallest."""
     best_m, best_n = 0.0, -1
     for m in VOTE_MARGINS:
         n = 0
-        for s, lab in zip(signals, labels, strict=True):
-            sc, mem, v = s["cluster_scores"], s["members"], s["vote"]
-            if not sc or v is None:
-                n += right(s["ranker"], lab)
+        for sc, kv, lab in items:
+            if not sc:
                 continue
             top = max(range(len(sc)), key=lambda k: (sc[k], -k))
-            kv = next(k for k, mm in enumerate(mem) if v in mm)
-            n += right(v if top != kv and sc[top] - sc[kv] < m else s["ranker"], lab)
+            pick = kv if top != kv and sc[top] - sc[kv] < m else top
+            n += int(bool(lab[pick]))
         if n > best_n:
             best_m, best_n = m, n
-    return {"margin": best_m, "max_candidates": int(max_candidates), "held_out_questions": len(signals),
+    return {"margin": best_m, "max_candidates": int(max_candidates), "held_out_questions": len(items),
             "held_out_right": best_n}
 
 

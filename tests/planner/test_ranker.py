@@ -209,9 +209,18 @@ def test_the_ranker_keeps_vote_s_pick_below_its_margin_and_outside_its_training_
 
 def test_fit_vote_guard_takes_the_margin_with_the_most_right_held_out_picks():
     # two questions: where the ranker leaves vote by a small score gap it is wrong, by a large gap it is right
-    sig = [{"cluster_scores": [0.50, 0.53], "members": [[0, 1], [2]], "vote": 0, "ranker": 2},
-           {"cluster_scores": [0.20, 0.90], "members": [[0, 1], [2]], "vote": 0, "ranker": 2}]
-    labels = [[True, True, False], [False, False, True]]
-    g = ranker.fit_vote_guard(sig, labels, max_candidates=3)
+    items = [([0.50, 0.53], 0, [True, False]), ([0.20, 0.90], 0, [False, True])]
+    g = ranker.fit_vote_guard(items, max_candidates=3)
     assert 0.03 < g["margin"] <= 0.7 and g["held_out_right"] == 2 and g["max_candidates"] == 3
-    assert ranker.fit_vote_guard(sig[1:], labels[1:], 3)["margin"] == 0.0  # ties go to the smallest margin
+    assert ranker.fit_vote_guard(items[1:], 3)["margin"] == 0.0  # ties go to the smallest margin
+
+
+def test_guard_items_from_held_out_signals():
+    from types import SimpleNamespace
+
+    from eval.select_fit import guard_items
+
+    q = SimpleNamespace(labels=[True, True, False, None])
+    sig = {"cluster_scores": [0.4, 0.7], "members": [[0, 1], [2]], "vote": 0, "ranker": 2}
+    assert guard_items([q], [sig]) == [([0.4, 0.7], 0, [True, False])]
+    assert guard_items([q], [{**sig, "vote": None}]) == []  # nothing executes: no question for the guard

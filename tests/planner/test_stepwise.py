@@ -59,11 +59,12 @@ class StepRuleDiscriminator:
                       completion_tokens=1) for _ in request.sqls]
 
 
-def _planner(cheap_steps, strong_steps, *, k=0.5, whole="SELECT count(*) FROM singer", **router):
+def _planner(cheap_steps, strong_steps, *, k=0.5, whole="SELECT count(*) FROM singer", backend="test-steps",
+             **router):
     cfg = config_from_dict({
-        "generators": {"g-cheap": {"backend": "test-steps", "options": {"steps": cheap_steps, "whole": whole},
+        "generators": {"g-cheap": {"backend": backend, "options": {"steps": cheap_steps, "whole": whole},
                                    "cost_per_1k_output": 1.0},
-                       "g-strong": {"backend": "test-steps", "options": {"steps": strong_steps},
+                       "g-strong": {"backend": backend, "options": {"steps": strong_steps},
                                     "cost_per_1k_output": 10.0}},
         "discriminators": {"d": {"backend": "test-step-rule"}},
         "pairs": {"cheap": {"generator": "g-cheap", "discriminator": "d"},
@@ -176,24 +177,20 @@ class ProseScriptedGenerator:
                           prompt_tokens=100 + k, completion_tokens=len(text.split()))
 
 
+def _prose_plan(cheap_steps, strong_steps, **router):
+    """A plan of the trim router with prose steps, each tier writing its listed paragraphs."""
+    p = _planner(cheap_steps, strong_steps, backend="test-prose-steps", step_kind="prose", **router)
+    try:
+        return p.plan(Question(text="How many singers are there?", db_id="demo"))
+    finally:
+        p.close()
+
+
 def test_prose_steps_hand_off_the_paragraph_whose_sql_fails_and_keep_the_prefix():
     think = "First find every singer."
     bad = "```sql\nSELECT count(*) FROM no_such_table\n```"
     good = "```sql\nSELECT count(*) FROM singer\n```"
-    cfg = config_from_dict({
-        "generators": {"g-cheap": {"backend": "test-prose-steps", "options": {"steps": [think, bad]}},
-                       "g-strong": {"backend": "test-prose-steps", "options": {"steps": ["unused", good]}}},
-        "discriminators": {"d": {"backend": "test-step-rule"}},
-        "pairs": {"cheap": {"generator": "g-cheap", "discriminator": "d"},
-                  "strong": {"generator": "g-strong", "discriminator": "d"}},
-        "router": {"name": "trim", "params": {"k": 0.5, "step_kind": "prose"}},
-        "defaults": {"n": 1, "policy": "vote", "few_shot": 0},
-    })
-    p = Planner(cfg)
-    try:
-        plan = p.plan(Question(text="How many singers are there?", db_id="demo"))
-    finally:
-        p.close()
+    plan = _prose_plan([think, bad], ["unused", good], k=0.5)
     t = plan.route.details["trim"]
     assert t["step_kind"] == "prose" and [s["pair"] for s in t["steps"]] == ["cheap", "strong"]
     # the paragraph runs nothing (verdict part only); the cheap SQL paragraph errors, so it is handed off
@@ -206,21 +203,10 @@ def test_prose_steps_hand_off_the_paragraph_whose_sql_fails_and_keep_the_prefix(
 
 
 def test_a_prose_trace_without_sql_falls_back_to_the_whole_query_path():
-    cfg = config_from_dict({
-        "generators": {"g": {"backend": "test-prose-steps", "options": {"steps": ["There are six singers."]}}},
-        "discriminators": {"d": {"backend": "test-step-rule"}},
-        "pairs": {"cheap": {"generator": "g", "discriminator": "d"}, "strong": {"generator": "g", "discriminator": "d"}},
-        "router": {"name": "trim", "params": {"k": 0.0, "step_kind": "prose", "max_steps": 2}},
-        "defaults": {"n": 1, "policy": "vote", "few_shot": 0},
-    })
-    p = Planner(cfg)
-    try:
-        plan = p.plan(Question(text="How many singers are there?", db_id="demo"))
-    finally:
-        p.close()
+    plan = _prose_plan(["There are six singers."], ["There are six singers."], k=0.0, max_steps=2)
     t = plan.route.details["trim"]
     assert "no ```sql block after 2 prose step(s)" in t["fallback"]
-    assert plan.status == "ok" and plan.candidates[plan.chosen].candidate.source == "g"
+    assert plan.status == "ok" and plan.candidates[plan.chosen].candidate.source == "g-cheap"
 
 
 @pytest.mark.slow

@@ -563,24 +563,34 @@ def vote_guard(artifact: RankerArtifact, n_candidates: int, scores: Sequence[flo
     return None
 
 
+GUARD_P = 0.05  # a margin is adopted only when it beats margin 0 by a one-sided sign test at this level
+
+
 def fit_vote_guard(items: Sequence[tuple[Sequence[float], int, Sequence[bool | None]]],
                    max_candidates: int) -> dict[str, Any]:
-    """The guard's margin from held-out questions, each `(cluster scores, vote's cluster, cluster labels)`: the
-    margin of `VOTE_MARGINS` whose picks (`vote_guard`'s rule: vote's cluster unless the best one beats it by the
-    margin) are right most often; ties go to the smallest."""
-    best_m, best_n = 0.0, -1
-    for m in VOTE_MARGINS:
-        n = 0
+    """The guard's margin from held-out questions, each `(cluster scores, vote's cluster, cluster labels)`. For each
+    margin of `VOTE_MARGINS`, the questions where its pick (`vote_guard`'s rule) and the ranker's own differ in
+    correctness are wins (only the guarded pick right) or losses; the margin with the most net wins is adopted only
+    when a one-sided sign test puts its wins above its losses at `GUARD_P`, else the margin is 0 (the ranker as
+    fitted). Small held-out sets therefore keep the ranker's own picks: moving off them needs evidence, as `auto`
+    does."""
+    best_m, best_net, best_p, best_wl = 0.0, 0, 1.0, (0, 0)
+    for m in VOTE_MARGINS[1:]:
+        wins = losses = 0
         for sc, kv, lab in items:
             if not sc:
                 continue
             top = max(range(len(sc)), key=lambda k: (sc[k], -k))
-            pick = kv if top != kv and sc[top] - sc[kv] < m else top
-            n += int(bool(lab[pick]))
-        if n > best_n:
-            best_m, best_n = m, n
+            if top == kv or sc[top] - sc[kv] >= m:
+                continue  # the guard keeps the ranker's pick
+            g, r = bool(lab[kv]), bool(lab[top])
+            wins += g and not r
+            losses += r and not g
+        p = _sign_test(wins, losses)
+        if p <= GUARD_P and wins - losses > best_net:
+            best_m, best_net, best_p, best_wl = m, wins - losses, p, (wins, losses)
     return {"margin": best_m, "max_candidates": int(max_candidates), "held_out_questions": len(items),
-            "held_out_right": best_n}
+            "wins": best_wl[0], "losses": best_wl[1], "p": round(best_p, 6)}
 
 
 def vote_share_of(cands: Sequence[ScoredCandidate], i: int | None) -> float:

@@ -207,12 +207,16 @@ def test_the_ranker_keeps_vote_s_pick_below_its_margin_and_outside_its_training_
     assert r.index == 0 and "training support" in r.reason
 
 
-def test_fit_vote_guard_takes_the_margin_with_the_most_right_held_out_picks():
-    # two questions: where the ranker leaves vote by a small score gap it is wrong, by a large gap it is right
-    items = [([0.50, 0.53], 0, [True, False]), ([0.20, 0.90], 0, [False, True])]
-    g = ranker.fit_vote_guard(items, max_candidates=3)
-    assert 0.03 < g["margin"] <= 0.7 and g["held_out_right"] == 2 and g["max_candidates"] == 3
-    assert ranker.fit_vote_guard(items[1:], 3)["margin"] == 0.0  # ties go to the smallest margin
+def test_fit_vote_guard_adopts_a_margin_only_on_evidence():
+    # where the ranker leaves vote by a small score gap it is wrong (vote right), by a large gap it is right
+    small = ([0.50, 0.53], 0, [True, False])
+    large = ([0.20, 0.90], 0, [False, True])
+    g = ranker.fit_vote_guard([small] * 8 + [large] * 8, max_candidates=3)
+    assert 0.03 < g["margin"] <= 0.7 and (g["wins"], g["losses"]) == (8, 0) and g["p"] <= ranker.GUARD_P
+    assert g["max_candidates"] == 3
+    few = ranker.fit_vote_guard([small] * 3 + [large] * 3, max_candidates=3)
+    assert few["margin"] == 0.0  # 3 wins and no loss is not evidence at 5 % (p = 0.125): the ranker as fitted
+    assert ranker.fit_vote_guard([large] * 20, 3)["margin"] == 0.0  # leaving vote pays: no margin
 
 
 def test_guard_items_from_held_out_signals():

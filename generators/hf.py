@@ -137,7 +137,7 @@ class TransformersGenerator:
         lm = self._lm()
         p = request.request.params
         opener = step_opener(request.prefix, request.kind)
-        stops = step_kind(request.kind).stops
+        stops = step_kind(request.kind).stops  # the kind's boundary
         ids = encode(lm, self.step_prompt(request), templated=lm.has_chat_template())
         use_grammar = self.constrained and bool(request.grammar) and request.kind == "cte"
         extra: dict[str, Any] = {"stopping_criteria": stop_strings_stopping(lm.tokenizer, len(ids), stops)}
@@ -148,8 +148,7 @@ class TransformersGenerator:
         cut = stop_cut(lm.tokenizer, s.ids, stops)
         boundary = boundary_name(cut.stop, request.kind) or ("eos" if s.finish_reason == "stop" else "length")
         lp, n_lp = sequence_logprob(s.token_logprobs[: cut.n_kept])
-        text = (opener + cut.text).rstrip() if request.kind == "cte" else cut.text.strip()
-        return StepResult(text=text, raw=s.text, boundary=boundary, model=self.name,
+        return StepResult(text=step_kind(request.kind).text_of(cut.text, opener), raw=s.text, boundary=boundary, model=self.name,
                           prompt_tokens=len(ids), completion_tokens=cut.n_decoded, logprob=lp, logprob_tokens=n_lp,
                           constrained=use_grammar)
 

@@ -203,7 +203,7 @@ class OpenAIGenerator:
             notes.append("the server sent no stop_reason: the step boundary is inferred from the text")
         usage = resp.get("usage") or {}
         lp, n_lp = sequence_logprob(choice_token_logprobs(c))
-        return StepResult(text=(opener + kept).rstrip() if cte else kept.strip(), raw=raw, boundary=boundary, model=self.name,
+        return StepResult(text=kind.text_of(kept, opener), raw=raw, boundary=boundary, model=self.name,
                           prompt_tokens=int(usage.get("prompt_tokens", 0)),
                           completion_tokens=int(usage.get("completion_tokens", 0)), logprob=lp, logprob_tokens=n_lp,
                           constrained=nego.grammar is not None, notes=notes)

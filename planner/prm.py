@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from core.model import ExecutionResult
+from sqlbox.steps import step_kind
 
 COMBINES = ("product", "mean", "min", "verdict", "execution")
 DEFAULT_COMBINE = "product"
@@ -130,8 +131,6 @@ class ProcessReward:
         self.use_verdict = bool(use_verdict and discriminator is not None)
         self.use_execution = bool(use_execution and executor is not None)
         self.combine, self.limit = combine, int(limit)
-        from sqlbox.steps import step_kind
-
         self.kind = step_kind(kind)
 
     def run_partial(self, *, db_id: str, dialect: str,

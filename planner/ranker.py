@@ -526,7 +526,7 @@ def rank_select(cands: Sequence[ScoredCandidate], question: str, priors: Mapping
         col = FEATURES.index("prior_share")
         scores = [r[col] for r in cl.rows]
         how = "prior-weighted vote (no ranker artifact loaded)"
-    best = max(range(len(scores)), key=lambda k: (scores[k], -k))
+    best = best_cluster(scores)
     if artifact is not None:
         why = vote_guard(artifact, len(cands), scores, best, cl.clustering.largest())
         if why is not None:  # vote's own pick: its largest cluster's first member
@@ -537,6 +537,16 @@ def rank_select(cands: Sequence[ScoredCandidate], question: str, priors: Mapping
     i = m[_best_member(m, cands, pri)]
     return RankResult(i, f"{how}: best of {len(cl.members)} result clusters (score {scores[best]:.3f}, {len(m)} "
                          "members)", scores[best], cl, scores)
+
+
+def best_cluster(scores: Sequence[float]) -> int:
+    """The cluster the ranker picks: the highest score, the earliest on ties."""
+    return max(range(len(scores)), key=lambda k: (scores[k], -k))
+
+
+def _defers(scores: Sequence[float], best: int, vote_cluster: int, margin: float) -> bool:
+    """The guard's margin rule: the ranker's best cluster is not vote's and beats it by less than `margin`."""
+    return best != vote_cluster and scores[best] - scores[vote_cluster] < margin
 
 
 VOTE_MARGINS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.01)  # the grid `fit_vote_guard` chooses from
@@ -557,7 +567,7 @@ def vote_guard(artifact: RankerArtifact, n_candidates: int, scores: Sequence[flo
         return (f"{n_candidates} candidates, more than {SUPPORT_SLACK:g}x the {most} per question the ranker was "
                 "trained on: outside its training support")
     margin = float(g.get("margin") or 0.0)
-    if best != vote_cluster and scores[best] - scores[vote_cluster] < margin:
+    if _defers(scores, best, vote_cluster, margin):
         return (f"its best cluster scores {scores[best]:.3f}, vote's {scores[vote_cluster]:.3f}: less than the "
                 f"margin {margin:g} it needs to leave vote")
     return None
@@ -580,8 +590,8 @@ def fit_vote_guard(items: Sequence[tuple[Sequence[float], int, Sequence[bool | N
         for sc, kv, lab in items:
             if not sc:
                 continue
-            top = max(range(len(sc)), key=lambda k: (sc[k], -k))
-            if top == kv or sc[top] - sc[kv] >= m:
+            top = best_cluster(sc)
+            if not _defers(sc, top, kv, m):
                 continue  # the guard keeps the ranker's pick
             g, r = bool(lab[kv]), bool(lab[top])
             wins += g and not r

@@ -202,9 +202,10 @@ STOPS = ("\n--", FENCE)  # a step ends where the next step's comment opens ("ste
 BOUNDARIES = {"\n--": "step", FENCE: "end"}
 
 
-def find_boundary(generated: str) -> tuple[int, str | None]:
-    """(index, stop) of the first step boundary of `STOPS` in `generated`; (len(generated), None) when none."""
-    hits = [(i, b) for i, b in ((generated.find(b), b) for b in STOPS) if i >= 0]
+def find_boundary(generated: str, stops: tuple[str, ...] = STOPS) -> tuple[int, str | None]:
+    """(index, stop) of the first step boundary of `stops` (default the CTE steps' `STOPS`) in `generated`;
+    (len(generated), None) when none."""
+    hits = [(i, b) for i, b in ((generated.find(b), b) for b in stops) if i >= 0]
     return min(hits) if hits else (len(generated), None)
 
 
@@ -278,9 +279,13 @@ class StepKind:
         """(step text, boundary) of a model's output after `prefix(...)` (+ the forced `opener`, cte only)."""
         return cut_step(generated, opener or OPENER) if self.name == "cte" else cut_prose_step(generated)
 
+    def text_of(self, kept: str, opener: str = "") -> str:
+        """A step's text from what a model generated before the boundary (`kept`): the forced opener and the text,
+        right-stripped (cte, as `cut_step`); the paragraph, stripped (prose, as `cut_prose_step`)."""
+        return (opener + kept).rstrip() if self.name == "cte" else kept.strip()
+
     def find_boundary(self, generated: str) -> tuple[int, str | None]:
-        hits = [(i, b) for i, b in ((generated.find(b), b) for b in self.stops) if i >= 0]
-        return min(hits) if hits else (len(generated), None)
+        return find_boundary(generated, self.stops)
 
     def complete(self, step_texts: list[str], dialect: str = "sqlite") -> bool:
         """Is the answer written: the final SELECT (cte), or a closed SQL block (prose)?"""

@@ -31,6 +31,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command and return its exit status. Called without `argv` it is the process's entry point (the
+    console script, `python -m cli` and `python -m cli.main`) and ends the process itself (`_exit`)."""
+    if argv is not None:
+        return _run(argv)
+    try:
+        rc = _run(None)
+    except SystemExit as e:  # argparse's --help and usage errors, as sys.exit would end them
+        rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if not isinstance(e.code, int | None):
+            print(e.code, file=sys.stderr)
+    except BaseException:  # noqa: BLE001 - what the interpreter would print for an uncaught exception
+        import traceback
+
+        traceback.print_exc()
+        rc = 1
+    _exit(rc)
+    return rc  # pragma: no cover - _exit does not return
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -41,6 +61,30 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _exit(rc: int) -> None:
+    """End the process the way a normal exit does (wait for its non-daemon threads, run the atexit handlers,
+    flush logging and the standard streams), then skip the interpreter's final teardown with `os._exit`. That
+    teardown's garbage collection walks the millions of objects torch and transformers create and cost a one-shot
+    `plan` 1.4 s after its answer was printed (BENCHMARKS.md, "First answers in seconds"). Files are closed
+    by the commands that write them; nothing is left buffered but what is flushed here."""
+    import atexit
+    import logging
+    import os
+    import threading
+
+    for t in threading.enumerate():
+        if t is not threading.main_thread() and not t.daemon:
+            t.join()
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be written anyway
+            pass
+    os._exit(rc)
 
 
 if __name__ == "__main__":

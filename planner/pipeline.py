@@ -221,15 +221,12 @@ def _error_line(i: int, sc: ScoredCandidate) -> str:
 class Planner:
     """Plans questions end to end. Thread-safe: the service calls `plan` from several worker threads."""
 
-    def __init__(self, config: Config, *, registry=None, executor=None, engine=None):
+    def __init__(self, config: Config, *, registry=None, executor=None, engine=None, start_sandbox: bool = False):
+        """`start_sandbox`: start a sandbox worker now, in the background, beside the rest of the start-up (a
+        one-shot command's first plan; the service warms its pool itself)."""
         from sqlbox.executor import Executor
 
         self.config = config
-        if config.limits.torch_threads:
-            import torch
-
-            torch.set_num_threads(config.limits.torch_threads)
-        known_backends()  # import every backend so the checkpoint pools can create them
         if registry is None:
             registry = build_registry(config)
         self.registry = registry
@@ -238,6 +235,13 @@ class Planner:
                                              max_rows=lim.max_rows, preview_rows=lim.preview_rows,
                                              isolation=lim.isolation, workers=lim.sandbox_workers,
                                              address_space_mb=lim.sandbox_memory_mb)
+        if start_sandbox and self.executor.pool is not None:
+            self.executor.pool.start_in_background(1)
+        if config.limits.torch_threads:
+            import torch
+
+            torch.set_num_threads(config.limits.torch_threads)
+        known_backends()  # import every backend so the checkpoint pools can create them
         self.engine = engine  # SQLAlchemy engine for routers that keep state (bandit)
         first = next(iter(config.pairs.values()))
         disc_specs = {k: _with_budget(v, config) for k, v in config.discriminators.items()}

@@ -238,6 +238,17 @@ class WorkerPool:
         for w in ws:
             self._idle.put(w)
 
+    def start_in_background(self, n: int = 1) -> None:
+        """Start up to `n` workers in background threads and return at once: a one-shot command that will need
+        the sandbox later starts it now, beside its other start-up work (the fork server is another process), so
+        its first call finds a worker idle or nearly ready instead of paying the whole start."""
+        for _ in range(n):
+            with self._lock:
+                if self._closed or self._count >= self.size:
+                    return
+                self._count += 1
+            self._replace_in_background()
+
     def close(self, wait_s: float = 10.0) -> None:
         """Stop every worker. Replacement starts in flight are waited for (up to `wait_s`; each sees the pool
         closed and stops its new worker), so none is left half-way through a start when the caller exits."""

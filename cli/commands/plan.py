@@ -67,7 +67,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         except Exception as e:  # noqa: BLE001 - planning matters more than storing
             print(f"warning: plan store unavailable, the plan will not be stored: {e}", file=sys.stderr)
     try:
-        planner = Planner(cfg, engine=store.engine if store else None)
+        planner = Planner(cfg, engine=store.engine if store else None, start_sandbox=True)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

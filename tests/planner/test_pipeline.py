@@ -291,3 +291,25 @@ def test_schema_linking_modes_record_the_linked_subset(tmp_path):
     assert "CREATE TABLE singer" in prompt and all(f"CREATE TABLE {t}" in prompt for t in plan.linking.tables)
     assert seen[0].schema_features["linked_tables"] == len(plan.linking.tables)
     assert planner.schema_prompt("demo") != prompt  # without a question: the whole schema
+
+
+def test_start_sandbox_starts_a_worker_while_the_planner_starts(tmp_path):
+    import time
+
+    p = make_planner(tmp_path, ["SELECT count(*) FROM singer"])
+    assert p.executor.pool.alive == 0  # by default the sandbox starts with the first call
+    p.close()
+    gens = {"g": {"backend": "test-scripted", "options": {"sqls": ["SELECT count(*) FROM singer"]}}}
+    cfg = config_from_dict({"generators": gens, "discriminators": {"d": {"backend": "test-rule"}},
+                            "pairs": {"p": {"generator": "g", "discriminator": "d"}},
+                            "store_url": f"sqlite:///{tmp_path / 'store2.db'}"}, env={})
+    p = Planner(cfg, start_sandbox=True)
+    try:
+        deadline = time.monotonic() + 60
+        while p.executor.pool.alive < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert p.executor.pool.alive == 1  # up before any plan asked for it
+        plan = p.plan(q(), n=1, policy="first")
+        assert plan.status == "ok" and p.executor.pool.alive == 1
+    finally:
+        p.close()

@@ -180,3 +180,24 @@ def test_close_waits_for_replacements_and_starts_none(reg):
         assert not pool._starters and pool.alive == 0  # the replacement finished starting and was stopped
         pool._replace_in_background()  # a late kill after close: no thread, no worker
         assert not pool._starters and pool.alive == 0
+
+
+def test_start_in_background_starts_a_worker_without_a_call(reg):
+    """A one-shot command starts its sandbox beside its other start-up work: the call returns at once, a worker
+    comes up without any call, the first call uses it, and no more than `n` start."""
+    with Executor(reg, timeout_s=5.0, workers=2, address_space_mb=2560) as ex:
+        pool = ex.pool
+        t0 = time.monotonic()
+        pool.start_in_background(1)
+        assert time.monotonic() - t0 < 0.5  # returns before the worker is up
+        deadline = time.monotonic() + 60
+        while pool.alive < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pool.alive == 1 and pool._count == 1
+        assert ex.execute("demo", "SELECT count(*) FROM singer").ok
+        assert pool.alive == 1  # the call took the idle worker; it started no second one
+        pool.start_in_background(5)  # at most `size` workers in all
+        while pool._starters and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pool.alive == 2 and pool._count == 2
+    assert pool.alive == 0

@@ -90,13 +90,10 @@ def warm(pipeline, db_ids: Iterable[str] | None = None, *,
     try:
         items = plan_items(pipeline, db_ids)
         if items:
-            from core.runtime.embeddings import sentence_model
-
-            t = time.perf_counter()
-            sentence_model()
             from routing.features import Embedder
 
-            Embedder.model()
+            t = time.perf_counter()
+            Embedder.model()  # the one encoder instance the examples and the schema index share
             _item("sentence encoder", state="ready", s=round(time.perf_counter() - t, 3))
             if report:
                 report("sentence encoder", "ready", time.perf_counter() - t)

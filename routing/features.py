@@ -127,22 +127,20 @@ class Embedder:
     `SQLARBITER_EMBED_CACHE=0` turns it off) so studies and tests do not re-encode the same questions."""
 
     _lock = threading.Lock()
-    _model = None
     _cache: dict[str, np.ndarray] = {}
     _disk_loaded = False
 
     @classmethod
     def model(cls):
-        with cls._lock:
-            if cls._model is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-                try:
-                    from sentence_transformers import SentenceTransformer
-                except ImportError as e:  # pragma: no cover - dependency missing
-                    raise FeatureError("sentence-transformers is not installed (pip install sentence-transformers)") from e
-                cls._model = SentenceTransformer(str(embedder_dir()), device="cpu")
-            return cls._model
+        """The process's one encoder instance (`core.runtime.embeddings.sentence_model`, which the schema index
+        uses too)."""
+        from core.runtime.embeddings import EmbedderNotFound, sentence_model
+
+        embedder_dir()  # FeatureError when the encoder is not installed
+        try:
+            return sentence_model()
+        except EmbedderNotFound as e:
+            raise FeatureError(str(e)) from None
 
     @staticmethod
     def _key(text: str) -> str:

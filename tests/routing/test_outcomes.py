@@ -212,6 +212,13 @@ def test_featurizer_embeds_with_the_packaged_minilm():
                        .transform(["How many singers?"]), Y)  # seeded projection: reproducible
 
 
+def test_the_router_features_and_the_schema_index_share_one_encoder():
+    from core.runtime.embeddings import sentence_model
+    from routing.features import Embedder
+
+    assert Embedder.model() is sentence_model()  # one instance per process, not one per user
+
+
 def test_schema_features_from_spider_databases():
     if not (spider_dir() / "database" / "concert_singer").is_dir():
         pytest.skip("Spider databases not found")

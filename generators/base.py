@@ -56,9 +56,25 @@ class GenerationResult:
     logprobs: list[float | None] = field(default_factory=list)
     logprob_tokens: list[int | None] = field(default_factory=list)
     logprobs_missing: bool = False
-    # samples dropped before extraction, by why: "time" (still being written at the request's deadline), "loop"
-    # (the model repeated one token pattern: `generators.constrained.looping`); their `sqls` entry is ""
-    dropped: dict[str, int] = field(default_factory=dict)
+    # per sample (aligned with `sqls`; empty: none dropped), why it was dropped before extraction, else None: "time"
+    # (still being written at the time budget or the request's deadline), "loop" (the model repeated one token
+    # pattern: `generators.constrained.looping`); a dropped sample's `sqls` entry is "" (`DROP_REASONS` says why)
+    drops: list[str | None] = field(default_factory=list)
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """How many samples were dropped, by why."""
+        out: dict[str, int] = {}
+        for why in self.drops:
+            if why is not None:
+                out[why] = out.get(why, 0) + 1
+        return out
+
+
+DROP_REASONS = {  # a dropped sample's candidate is rejected with this reason (`planner.normalize.CandidatePool.add`)
+    "time": "dropped: the sample was still being written at the generation time budget (limits.generate_s)",
+    "loop": "dropped: the sample repeated one token pattern (a loop), so decoding stopped it",
+}
 
 
 def sequence_logprob(token_logprobs) -> tuple[float | None, int | None]:

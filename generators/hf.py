@@ -96,26 +96,27 @@ class TransformersGenerator:
                          seed=p.seed, logprobs=0, stopping_criteria=criteria, **extra)  # logprobs=0: no top-k
         seq = [sequence_logprob(s.token_logprobs) for s in samples]  # from the logits generate() already returned
         sqls = [extract_sql(s.text, thinking=thinking) for s in samples]
-        dropped: dict[str, int] = {}
+        drops: list[str | None] = []
         for i, s in enumerate(samples):
             finished = s.finish_reason == "stop" or (not use_grammar and sql_finished(s.text))
             why = None if finished else "loop" if s.row in loop.looped else \
                 "time" if timer is not None and timer.fired and len(s.ids) < p.max_tokens else None
             if why is not None:
                 sqls[i] = ""
-                dropped[why] = dropped.get(why, 0) + 1
-        notes = []
-        if dropped.get("time"):
-            notes.append(f"{dropped['time']} of {len(samples)} sample(s) were still being written at the time budget: "
-                         "dropped")
-        if dropped.get("loop"):
-            notes.append(f"{dropped['loop']} of {len(samples)} sample(s) repeated one token pattern (a loop): "
-                         "stopped and dropped")
-        return GenerationResult(
+            drops.append(why)
+        res = GenerationResult(
             sqls=sqls, raw=[s.text for s in samples], model=self.name,
             prompt_tokens=len(ids), completion_tokens=sum(len(s.ids) for s in samples), constrained=use_grammar,
-            logprobs=[lp for lp, _ in seq], logprob_tokens=[n for _, n in seq], notes=notes, dropped=dropped,
+            logprobs=[lp for lp, _ in seq], logprob_tokens=[n for _, n in seq], drops=drops,
         )
+        dropped = res.dropped
+        if dropped.get("time"):
+            res.notes.append(f"{dropped['time']} of {len(samples)} sample(s) were still being written at the time "
+                             "budget: dropped")
+        if dropped.get("loop"):
+            res.notes.append(f"{dropped['loop']} of {len(samples)} sample(s) repeated one token pattern (a loop): "
+                             "stopped and dropped")
+        return res
 
     def step_prompt(self, request: StepRequest) -> str:
         """The prompt text `continue_step` feeds: the step-mode messages with `request.prefix` as the final

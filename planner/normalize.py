@@ -43,15 +43,21 @@ class CandidatePool:
         return len(self.candidates)
 
     def add(self, sql: str, *, source: str, sample_index: int | None = None, logprob: float | None = None,
-            logprob_tokens: int | None = None) -> tuple[int, bool]:
+            logprob_tokens: int | None = None, dropped: str | None = None) -> tuple[int, bool]:
         """Add one raw SQL. Returns (index of its candidate, whether the candidate is new). `logprob`: the
-        generator's sequence log-probability of the sample (a merged duplicate keeps the first sample's)."""
+        generator's sequence log-probability of the sample (a merged duplicate keeps the first sample's).
+        `dropped`: why the generator dropped the sample (`generators.base.DROP_REASONS`), its rejection reason."""
+        from generators.base import DROP_REASONS
         from sqlbox.guard import ParseFailure, Rejected, guard, normalize
 
         sql = sql or ""
         cand = Candidate(sql=sql, source=source, dialect=self.dialect, sample_index=sample_index, logprob=logprob,
                          logprob_tokens=logprob_tokens)
-        if not sql.strip():
+        if dropped is not None:
+            cand.sql = ""
+            cand.rejected = DROP_REASONS.get(dropped, f"dropped: {dropped}")
+            key = "dropped:" + dropped
+        elif not sql.strip():
             cand.rejected = EMPTY_REASON
             key = "empty:"
         elif self.analyzer is not None:
@@ -92,14 +98,15 @@ class CandidatePool:
         return len(self.candidates) - 1, True
 
     def add_many(self, sqls: list[str], *, source: str, logprobs: list[float | None] | None = None,
-                 logprob_tokens: list[int | None] | None = None) -> list[int]:
-        """Add a generator's samples (in order), with their sequence logprobs when the backend reported them.
-        Returns the indices of the candidates that are new."""
+                 logprob_tokens: list[int | None] | None = None, drops: list[str | None] | None = None) -> list[int]:
+        """Add a generator's samples (in order), with their sequence logprobs when the backend reported them and
+        why it dropped any (`GenerationResult.drops`). Returns the indices of the candidates that are new."""
         new = []
-        lps, toks = list(logprobs or []), list(logprob_tokens or [])
+        lps, toks, dr = list(logprobs or []), list(logprob_tokens or []), list(drops or [])
         for j, sql in enumerate(sqls):
             i, is_new = self.add(sql, source=source, sample_index=j, logprob=lps[j] if j < len(lps) else None,
-                                 logprob_tokens=toks[j] if j < len(toks) else None)
+                                 logprob_tokens=toks[j] if j < len(toks) else None,
+                                 dropped=dr[j] if j < len(dr) else None)
             if is_new:
                 new.append(i)
         return new

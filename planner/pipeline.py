@@ -582,7 +582,8 @@ class Planner:
         d = self.config.defaults
         with clock.stage("normalize"):
             new = pool.add_many(list(res.sqls), source=source, logprobs=getattr(res, "logprobs", None),
-                                logprob_tokens=getattr(res, "logprob_tokens", None))  # the ranker's likelihood evidence
+                                logprob_tokens=getattr(res, "logprob_tokens", None),  # the ranker's likelihood evidence
+                                drops=getattr(res, "drops", None))  # a dropped sample's candidate says why
             for i, c in enumerate(pool.candidates):
                 if i < len(scored):
                     scored[i].candidate = c

@@ -99,6 +99,7 @@ def test_generation_time_budget_drops_unfinished_samples_and_says_so(tiny_model)
                             params=SamplingParams(n=3, temperature=0.8, max_tokens=48, seed=1), time_budget_s=0.0)
     res = gen.generate(req)
     assert res.dropped == {"time": 3} and res.sqls == ["", "", ""] and "time budget" in res.notes[0]
+    assert res.drops == ["time"] * 3  # per sample, aligned with sqls
     req.time_budget_s, req.deadline = None, time.monotonic() - 1  # an instant already past: the same
     assert gen.generate(req).dropped == {"time": 3}
     req.deadline = None  # no budget: nothing is dropped for time

@@ -169,4 +169,6 @@ def test_a_generation_that_runs_out_of_time_drops_its_samples_and_the_plan_says_
     (g,) = plan.route.details["generation"]
     assert g == {"generator": "embedded", "samples": 2, "time_budget_s": 0.001, "dropped": {"time": 2}}
     assert any("time budget" in n for n in plan.route.details["generation_notes"])
+    (c,) = [sc.candidate for sc in plan.candidates]  # the two dropped samples: one candidate, saying why
+    assert c.rejected.startswith("dropped: ") and "time budget" in c.rejected and c.duplicates == 2
     assert plan.chosen is None and plan.status != "ok"

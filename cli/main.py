@@ -64,8 +64,9 @@ def _run(argv: list[str] | None) -> int:
 
 
 def _exit(rc: int) -> None:
-    """End the process the way a normal exit does (wait for its non-daemon threads, run the atexit handlers,
-    flush logging and the standard streams), then skip the interpreter's final teardown with `os._exit`. That
+    """End the process the way a normal exit does, then skip the interpreter's final teardown with `os._exit`,
+    as multiprocessing ends its forked children: `threading._shutdown` (stops idle thread pools and waits for
+    the non-daemon threads), the atexit handlers, then logging and the standard streams are flushed. The
     teardown's garbage collection walks the millions of objects torch and transformers create and cost a one-shot
     `plan` 1.4 s after its answer was printed (BENCHMARKS.md, "First answers in seconds"). Files are closed
     by the commands that write them; nothing is left buffered but what is flushed here."""
@@ -74,9 +75,7 @@ def _exit(rc: int) -> None:
     import os
     import threading
 
-    for t in threading.enumerate():
-        if t is not threading.main_thread() and not t.daemon:
-            t.join()
+    threading._shutdown()
     atexit._run_exitfuncs()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

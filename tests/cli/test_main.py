@@ -34,13 +34,15 @@ def test_threads_atexit_and_uncaught_exceptions_end_as_a_normal_exit_would():
         "import importlib\n"
         "m = importlib.import_module('cli.main')  # the module (the package exports its function as cli.main)\n"
         "atexit.register(lambda: print('atexit ran', flush=True))\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
         "def run(argv):\n"
         "    threading.Thread(target=lambda: (time.sleep(0.3), print('thread done'))).start()\n"
+        "    ThreadPoolExecutor(2).submit(print, 'pooled')  # left open: its idle workers must not hang the exit\n"
         "    return 7\n"
         "m._run = run\n"
         "m.main()\n"
         "print('not reached')\n")
     p = _run(["-c", script])
-    assert p.returncode == 7 and p.stdout.split() == ["thread", "done", "atexit", "ran"], (p.stdout, p.stderr)
+    assert p.returncode == 7 and p.stdout.split() == ["pooled", "thread", "done", "atexit", "ran"], (p.stdout, p.stderr)
     p = _run(["-c", "import importlib\nm = importlib.import_module('cli.main')\nm._run = lambda argv: 1 / 0\nm.main()\n"])
     assert p.returncode == 1 and "Traceback" in p.stderr and "ZeroDivisionError" in p.stderr, p.stderr

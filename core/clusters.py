@@ -38,10 +38,21 @@ The rule:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from core.model import ScoredCandidate, executable
+
+
+def argmax_first(idxs: Iterable[int], key: Callable[[int], float]) -> int | None:
+    """The index of `idxs` with the largest `key`, the earliest on ties (None when there is none): the tie rule of
+    every selection policy, of vote's largest cluster and of the ranker's best cluster."""
+    best, best_v = None, None
+    for i in idxs:
+        v = key(i)
+        if best is None or v > best_v:
+            best, best_v = i, v
+    return best
 
 
 def result_key(c: ScoredCandidate) -> str | None:
@@ -108,9 +119,7 @@ class Clustering:
     def largest(self, weight: Sequence[float] | None = None) -> int | None:
         """Index of the heaviest cluster (by `weight`, default the sample weights); ties: the earliest."""
         w = self.weights if weight is None else list(weight)
-        if not w:
-            return None
-        return max(range(len(w)), key=lambda k: (w[k], -k))
+        return argmax_first(range(len(w)), w.__getitem__)
 
     def weighted(self, cands: Sequence[ScoredCandidate], per_candidate: Callable[[ScoredCandidate], float]) -> list[float]:
         """Per cluster: Σ per_candidate(c) x sample weight(c) over its members (e.g. summed soft scores)."""

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.clusters import argmax_first
 from eval.select_fit import LQ, Rows, _folds, pool_agreement, rows_of, signals, train_model
 from planner.ranker import FEATURES, RankerArtifact, fit_vote_guard, source_key
 
@@ -150,7 +151,7 @@ def fit_on(pools: Sequence[Pool], keep_db=lambda db: True, meta: dict | None = N
                 for qk in np.unique(r.q):
                     idx = np.flatnonzero(r.q == qk)  # this question's clusters, in cluster order
                     shares = r.X[idx, col]
-                    kv = int(np.flatnonzero(shares == shares.max())[0])  # vote: the largest, the earliest on ties
+                    kv = argmax_first(range(len(shares)), shares.__getitem__)  # vote's rule: the largest cluster
                     items.append(([float(x) for x in sc[idx]], kv, [bool(y) for y in r.y[idx]]))
         most = max((len(q.cands) for p in pools for q in p.qs if keep_db(q.db_id)), default=0)
         art.meta["vote_guard"] = fit_vote_guard(items, most)

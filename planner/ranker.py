@@ -45,7 +45,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from core.clusters import Clustering, cluster, result_key, sample_weight
+from core.clusters import Clustering, argmax_first, cluster, result_key, sample_weight
 from core.model import ScoredCandidate, executable
 
 FORMAT_VERSION = 1
@@ -541,7 +541,7 @@ def rank_select(cands: Sequence[ScoredCandidate], question: str, priors: Mapping
 
 def best_cluster(scores: Sequence[float]) -> int:
     """The cluster the ranker picks: the highest score, the earliest on ties."""
-    return max(range(len(scores)), key=lambda k: (scores[k], -k))
+    return argmax_first(range(len(scores)), scores.__getitem__)
 
 
 def _defers(scores: Sequence[float], best: int, vote_cluster: int, margin: float) -> bool:

@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from core.clusters import Clustering, cluster
+from core.clusters import Clustering, argmax_first, cluster
 from core.errors import PlanRequestError
 from core.model import ScoredCandidate, executable, soft_score
 from core.registry import Registry
@@ -95,14 +95,6 @@ def _by_cluster(cl: Clustering, values: Sequence[float]) -> tuple[float | None, 
     return tuple(None if k is None else values[k] for k in cl.of)
 
 
-def _argmax(idxs: Sequence[int], key: Callable[[int], float]) -> int:
-    best = idxs[0]
-    for i in idxs[1:]:
-        if key(i) > key(best):
-            best = i
-    return best
-
-
 @POLICIES.register("first", needs_scores=False, executable_only=False,
                    summary="the first candidate (the first-sample baseline; no executability check)")
 def first(cands: Sequence[ScoredCandidate], ctx: SelectionContext) -> Selection:
@@ -133,7 +125,7 @@ def hybrid(cands: Sequence[ScoredCandidate], ctx: SelectionContext) -> Selection
     weight = cl.weighted(cands, soft_score)
     k = cl.largest(weight)
     m = cl.clusters[k].members
-    i = _argmax(m, lambda j: soft_score(cands[j]))
+    i = argmax_first(m, lambda j: soft_score(cands[j]))
     return Selection(i, f"result cluster with the largest summed soft score ({weight[k]:.4f}, {len(m)} members)",
                      cl.of, _by_cluster(cl, weight))
 
@@ -144,7 +136,7 @@ def rerank(cands: Sequence[ScoredCandidate], ctx: SelectionContext) -> Selection
     if not cands:
         return Selection(None, "no candidates")
     scores = tuple(soft_score(c) for c in cands)
-    i = _argmax(range(len(cands)), lambda j: scores[j])
+    i = argmax_first(range(len(cands)), lambda j: scores[j])
     return Selection(i, f"highest soft score ({scores[i]:.4f}) of {len(cands)} candidates", (), scores)
 
 
@@ -155,7 +147,7 @@ def check_rerank(cands: Sequence[ScoredCandidate], ctx: SelectionContext) -> Sel
     if not ok:
         return Selection(None, "no candidate executes")
     scores = tuple(soft_score(c) if executable(c) else None for c in cands)
-    i = _argmax(ok, lambda j: scores[j])
+    i = argmax_first(ok, lambda j: scores[j])
     return Selection(i, f"highest soft score ({scores[i]:.4f}) among {len(ok)} executable of {len(cands)}",
                      (), scores)
 

@@ -20,7 +20,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-SETTINGS = ("unconstrained", "constrained", "constrained+fewshot")
+SETTINGS = ("unconstrained", "constrained", "constrained+fewshot", "constrained+fewshot-cold")
+DEFAULT_SETTINGS = SETTINGS[:3]
+# constrained+fewshot ranks the examples as a warm store does (every embedding built: the exact ranking);
+# constrained+fewshot-cold as a new database's first plan does before the warm-up (issue 25): BM25 over the distinct
+# masked questions, then an embedding re-rank of the best `planner.fewshot.LEXICAL_CANDIDATES`
 
 
 def _vote(rows_list: list[list[tuple] | None]) -> int | None:
@@ -43,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--dtype", default=None, help="the embedded model's dtype (float32, int8; default: the "
                    "embedded generator's default)")
-    p.add_argument("--settings", default=",".join(SETTINGS))
+    p.add_argument("--settings", default=",".join(DEFAULT_SETTINGS), help=f"comma list of: {', '.join(SETTINGS)}")
     p.add_argument("--out", default="runs/constrained_eval.jsonl")
 
 
@@ -79,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from generators.base import GenerationRequest, SamplingParams
     from generators.embedded import embedded_generator
     from generators.grammar import sql_grammar
-    from planner.fewshot import retrieve
+    from planner.fewshot import ExampleStore, retrieve, spider_store
     from sqlbox.databases import DatabaseRegistry
     from sqlbox.schema import schema_to_prompt
 
@@ -93,6 +97,13 @@ def run(args: argparse.Namespace) -> int:
     reg = DatabaseRegistry()
     reg.register_dir(spider_dir() / "database")
     gen = embedded_generator(None, **({"dtype": args.dtype} if args.dtype else {}))
+    stores: dict[str, ExampleStore | None] = {}
+    if "constrained+fewshot" in settings and spider_store() is not None:
+        stores["constrained+fewshot"] = spider_store()
+        stores["constrained+fewshot"].warm()  # the exact ranking, as once warm
+    if "constrained+fewshot-cold" in settings and spider_store() is not None:
+        cold = stores["constrained+fewshot-cold"] = ExampleStore(spider_store().examples)  # no embeddings
+        cold.from_cache = False  # stays cold even when the embedder's disk cache holds every question
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as f:
@@ -104,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
             prompt = schema_to_prompt(schema, max_tokens=2048)
             grammar = sql_grammar(schema)
             for s in settings:
-                shots = retrieve(ex["question"], db, schema, args.k) if s == "constrained+fewshot" else []
+                info: dict = {}
+                shots = retrieve(ex["question"], db, schema, args.k, store=stores.get(s), info=info) \
+                    if s.startswith("constrained+fewshot") else []
                 gen.constrained = s != "unconstrained"
                 req = GenerationRequest(question=ex["question"], schema=prompt, few_shot=shots, grammar=grammar,
                                         params=SamplingParams(n=args.n, temperature=0.7, top_p=0.95,
@@ -120,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
                 row = {"idx": i, "db_id": db, "setting": s, "sqls": res.sqls, "executable": executable, "ex": exm,
                        "chosen": ch, "chosen_ex": exm[ch] if ch is not None else False, "generate_s": round(dt, 2),
                        "completion_tokens": res.completion_tokens, "prompt_tokens": res.prompt_tokens,
-                       "few_shot": len(shots), "dtype": str(gen.loaded.dtype).replace("torch.", "")}
+                       "few_shot": len(shots), "few_shot_mode": info.get("mode"),
+                       "dtype": str(gen.loaded.dtype).replace("torch.", "")}
                 f.write(json.dumps(row) + "\n")
                 f.flush()
             print(f"[{qi + 1}/{len(idx)}] dev #{i} {db}", flush=True)

@@ -286,12 +286,14 @@ def store_for(db_id: str, *, few_shot_file: str | Path | None = None, spider: bo
 
 
 def retrieve(question: str, db_id: str, schema, k: int, *, few_shot_file: str | Path | None = None,
-             spider: bool | None = None, rerank: bool = True, info: dict | None = None) -> list[tuple[str, str]]:
+             spider: bool | None = None, rerank: bool = True, info: dict | None = None,
+             store: ExampleStore | None = None) -> list[tuple[str, str]]:
     """Up to k (question, sql) examples for `question` on `db_id` (its `sqlbox.schema.Schema` masks the
     question). The demo database's shipped examples come first when it is asked; then the most similar of
     the stores that apply (Spider train for Spider databases - `spider` forces it on/off - and the user file).
     `info`, when given, gets "mode" (how the store ranked: "embeddings", "bm25+rerank" before its embeddings
-    are built, "bm25"; "shipped" or "none" when no store was asked) and "ms"."""
+    are built, "bm25"; "shipped" or "none" when no store was asked) and "ms". `store`: rank against this store
+    instead of the one that applies (a study comparing a cold store with a warm one)."""
     import time
 
     t0 = time.perf_counter()
@@ -309,7 +311,8 @@ def retrieve(question: str, db_id: str, schema, k: int, *, few_shot_file: str | 
             return shipped[:k]
     else:
         shipped = []
-    store = store_for(db_id, few_shot_file=few_shot_file, spider=spider)
+    if store is None:
+        store = store_for(db_id, few_shot_file=few_shot_file, spider=spider)
     if store is None:
         return shipped[:k]
     tables = {t.name: [c.name for c in t.columns] for t in schema.tables} if schema is not None else {}

@@ -29,6 +29,26 @@ def test_retrieve_from_user_file_cross_database(tmp_path):
     assert retrieve("anything", "library", schema, 0, few_shot_file=f, spider=False) == []
 
 
+def test_retrieve_against_a_given_store_cold_or_warm(tmp_path):
+    from planner.fewshot import ExampleStore, file_store
+
+    f = tmp_path / "shots.jsonl"
+    rows = [{"db_id": "zoo", "question": "How many animals are older than 5?", "sql": "SELECT count(*) FROM animal"},
+            {"db_id": "shop", "question": "List the names of products.", "sql": "SELECT name FROM product"}]
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    warm = file_store(str(f))
+    warm.warm()
+    cold = ExampleStore(warm.examples)
+    cold.from_cache = False  # stays cold although the embedder's cache holds every question
+    schema = Schema("library", [Table("book", [Column("title")])])
+    got = {}
+    for name, st in (("warm", warm), ("cold", cold)):
+        info: dict = {}
+        got[name] = retrieve("How many books are there?", "library", schema, 1, store=st, info=info, spider=False)
+        assert info["mode"] == {"warm": "embeddings", "cold": "bm25+rerank"}[name]
+    assert got["warm"] == got["cold"] == [(rows[0]["question"], rows[0]["sql"])]
+
+
 def test_demo_database_keeps_its_shipped_examples():
     schema = Schema("demo", [Table("singer", [Column("age")])])
     assert retrieve("How many singers are there?", "demo", schema, 3, spider=False) == list(DEMO_EXAMPLES[:3])

@@ -8,7 +8,7 @@ shipped MiniLM (`core.runtime.embeddings.encode`, no cache), so nothing is read 
 1. the grid: a fixed sample of `--sample` distinct masked questions (seed 0), for each batch size and each number
    of torch threads, in turn, each timed once after one warm-up batch;
 2. distinct against all: every masked question (7,000) against the distinct ones the store encodes (6,513), at
-   the store's settings (`ExampleStore.warm`: batch 128) and the process's torch threads;
+   the store's batch size (`core.runtime.embeddings.ENCODE_BATCH`) and the process's torch threads;
 3. agreement: the largest difference between the vectors of the same texts encoded at two batch sizes (batching
    pads, and the attention mask keeps the pooled vectors the same up to float error).
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from core.runtime.embeddings import encode, sentence_model
+    from core.runtime.embeddings import ENCODE_BATCH, encode, sentence_model
     from planner.fewshot import spider_store
 
     st = spider_store()
@@ -72,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, texts in (("all masked questions", every), ("distinct masked questions (the store)", st.texts)):
             l0 = _load1()
             t = time.perf_counter()
-            encode(texts, batch_size=128)
+            encode(texts, batch_size=ENCODE_BATCH)
             dt = time.perf_counter() - t
-            rows.append({"step": name, "texts": len(texts), "batch": 128, "threads": base_threads, "s": round(dt, 2),
+            rows.append({"step": name, "texts": len(texts), "batch": ENCODE_BATCH, "threads": base_threads, "s": round(dt, 2),
                          "texts_per_s": round(len(texts) / dt, 1), "load": [round(l0, 2), round(_load1(), 2)]})
             print(json.dumps(rows[-1]), flush=True)
     print("\n| step | texts | batch | torch threads | s | texts/s | load before -> after |")

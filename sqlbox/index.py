@@ -314,14 +314,15 @@ def _save(db_id: str, idx: SchemaIndex) -> None:
     os.replace(tmp_j, js)
 
 
-def encode_docs(docs: list[str], known: dict[str, np.ndarray] | None = None, batch_size: int = 128) -> tuple[np.ndarray, int]:
+def encode_docs(docs: list[str], known: dict[str, np.ndarray] | None = None,
+                batch_size: int | None = None) -> tuple[np.ndarray, int]:
     """Embeddings of `docs`: those in `known` (doc text -> vector) are reused, the rest encoded once per distinct
     text, in length-sorted batches. Returns (embeddings, how many were encoded)."""
-    from core.runtime.embeddings import EMBED_DIM, encode
+    from core.runtime.embeddings import EMBED_DIM, ENCODE_BATCH, encode
 
     known = known or {}
     todo = list(dict.fromkeys(d for d in docs if d not in known))
-    new = dict(zip(todo, encode(todo, batch_size=batch_size), strict=True)) if todo else {}
+    new = dict(zip(todo, encode(todo, batch_size=batch_size or ENCODE_BATCH), strict=True)) if todo else {}
     if not docs:
         return np.zeros((0, EMBED_DIM), dtype=np.float32), 0
     return np.stack([new[d] if d in new else known[d] for d in docs]).astype(np.float32), len(todo)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -64,17 +65,19 @@ class GenerationResult:
     @property
     def dropped(self) -> dict[str, int]:
         """How many samples were dropped, by why."""
-        out: dict[str, int] = {}
-        for why in self.drops:
-            if why is not None:
-                out[why] = out.get(why, 0) + 1
-        return out
+        return dict(Counter(why for why in self.drops if why is not None))
 
 
-DROP_REASONS = {  # a dropped sample's candidate is rejected with this reason (`planner.normalize.CandidatePool.add`)
-    "time": "dropped: the sample was still being written at the generation time budget (limits.generate_s)",
-    "loop": "dropped: the sample repeated one token pattern (a loop), so decoding stopped it",
+DROP_REASONS = {  # why a sample was dropped, in words
+    "time": "the sample was still being written at the generation time budget (limits.generate_s)",
+    "loop": "the sample repeated one token pattern (a loop), so decoding stopped it",
 }
+
+
+def drop_reason(why: str) -> str:
+    """The words for a dropped sample: its candidate's rejection (`planner.normalize.CandidatePool.add`) and the
+    generator's note."""
+    return f"dropped: {DROP_REASONS.get(why, why)}"
 
 
 def sequence_logprob(token_logprobs) -> tuple[float | None, int | None]:

@@ -19,6 +19,7 @@ from generators.base import (
     StepRequest,
     StepResult,
     boundary_name,
+    drop_reason,
     sequence_logprob,
     step_opener,
 )
@@ -109,13 +110,8 @@ class TransformersGenerator:
             prompt_tokens=len(ids), completion_tokens=sum(len(s.ids) for s in samples), constrained=use_grammar,
             logprobs=[lp for lp, _ in seq], logprob_tokens=[n for _, n in seq], drops=drops,
         )
-        dropped = res.dropped
-        if dropped.get("time"):
-            res.notes.append(f"{dropped['time']} of {len(samples)} sample(s) were still being written at the time "
-                             "budget: dropped")
-        if dropped.get("loop"):
-            res.notes.append(f"{dropped['loop']} of {len(samples)} sample(s) repeated one token pattern (a loop): "
-                             "stopped and dropped")
+        for why, count in res.dropped.items():
+            res.notes.append(f"{count} of {len(samples)} sample(s) {drop_reason(why)}")
         return res
 
     def step_prompt(self, request: StepRequest) -> str:

@@ -46,8 +46,8 @@ class CandidatePool:
             logprob_tokens: int | None = None, dropped: str | None = None) -> tuple[int, bool]:
         """Add one raw SQL. Returns (index of its candidate, whether the candidate is new). `logprob`: the
         generator's sequence log-probability of the sample (a merged duplicate keeps the first sample's).
-        `dropped`: why the generator dropped the sample (`generators.base.DROP_REASONS`), its rejection reason."""
-        from generators.base import DROP_REASONS
+        `dropped`: why the generator dropped the sample (`GenerationResult.drops`); it is rejected saying so."""
+        from generators.base import drop_reason
         from sqlbox.guard import ParseFailure, Rejected, guard, normalize
 
         sql = sql or ""
@@ -55,7 +55,7 @@ class CandidatePool:
                          logprob_tokens=logprob_tokens)
         if dropped is not None:
             cand.sql = ""
-            cand.rejected = DROP_REASONS.get(dropped, f"dropped: {dropped}")
+            cand.rejected = drop_reason(dropped)
             key = "dropped:" + dropped
         elif not sql.strip():
             cand.rejected = EMPTY_REASON

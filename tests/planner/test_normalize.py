@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from generators.base import DROP_REASONS
+from generators.base import drop_reason
 from planner.normalize import EMPTY_REASON, CandidatePool
 
 
@@ -12,9 +12,10 @@ def test_dropped_samples_say_why_and_merge_by_reason():
                         drops=[None, "time", "loop", "time", None])
     assert new == [0, 1, 2]
     ok, timed, looped = pool.candidates
+    assert drop_reason("time").startswith("dropped: ") and "time budget" in drop_reason("time")
     assert ok.rejected is None and ok.duplicates == 2  # samples behind it
-    assert timed.rejected == DROP_REASONS["time"] and timed.duplicates == 2 and timed.sample_index == 1
-    assert looped.rejected == DROP_REASONS["loop"] and looped.sample_index == 2
+    assert timed.rejected == drop_reason("time") and timed.duplicates == 2 and timed.sample_index == 1
+    assert looped.rejected == drop_reason("loop") and looped.sample_index == 2
     pool.add_many([""], source="g")  # an empty sample nobody dropped: the model wrote no SQL
     assert pool.candidates[-1].rejected == EMPTY_REASON
     pool.add_many(["SELECT 2"], source="g", drops=[])  # no drops reported (e.g. a server backend): as before

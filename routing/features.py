@@ -201,9 +201,11 @@ class Embedder:
         cls._ensure_disk(keys)
         missing = list(dict.fromkeys(t for t, k in zip(texts, keys, strict=True) if k not in cls._cache))
         if missing:
-            vecs = cls.model().encode(missing, batch_size=batch_size, normalize_embeddings=True,
-                                      show_progress_bar=len(missing) > 256, convert_to_numpy=True)
-            new = {cls._key(t): v.astype(np.float32) for t, v in zip(missing, vecs, strict=True)}
+            from core.runtime.embeddings import encode
+
+            cls.model()  # FeatureError when the encoder is not installed
+            vecs = encode(missing, batch_size=batch_size, progress=len(missing) > 256)
+            new = {cls._key(t): v for t, v in zip(missing, vecs, strict=True)}
             with cls._lock:
                 cls._cache.update(new)
             try:

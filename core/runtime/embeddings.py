@@ -73,10 +73,11 @@ def sentence_model():
         return _model
 
 
-def encode(texts: Sequence[str], batch_size: int = ENCODE_BATCH) -> np.ndarray:
-    """Unit-normalised float32 embeddings, (len(texts), 384)."""
+def encode(texts: Sequence[str], batch_size: int = ENCODE_BATCH, progress: bool = False) -> np.ndarray:
+    """Unit-normalised float32 embeddings, (len(texts), 384): the one way texts are encoded (the schema index, the
+    few-shot store and the routers' cached `routing.features.Embedder` all call it)."""
     if not texts:
         return np.zeros((0, EMBED_DIM), dtype=np.float32)
     vecs = sentence_model().encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                                   show_progress_bar=False, convert_to_numpy=True)
+                                   show_progress_bar=progress, convert_to_numpy=True)
     return np.asarray(vecs, dtype=np.float32)

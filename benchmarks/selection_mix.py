@@ -4,6 +4,7 @@ without the test pool's generator) on every shared pool, leave-one-pool-kind-out
     python -m benchmarks.selection_mix collect [--data DIR]      # replay the shared pools once (cached, runs/sel_mix/)
     python -m benchmarks.selection_mix table [--cv 5]            # the figures (JSON + markdown under runs/sel_mix/)
     python -m benchmarks.selection_mix fit --out FILE            # the shipped default: fitted on the whole mix
+    python -m benchmarks.selection_mix splits [--seeds 5]        # ranker - vote over random database splits
 
 Labelled questions are cached as pickles under runs/sel_mix/ (never in the repository; the data stays read-only).
 """
@@ -143,6 +144,73 @@ def markdown(out: dict) -> str:
     return "\n".join(lines)
 
 
+RECIPES = ("cross-fitted", "default", "default+own")  # the rankers `splits` measures (see `_recipe`)
+
+
+def _recipe(name: str, test, pools, k: int, seed: int | None) -> list[dict]:
+    """Per question of `test`: EX of ranker / vote / first under one recipe and one database split.
+    - cross-fitted: `eval.select_fit.crossfit` on the pool itself (labelled priors);
+    - default: the shipped recipe fitted without the test pool's generator (`held_out`);
+    - default+own: the shipped recipe with the test pool's other databases added (`held_out(own=True)`)."""
+    from eval.select_fit import crossfit
+    from eval.select_mix import held_out
+
+    if name == "cross-fitted":
+        return [r["ex"] for r in crossfit(test.qs, k, mode="labelled", seed=seed)]
+    return held_out(test, pools, k=k, own=name == "default+own", seed=seed)["per_question"]
+
+
+def splits(args) -> int:
+    """How much of a ranker figure is the database split: every recipe on every pool, under GroupKFold's split and
+    `--seeds` shuffled ones. Only the training folds change between splits (the test questions are the same), so
+    the spread is the fitting variance; the per-question sign test against vote is the sampling error."""
+    from planner.ranker import _sign_test
+
+    bases = base_pools(args.pools.split(",") if args.pools else None)
+    pools = all_pools(bases)
+    seeds: list[int | None] = [None, *range(args.seeds)]
+    out: dict = {"cv": args.cv, "seeds": seeds, "pools": {}}
+    t0 = time.time()
+    for test in bases:
+        row: dict = {}
+        for rec in args.recipes.split(","):
+            per = []
+            for seed in seeds:
+                res = _recipe(rec, test, pools, args.cv, seed)
+                n = len(res)
+                ex = {p: 100.0 * sum(r[p] for r in res) / n for p in ("ranker", "vote", "first")}
+                w = sum(r["ranker"] and not r["vote"] for r in res)
+                lo = sum(r["vote"] and not r["ranker"] for r in res)
+                per.append({"seed": seed, **ex, "wins": w, "losses": lo, "p_worse": round(_sign_test(lo, w), 4),
+                            "p_better": round(_sign_test(w, lo), 4)})
+            d = [x["ranker"] - x["vote"] for x in per]
+            row[rec] = {"splits": per, "mean_minus_vote": sum(d) / len(d), "min_minus_vote": min(d),
+                        "max_minus_vote": max(d),
+                        "at_least_first_and_vote": sum(x["ranker"] >= max(x["first"], x["vote"]) - 1e-9 for x in per)}
+            print(json.dumps({test.name: {rec: {k: v for k, v in row[rec].items() if k != "splits"}}}), flush=True)
+        out["pools"][test.name] = row
+    out["seconds"] = round(time.time() - t0, 1)
+    (CACHE / "splits.json").write_text(json.dumps(out, indent=2))
+    print(splits_markdown(out))
+    return 0
+
+
+def splits_markdown(out: dict) -> str:
+    def sd(x):
+        return "GroupKFold" if x is None else f"seed {x}"
+
+    lines = ["| pool | recipe | ranker − vote per split (" + ", ".join(sd(x) for x in out["seeds"]) + ") | mean | "
+             "splits with ranker ≥ max(first, vote) | GroupKFold: wins / losses vs vote |", "|---|---|---|---:|---:|---|"]
+    for name, row in out["pools"].items():
+        for rec, r in row.items():
+            per = r["splits"]
+            diffs = " / ".join(f"{x['ranker'] - x['vote']:+.1f}" for x in per)
+            lines.append(f"| {name} | {rec} | {diffs} | "
+                         f"{r['mean_minus_vote']:+.2f} | {r['at_least_first_and_vote']} of {len(per)} | "
+                         f"{per[0]['wins']} / {per[0]['losses']} |")
+    return "\n".join(lines)
+
+
 def fit_default(args) -> int:
     from eval.select_mix import fit_on
 
@@ -168,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--pools", default=None, help="comma list of base pools (default: every cached one)")
     t.add_argument("--no-crossfit", action="store_true")
     t.set_defaults(func=table)
+    sp = sub.add_parser("splits")
+    sp.add_argument("--cv", type=int, default=5)
+    sp.add_argument("--seeds", type=int, default=5, help="shuffled database splits besides GroupKFold's own")
+    sp.add_argument("--pools", default=None, help="comma list of base pools (default: every cached one)")
+    sp.add_argument("--recipes", default=",".join(RECIPES))
+    sp.set_defaults(func=splits)
     f = sub.add_parser("fit")
     f.add_argument("--out", required=True)
     f.set_defaults(func=fit_default)

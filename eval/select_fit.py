@@ -209,14 +209,18 @@ def train_model(rows: Rows):
     return new_model().fit(rows.X, rows.y)
 
 
-def _folds(qs: Sequence[LQ], k: int):
+def _folds(qs: Sequence[LQ], k: int, seed: int | None = None):
+    """K folds by database: scikit-learn's GroupKFold, balanced and deterministic; with `seed`, the databases are
+    shuffled first (`GroupKFold(shuffle=True)`), one of many equally valid splits (`benchmarks.selection_mix
+    splits` repeats the cross-fit over them to measure how much a figure owes to the split)."""
     from sklearn.model_selection import GroupKFold
 
     groups = [q.db_id for q in qs]
     k = min(k, len(set(groups)))
     if k < 2:
         raise ValueError(f"cross-validation needs questions from at least 2 databases (have {len(set(groups))})")
-    return list(GroupKFold(n_splits=k).split(np.zeros(len(qs)), groups=groups))
+    gkf = GroupKFold(n_splits=k) if seed is None else GroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    return list(gkf.split(np.zeros(len(qs)), groups=groups))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -383,12 +387,12 @@ def _confidences(art: RankerArtifact, q: LQ, s: dict) -> dict[str, float | None]
 
 
 def crossfit(test: Sequence[LQ], k: int = 5, *, train: Sequence[LQ] | None = None, mode: str = "labelled",
-             progress: bool = False) -> list[dict]:
+             progress: bool = False, seed: int | None = None) -> list[dict]:
     """Cross-fitted selections: fold f's questions (by database) are scored by a ranker fitted on the
     `train` questions (default: `test` itself) of the other folds' databases. Returns per test question
-    {chosen: {ranker, vote, first}, ex: {...}, confidence: {...}}."""
+    {chosen: {ranker, vote, first}, ex: {...}, confidence: {...}}. `seed`: the database split (`_folds`)."""
     train = list(test) if train is None else list(train)
-    folds = _folds(test, k)
+    folds = _folds(test, k, seed)
     out: list[dict | None] = [None] * len(test)
     for _, te in folds:
         te_q = [test[i] for i in te]

@@ -168,19 +168,22 @@ def picks(art: RankerArtifact, pool: Pool, idx: Sequence[int] | None = None) -> 
     return out
 
 
-def held_out(test: Pool, pools: Sequence[Pool], *, k: int = 5, exclude_kind: str | None = None) -> dict:
+def held_out(test: Pool, pools: Sequence[Pool], *, k: int = 5, exclude_kind: str | None = None,
+             own: bool = False, seed: int | None = None) -> dict:
     """EX of first / vote / ranker on `test`, the ranker fitted per database fold on `pools` minus every pool of
-    the test generator (and minus the `exclude_kind` family), on the other folds' databases only."""
-    train = [p for p in pools if p.generator != test.generator and p.family != exclude_kind]
+    the test generator (and minus the `exclude_kind` family), on the other folds' databases only. With `own`, the
+    test generator's pools stay in training (still only their other databases): the shipped recipe refitted with
+    a deployment's own labelled pool. `seed`: the database split (`eval.select_fit._folds`)."""
+    train = [p for p in pools if (own or p.generator != test.generator) and p.family != exclude_kind]
     res: list[dict | None] = [None] * len(test.qs)
-    for _, te in _folds(test.qs, k):
+    for _, te in _folds(test.qs, k, seed):
         dbs = {test.qs[i].db_id for i in te}
         art = fit_on(train, lambda db, dbs=dbs: db not in dbs)
         for i, r in zip(te, picks(art, test, te), strict=True):
             res[i] = r
     n = len(test.qs)
     ex = {p: 100.0 * sum(r[p] for r in res) / n for p in ("ranker", "vote", "first")}  # type: ignore[index]
-    return {"ex": ex, "n": n, "trained_on": sorted({p.name for p in train}), "folds": k}
+    return {"ex": ex, "n": n, "trained_on": sorted({p.name for p in train}), "folds": k, "per_question": res}
 
 
 def pool_summary(pool: Pool) -> dict:

@@ -190,3 +190,64 @@ def test_select_fit_estimates_positions_per_pool():
     per = sf.per_question_priors(both, sf.pool_agreement(both))
     assert per[0]["#pos:ordered"] == 1.0 and per[-1]["#pos:ordered"] == 0.0
     assert sf.per_question_priors(ranked, {"a": 0.5}) == [{"a": 0.5}] * len(ranked)  # one pool: as given
+
+
+def test_seeded_database_splits_keep_databases_whole_and_differ():
+    qs = _ranked_pool(5, n_q=120)
+    for q in qs:
+        q.db_id = f"db{q.index % 12}"
+
+    def test_dbs(folds):
+        return [frozenset(qs[i].db_id for i in te) for _, te in folds]
+
+    plain = sf._folds(qs, 4)
+    assert test_dbs(plain) == test_dbs(sf._folds(qs, 4))  # GroupKFold's own split is deterministic
+    for seed in (0, 1):
+        folds = sf._folds(qs, 4, seed)
+        assert test_dbs(folds) == test_dbs(sf._folds(qs, 4, seed))  # a seed is one split, repeatably
+        for tr, te in folds:
+            assert not {qs[i].db_id for i in tr} & {qs[i].db_id for i in te}  # no database on both sides
+        assert sorted(i for _, te in folds for i in te) == list(range(len(qs)))
+    assert {frozenset(test_dbs(sf._folds(qs, 4, s))) for s in (None, 0, 1, 2)} != {frozenset(test_dbs(plain))}
+
+
+def test_held_out_with_own_trains_on_the_test_generator_but_never_on_its_test_databases(monkeypatch):
+    kw = {"n_q": 120, "p_first": 0.9, "p_other": 0.45, "p_shared": 0.7}
+    test = sm.Pool("own-test", "single-generator", "g1", _ranked_pool(1, gen="g1", **kw))
+    pools = [test, sm.Pool("other", "subset-ranked", "systems", _ranked_pool(2, gen="s", **kw))]
+    seen = []
+    real = sm.fit_on
+
+    def spy(ps, keep_db=lambda db: True, meta=None):
+        dbs = {q.db_id for p in ps for q in p.qs}
+        seen.append((sorted(p.name for p in ps), {db for db in dbs if keep_db(db)}))
+        return real(ps, keep_db, meta)
+
+    monkeypatch.setattr(sm, "fit_on", spy)
+    r = sm.held_out(test, pools, k=3, own=True, seed=1)
+    folds = sf._folds(test.qs, 3, 1)
+    assert [names for names, _ in seen] == [["other", "own-test"]] * 3
+    for (_, kept), (_, te) in zip(seen, folds, strict=True):
+        assert kept and not kept & {test.qs[i].db_id for i in te}
+    assert len(r["per_question"]) == len(test.qs) and r["ex"]["ranker"] >= r["ex"]["vote"]
+
+
+def test_splits_benchmark_reports_every_recipe_and_split(monkeypatch, tmp_path, capsys):
+    import json
+
+    from benchmarks import selection_mix as bm
+
+    kw = {"n_q": 60, "p_first": 0.9, "p_other": 0.45, "p_shared": 0.7}
+    bases = [sm.Pool("g1", "single-generator", "g1", _ranked_pool(1, gen="g1", **kw)),
+             sm.Pool("g2", "single-generator", "g2", _ranked_pool(2, gen="g2", **kw))]
+    monkeypatch.setattr(bm, "CACHE", tmp_path)
+    monkeypatch.setattr(bm, "base_pools", lambda names=None: bases)
+    assert bm.main(["splits", "--cv", "3", "--seeds", "1"]) == 0
+    out = json.loads((tmp_path / "splits.json").read_text())
+    assert out["seeds"] == [None, 0] and set(out["pools"]) == {"g1", "g2"}
+    for row in out["pools"].values():
+        assert set(row) == set(bm.RECIPES)
+        for r in row.values():
+            assert len(r["splits"]) == 2 and r["min_minus_vote"] <= r["mean_minus_vote"] <= r["max_minus_vote"]
+            assert all(0.0 <= s["p_worse"] <= 1.0 for s in r["splits"])
+    assert "| g1 | default+own |" in capsys.readouterr().out

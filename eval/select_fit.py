@@ -362,15 +362,28 @@ def _fit_calibrated(train: Sequence[LQ], mode: str, inner: int = 3) -> RankerArt
         folds = _folds(train, inner)
     except ValueError:
         return art
+    oq, osig = _held_out_signals(train, folds, mode)
+    _finish(art, oq, osig, train)
+    return art
+
+
+def _held_out_signals(qs: Sequence[LQ], folds, mode: str) -> tuple[list[LQ], list[dict]]:
+    """Each fold's questions (in fold order) with their `signals` from a ranker fitted on the other folds'."""
     oq: list[LQ] = []
     osig: list[dict] = []
     for tr, te in folds:
-        sub = _fit_plain([train[i] for i in tr], mode)
-        te_q = [train[i] for i in te]
+        sub = _fit_plain([qs[i] for i in tr], mode)
+        te_q = [qs[i] for i in te]
         osig += signals(sub, te_q, test_priors(te_q, sub.priors, mode))
         oq += te_q
-    _finish(art, oq, osig, train)
-    return art
+    return oq, osig
+
+
+def _outcome(art: RankerArtifact, q: LQ, s: dict) -> dict:
+    """One question's picks by ranker / vote / first, whether each is right, and their confidences."""
+    ch = {"ranker": s["ranker"], "vote": s["vote"], "first": s["first"]}
+    return {"chosen": ch, "ex": {p: bool(j is not None and q.labels[j]) for p, j in ch.items()},
+            "confidence": _confidences(art, q, s)}
 
 
 def _confidences(art: RankerArtifact, q: LQ, s: dict) -> dict[str, float | None]:
@@ -401,21 +414,14 @@ def crossfit(test: Sequence[LQ], k: int = 5, *, train: Sequence[LQ] | None = Non
         art = _fit_calibrated(tr_q, mode)
         sig = signals(art, te_q, test_priors(te_q, art.priors, mode))
         for i, q, s in zip(te, te_q, sig, strict=True):
-            ch = {"ranker": s["ranker"], "vote": s["vote"], "first": s["first"]}
-            out[i] = {"chosen": ch, "ex": {p: bool(j is not None and q.labels[j]) for p, j in ch.items()},
-                      "confidence": _confidences(art, q, s)}
+            out[i] = _outcome(art, q, s)
     return out  # type: ignore[return-value]
 
 
 def apply(art: RankerArtifact, qs: Sequence[LQ]) -> list[dict]:
     """Select with a fitted artifact (priors: its labelled ones + the pool's agreement estimate)."""
     sig = signals(art, qs, test_priors(qs, art.priors, art.prior_mode))
-    out = []
-    for q, s in zip(qs, sig, strict=True):
-        ch = {"ranker": s["ranker"], "vote": s["vote"], "first": s["first"]}
-        out.append({"chosen": ch, "ex": {p: bool(j is not None and q.labels[j]) for p, j in ch.items()},
-                    "confidence": _confidences(art, q, s)})
-    return out
+    return [_outcome(art, q, s) for q, s in zip(qs, sig, strict=True)]
 
 
 def ex_summary(qs: Sequence[LQ], res: Sequence[dict]) -> dict:
@@ -440,19 +446,9 @@ def fit(qs: Sequence[LQ], *, mode: str = "labelled", cv: int = 5, meta: dict | N
     except ValueError:
         folds = []
     if folds:
-        oq: list[LQ] = []
-        osig: list[dict] = []
-        for tr, te in folds:
-            sub = _fit_plain([labelled[i] for i in tr], mode)
-            te_q = [labelled[i] for i in te]
-            osig += signals(sub, te_q, test_priors(te_q, sub.priors, mode))
-            oq += te_q
+        oq, osig = _held_out_signals(labelled, folds, mode)
         _finish(art, oq, osig, labelled)
-        res = []
-        for q, s in zip(oq, osig, strict=True):
-            ch = {"ranker": s["ranker"], "vote": s["vote"], "first": s["first"]}
-            res.append({"ex": {p: bool(j is not None and q.labels[j]) for p, j in ch.items()},
-                        "confidence": _confidences(art, q, s)})
+        res = [_outcome(art, q, s) for q, s in zip(oq, osig, strict=True)]
         metrics["ex"] = ex_summary(oq, res)
         from eval.selective import selective_metrics
 

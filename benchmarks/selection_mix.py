@@ -164,7 +164,7 @@ def splits(args) -> int:
     """How much of a ranker figure is the database split: every recipe on every pool, under GroupKFold's split and
     `--seeds` shuffled ones. Only the training folds change between splits (the test questions are the same), so
     the spread is the fitting variance; the per-question sign test against vote is the sampling error."""
-    from planner.ranker import _sign_test
+    from planner.ranker import sign_test
 
     bases = base_pools(args.pools.split(",") if args.pools else None)
     pools = all_pools(bases)
@@ -181,8 +181,8 @@ def splits(args) -> int:
                 ex = {p: 100.0 * sum(r[p] for r in res) / n for p in ("ranker", "vote", "first")}
                 w = sum(r["ranker"] and not r["vote"] for r in res)
                 lo = sum(r["vote"] and not r["ranker"] for r in res)
-                per.append({"seed": seed, **ex, "wins": w, "losses": lo, "p_worse": round(_sign_test(lo, w), 4),
-                            "p_better": round(_sign_test(w, lo), 4)})
+                per.append({"seed": seed, **ex, "wins": w, "losses": lo, "p_worse": round(sign_test(lo, w), 4),
+                            "p_better": round(sign_test(w, lo), 4)})
             d = [x["ranker"] - x["vote"] for x in per]
             row[rec] = {"splits": per, "mean_minus_vote": sum(d) / len(d), "min_minus_vote": min(d),
                         "max_minus_vote": max(d),

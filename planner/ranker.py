@@ -596,7 +596,7 @@ def fit_vote_guard(items: Sequence[tuple[Sequence[float], int, Sequence[bool | N
             g, r = bool(lab[kv]), bool(lab[top])
             wins += g and not r
             losses += r and not g
-        p = _sign_test(wins, losses)
+        p = sign_test(wins, losses)
         if p <= GUARD_P and wins - losses > best_net:
             best_m, best_net, best_p, best_wl = m, wins - losses, p, (wins, losses)
     return {"margin": best_m, "max_candidates": int(max_candidates), "held_out_questions": len(items),
@@ -764,7 +764,7 @@ def policy_labels(cands: Sequence[ScoredCandidate], picks: Mapping[str, int | No
     return {p: label(picks.get(p)) for p in AUTO_CHOICES}
 
 
-def _sign_test(wins: int, losses: int) -> float:
+def sign_test(wins: int, losses: int) -> float:
     """One-sided P(X >= wins), X ~ Binomial(wins + losses, 1/2)."""
     n = wins + losses
     if n == 0:
@@ -795,7 +795,7 @@ def decide_auto(rows: Sequence[Mapping[str, bool | None]], default: str) -> Auto
         both = [r for r in rows if r.get(p) is not None and r.get(default) is not None]
         wins = sum(1 for r in both if r[p] and not r[default])
         losses = sum(1 for r in both if r[default] and not r[p])
-        pv = _sign_test(wins, losses)
+        pv = sign_test(wins, losses)
         e = ex[p] if ex[p] is not None else -1.0
         if pv <= AUTO_ALPHA and wins > losses and e > best_ex:
             best, best_ex = p, e

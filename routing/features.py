@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from sqlbox.databases import DatabaseRegistry
 
 
-
 class FeatureError(RuntimeError):
     """A feature could not be computed (e.g. the sentence encoder is not installed)."""
 
@@ -134,7 +133,6 @@ class Embedder:
         uses too)."""
         from core.runtime.embeddings import EmbedderNotFound, sentence_model
 
-        embedder_dir()  # FeatureError when the encoder is not installed
         try:
             return sentence_model()
         except EmbedderNotFound as e:

@@ -184,10 +184,10 @@ def rows_of(qs: Sequence[LQ], priors: dict[str, float]) -> Rows:
 
 
 def new_model():
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    """The cluster scorer, unfitted: a free and a vote-anchored booster averaged (`planner.ranker_model`)."""
+    from planner.ranker_model import VoteAnchoredEnsemble
 
-    return HistGradientBoostingClassifier(max_iter=150, learning_rate=0.06, max_leaf_nodes=15,
-                                          min_samples_leaf=20, l2_regularization=1.0, random_state=0)
+    return VoteAnchoredEnsemble(FEATURES)
 
 
 class _Const:

@@ -18,8 +18,8 @@ A question's executable candidates are grouped into result clusters by the one c
 - literal agreement: share of the question's numbers / quoted values found in the SQL literals, and of
   the SQL's string literals found in the question (rapidfuzz partial ratio).
 
-A pointwise gradient-boosted classifier (scikit-learn `HistGradientBoostingClassifier`) scores each
-cluster; the policy picks the best cluster and, within it, the member with the best prior, then the best
+A pointwise classifier scores each cluster (`planner.ranker_model`: a free gradient-boosted member and one
+boosted from the vote's log-odds, averaged); the policy picks the best cluster and, within it, the member with the best prior, then the best
 soft score, then the earliest. Confidence: calibrators fitted on held-out folds (`Calibrator`: Platt or
 isotonic, whichever has the lower grouped cross-validated Brier score) map the chosen cluster's model score
 (ranker, and the other policies) or its vote share (vote) to P(correct).

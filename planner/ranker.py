@@ -399,11 +399,11 @@ def _best_member(m: Sequence[int], cands: Sequence[ScoredCandidate], pri: Sequen
 _EPS = 1e-3
 
 
-def logit(x: Any) -> Any:
-    """log(x / (1 - x)), x clipped to [0.001, 0.999]."""
+def logit(x: Any, eps: float = _EPS) -> Any:
+    """log(x / (1 - x)), x clipped to [eps, 1 - eps] (default 0.001)."""
     import numpy as np
 
-    x = np.clip(np.asarray(x, dtype=float), _EPS, 1 - _EPS)
+    x = np.clip(np.asarray(x, dtype=float), eps, 1 - eps)
     return np.log(x / (1 - x))
 
 

@@ -17,17 +17,13 @@ inside the artifact (`RankerArtifact`), so the class lives here, where the plann
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
+from planner.ranker import logit
+
 ANCHOR_FEATURES = ("vote_share", "prior_share")  # the anchored member's base: vote and prior-weighted vote
-_CLIP = 0.02  # shares are clipped to [_CLIP, 1 - _CLIP] before the log-odds
-
-
-def _log_odds(p: Any) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype=float), _CLIP, 1 - _CLIP)
-    return np.log(p / (1 - p))
+SHARE_EPS = 0.02  # shares are clipped to [SHARE_EPS, 1 - SHARE_EPS] before the log-odds
+PROBA_EPS = 1e-6  # the free member's probabilities, likewise, before averaging log-odds
 
 
 def _proba(z: np.ndarray) -> np.ndarray:
@@ -45,16 +41,17 @@ class VoteAnchored:
                        "min_child_samples": min_child_samples, "reg_lambda": reg_lambda}
 
     def _base_x(self, X: np.ndarray) -> np.ndarray:
-        return _log_odds(X[:, list(self.columns)])
+        return logit(X[:, list(self.columns)], SHARE_EPS)
 
     def fit(self, X, y) -> VoteAnchored:
         import lightgbm as lgb
         from sklearn.linear_model import LogisticRegression
 
         X = np.asarray(X, dtype=float)
-        self.base_ = LogisticRegression(C=1.0).fit(self._base_x(X), y)
+        b = self._base_x(X)
+        self.base_ = LogisticRegression(C=1.0).fit(b, y)
         self.boost_ = lgb.LGBMClassifier(**self.params, random_state=0, verbose=-1)
-        self.boost_.fit(X, y, init_score=self.base_.decision_function(self._base_x(X)))
+        self.boost_.fit(X, y, init_score=self.base_.decision_function(b))
         return self
 
     def decision_function(self, X) -> np.ndarray:
@@ -84,6 +81,5 @@ class VoteAnchoredEnsemble:
 
     def predict_proba(self, X) -> np.ndarray:
         X = np.asarray(X, dtype=float)
-        p = np.clip(self.free.predict_proba(X)[:, 1], 1e-6, 1 - 1e-6)
-        z = (np.log(p / (1 - p)) + self.anchored.decision_function(X)) / 2
+        z = (logit(self.free.predict_proba(X)[:, 1], PROBA_EPS) + self.anchored.decision_function(X)) / 2
         return _proba(z)
